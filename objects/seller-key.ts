@@ -1,0 +1,448 @@
+// One seller key = one Durable Object. A single-threaded object is the right atom here:
+// it can count requests per minute, in-flight requests and budget spend exactly, with
+// no coordination, and it is the only place the decrypted credential ever exists (in
+// memory, never in storage). Admission checks run synchronously before the first await,
+// so concurrent requests cannot both pass a limit that only one of them fits.
+import { DurableObject } from "cloudflare:workers";
+import * as v from "valibot";
+import { PROVIDERS, upstreamBase, type Provider } from "../schema/providers.ts";
+import { priceFor, routeAllowed } from "../schema/routes.ts";
+import {
+  H, KeyConfigPatchSchema, KeyConfigSchema, poolName,
+  type Envelope, type ErrorCode, type Home, type KeyConfig, type KeyInspection,
+  type KeyView, type PoolMember, type RequestMeta,
+} from "../schema/wire.ts";
+import type { Env } from "../worker/env.ts";
+import { ApiError, attempt, errorResponse, type Result } from "../worker/http.ts";
+import { buyerResponseHeaders, upstreamHeaders, upstreamUrl } from "../worker/forward.ts";
+import { decryptCredential, parseVaultPrivateKeys, VaultError } from "../worker/vault.ts";
+import { upstreamOverrides } from "../worker/settings.ts";
+import { vaultEntryKey, type VaultMetadata } from "../worker/keys.ts";
+import * as health from "./health.ts";
+import { poolStub } from "./pool-index.ts";
+
+export interface NewKey {
+  keyId: string;
+  sellerId: string;
+  envelope: Envelope;
+  config: KeyConfig;
+}
+
+interface KeyRecord {
+  keyId: string;
+  sellerId: string;
+  home: Home;
+  config: KeyConfig;
+  createdAt: number;
+}
+
+const MINUTE = 60_000;
+const MAX_EVENTS = 200;
+/** Metadata rows kept until flushed to Postgres; the oldest go first past this. */
+const MAX_BUFFERED_META = 10_000;
+
+export class SellerKey extends DurableObject<Env> {
+  private record: KeyRecord | null = null;
+  private health: health.Health = health.initialHealth();
+  /** The decrypted credential: memory only, gone when the object is evicted. */
+  private credential: string | null = null;
+  private inFlight = 0;
+  private probeInFlight = false;
+  private readonly sql: SqlStorage;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`
+      CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS hits (at INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS hits_at ON hits (at);
+      CREATE TABLE IF NOT EXISTS spend (period TEXT PRIMARY KEY, micros INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS earnings (id INTEGER PRIMARY KEY CHECK (id = 1), unflushed_micros INTEGER NOT NULL, served_count INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS request_meta (request_id TEXT PRIMARY KEY, at INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+    `);
+    this.record = this.readMeta<KeyRecord>("record");
+    this.health = this.readMeta<health.Health>("health") ?? health.initialHealth();
+  }
+
+  // ---- seller / ops RPC -------------------------------------------------------------
+
+  // Public methods that can refuse return Result (see worker/http.ts).
+  create(input: NewKey, home: Home): Promise<Result<KeyView>> {
+    return attempt(() => this.createKey(input, home));
+  }
+  describe(): Promise<Result<KeyView>> {
+    return attempt(() => this.view());
+  }
+  inspect(): Promise<Result<KeyInspection>> {
+    return attempt(() => this.inspection());
+  }
+  configure(patch: unknown): Promise<Result<KeyView>> {
+    return attempt(() => this.applyConfig(patch));
+  }
+  /** Operator action: stop serving until the seller re-enables the key. */
+  disable(reason: string): Promise<Result<KeyInspection>> {
+    return attempt(async () => {
+      this.requireRecord();
+      this.setHealth(health.disabled(this.health, reason), "key.disabled", reason);
+      await this.publish(null);
+      return this.inspection();
+    });
+  }
+  /** Operator action: no new requests; in-flight ones finish. */
+  drain(): Promise<Result<KeyInspection>> {
+    return attempt(async () => {
+      await this.applyConfig({ status: "paused" });
+      return this.inspection();
+    });
+  }
+
+  /** Checks the envelope decrypts for this key id and seller, then stores the ciphertext in KV. */
+  private async createKey(input: NewKey, home: Home): Promise<KeyView> {
+    if (this.record) throw new ApiError("key_exists", `key ${input.keyId} already exists`);
+    const credential = await this.decrypt(input.envelope, input.sellerId, input.keyId);
+    const meta: VaultMetadata = { sellerId: input.sellerId, home };
+    await this.env.VAULT.put(vaultEntryKey(input.keyId), JSON.stringify(input.envelope), { metadata: meta });
+    this.record = { keyId: input.keyId, sellerId: input.sellerId, home, config: input.config, createdAt: Date.now() };
+    this.writeMeta("record", this.record);
+    this.credential = credential;
+    this.event("key.created", `${input.config.provider} ${input.config.region} ${input.config.tier}`);
+    await this.publish(null);
+    return this.view();
+  }
+
+  private view(): KeyView {
+    const r = this.requireRecord();
+    const h = this.health;
+    return {
+      keyId: r.keyId, sellerId: r.sellerId, home: r.home, config: r.config, createdAt: r.createdAt,
+      health: { state: h.state, score: round3(health.score(h)), latencyMs: Math.round(h.latencyMs), coolingUntil: h.coolingUntil, reason: h.reason },
+    };
+  }
+
+  private inspection(): KeyInspection {
+    const r = this.requireRecord();
+    const now = Date.now();
+    const earnings = this.sql.exec<{ unflushed_micros: number; served_count: number }>("SELECT unflushed_micros, served_count FROM earnings WHERE id = 1").toArray()[0];
+    return {
+      ...this.view(),
+      limiter: { windowCount: this.hitsInWindow(now), requestsPerMinute: r.config.requestsPerMinute },
+      inFlight: this.inFlight,
+      maxConcurrent: r.config.maxConcurrent,
+      spend: { dayMicros: this.spent(dayPeriod(now)), monthMicros: this.spent(monthPeriod(now)) },
+      earnings: { unflushedMicros: earnings?.unflushed_micros ?? 0, servedCount: earnings?.served_count ?? 0 },
+      bufferedMetadata: this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta").one().n,
+      credentialLoaded: this.credential !== null,
+      events: this.sql.exec<{ at: number; kind: string; detail: string }>("SELECT at, kind, detail FROM events ORDER BY id DESC LIMIT 50").toArray(),
+    };
+  }
+
+  /** Apply a config edit; it takes effect on the very next request (S3). */
+  private async applyConfig(patch: unknown): Promise<KeyView> {
+    const r = this.requireRecord();
+    const parsed = v.safeParse(KeyConfigPatchSchema, patch);
+    if (!parsed.success) throw new ApiError("invalid_request", `invalid config: ${parsed.issues[0]?.message ?? "bad input"}`);
+    const config = v.parse(KeyConfigSchema, { ...r.config, ...parsed.output });
+    const before = r.config;
+    this.record = { ...r, config };
+    this.writeMeta("record", this.record);
+    // Setting status to active is how a seller re-enables a key after fixing it.
+    if (parsed.output.status === "active" && this.health.state === "disabled") this.setHealth(health.reenabled(this.health), "key.recovered", "re-enabled by seller");
+    this.event("key.configured", Object.keys(parsed.output).join(","));
+    await this.publish(before);
+    return this.view();
+  }
+
+  /** Remove everywhere: KV ciphertext, pool membership, this object's storage. */
+  async remove(): Promise<void> {
+    const r = this.record;
+    if (r) {
+      await this.env.VAULT.delete(vaultEntryKey(r.keyId));
+      await this.leavePool(r.config, r.keyId);
+    }
+    this.credential = null;
+    this.record = null;
+    this.health = health.initialHealth();
+    await this.ctx.storage.deleteAlarm();
+    await this.ctx.storage.deleteAll();
+  }
+
+  /** Metadata rows not yet flushed (oldest first); the flush job consumes them. */
+  bufferedMeta(limit = 1000): RequestMeta[] {
+    return this.sql.exec<Record<string, string | number>>("SELECT * FROM request_meta ORDER BY at LIMIT ?", limit).toArray().map((row) => ({
+      requestId: String(row.request_id), at: Number(row.at), method: String(row.method), route: String(row.route),
+      status: Number(row.status), latencyMs: Number(row.latency_ms), amountMicros: Number(row.amount_micros),
+      outcome: row.outcome as RequestMeta["outcome"],
+    }));
+  }
+
+  // ---- the proxy path ----------------------------------------------------------------
+
+  /** Serve one buyer request. The router sends the buyer's method, path, query and body. */
+  override async fetch(request: Request): Promise<Response> {
+    const requestId = request.headers.get(H.requestId) ?? "";
+    const r = this.record;
+    if (!r) return refusal("key_not_found", "no such key", requestId);
+    const { config } = r;
+    const provider = PROVIDERS[config.provider];
+    const url = new URL(request.url);
+    const method = request.method;
+    const path = url.pathname;
+    const now = Date.now();
+
+    // Admission: synchronous, so it is exact under concurrency.
+    if (config.status === "paused") return refusal("key_paused", "key is paused by its seller", requestId);
+    const admit = health.admits(this.health, now);
+    if (admit === "no" || (admit === "probe" && this.probeInFlight)) {
+      return this.health.state === "disabled"
+        ? refusal("key_disabled", "key is disabled", requestId)
+        : refusal("key_cooling", "key is cooling down", requestId, retryAfterSeconds(this.health.coolingUntil - now));
+    }
+    const routes = config.allowedRoutes.length > 0 ? config.allowedRoutes : provider.defaultRoutes;
+    if (!routeAllowed(routes, method, path)) return refusal("route_not_allowed", `${method} ${path} is not allowed on this key`, requestId);
+    if (this.inFlight >= config.maxConcurrent) return refusal("concurrency_limit", `key serves at most ${config.maxConcurrent} requests at once`, requestId);
+    const inWindow = this.hitsInWindow(now);
+    if (inWindow >= config.requestsPerMinute) {
+      const oldest = this.sql.exec<{ at: number }>("SELECT min(at) AS at FROM hits WHERE at > ?", now - MINUTE).one().at;
+      return refusal("rate_limited", `key allows ${config.requestsPerMinute} requests per minute`, requestId, retryAfterSeconds(oldest + MINUTE - now));
+    }
+    const price = priceFor(config, method, path);
+    const day = dayPeriod(now);
+    const month = monthPeriod(now);
+    if (config.dailyBudgetMicros !== null && this.spent(day) + price > config.dailyBudgetMicros) return refusal("budget_exhausted", "key's daily budget is spent", requestId);
+    if (config.monthlyBudgetMicros !== null && this.spent(month) + price > config.monthlyBudgetMicros) return refusal("budget_exhausted", "key's monthly budget is spent", requestId);
+
+    // Admitted: count it and reserve the budget; released if nothing is served.
+    this.sql.exec("INSERT INTO hits (at) VALUES (?)", now);
+    this.addSpend(day, price);
+    this.addSpend(month, price);
+    this.inFlight++;
+    const isProbe = admit === "probe";
+    if (isProbe) this.probeInFlight = true;
+    let released = false;
+    const release = (served: boolean) => {
+      if (released) return;
+      released = true;
+      this.inFlight--;
+      if (isProbe) this.probeInFlight = false;
+      if (!served) {
+        this.addSpend(day, -price);
+        this.addSpend(month, -price);
+      }
+    };
+    const record = (status: number, latencyMs: number, outcome: RequestMeta["outcome"], amount: number) =>
+      this.recordMeta({ requestId, at: now, method, route: path, status, latencyMs, amountMicros: amount, outcome });
+
+    let credential: string;
+    try {
+      credential = this.credential ?? (await this.loadCredential(r));
+    } catch (err) {
+      release(false);
+      const code: ErrorCode = err instanceof VaultError && err.code === "vault_key_unknown" ? "key_disabled" : "decrypt_failed";
+      this.setHealth(health.disabled(this.health, "credential_undecryptable"), "key.disabled", "credential could not be decrypted");
+      return refusal(code, "key credential unavailable", requestId);
+    }
+
+    // The first-byte timeout is ours; the buyer's disconnect is request.signal.
+    const timeoutMs = Number(this.env.UPSTREAM_TIMEOUT_MS) || 60_000;
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(), timeoutMs);
+    const signal = AbortSignal.any([request.signal, timeout.signal]);
+    const started = performance.now();
+    let upstream: Response;
+    try {
+      upstream = await fetch(upstreamUrl(upstreamBase(provider, upstreamOverrides(this.env)), path, url.search, provider), {
+        method,
+        headers: upstreamHeaders(provider, request.headers, credential),
+        body: method === "GET" || method === "HEAD" ? undefined : request.body,
+        signal,
+      });
+    } catch {
+      clearTimeout(timer);
+      release(false);
+      const latency = Math.round(performance.now() - started);
+      if (request.signal.aborted) {
+        record(499, latency, "client_abort", 0);
+        return refusal("upstream_error", "buyer went away", requestId);
+      }
+      const kind = timeout.signal.aborted ? "timeout" : "network";
+      this.failure(kind, isProbe);
+      record(kind === "timeout" ? 504 : 502, latency, "upstream_error", 0);
+      return kind === "timeout"
+        ? refusal("upstream_timeout", `upstream did not answer within ${timeoutMs} ms`, requestId)
+        : refusal("upstream_error", "upstream could not be reached", requestId);
+    }
+    clearTimeout(timer);
+    const latency = Math.round(performance.now() - started);
+    const status = upstream.status;
+
+    if (status === 401 || status === 403 || status === 429 || status >= 500) {
+      await upstream.body?.cancel();
+      release(false);
+      record(status, latency, "upstream_error", 0);
+      if (status === 429) {
+        this.setHealth(health.onRateLimited(this.health, upstream.headers.get("retry-after"), Date.now()), "key.cooling", "upstream 429");
+        return refusal("rate_limited", "upstream rate limited this key", requestId, retryAfterSeconds(this.health.coolingUntil - Date.now()));
+      }
+      if (status < 500) {
+        this.setHealth(health.disabled(this.health, `upstream_${status}`), "key.disabled", `upstream answered ${status}: the credential was refused`);
+        return refusal("key_disabled", `upstream refused the key's credential (${status})`, requestId);
+      }
+      this.failure("server_error", isProbe);
+      return refusal("upstream_error", `upstream answered ${status}`, requestId);
+    }
+
+    // Served: the key works, whatever the buyer asked (a 400 is the buyer's own error).
+    const served = status < 400;
+    const amount = served ? price : 0;
+    if (!served) release(false);
+    this.setHealth(health.onSuccess(this.health, latency), this.health.state === "cooling" ? "key.recovered" : null, "probe succeeded");
+    const headers = buyerResponseHeaders(provider, upstream.headers);
+    headers.set(H.price, String(amount));
+    if (!upstream.body) {
+      release(served);
+      this.earn(amount);
+      record(status, latency, "served", amount);
+      return new Response(null, { status, headers });
+    }
+    // Stream through untouched; the pipe's outcome tells a clean end from a cut.
+    const { readable, writable } = new TransformStream();
+    upstream.body.pipeTo(writable).then(
+      () => {
+        release(served);
+        this.earn(amount);
+        record(status, latency, "served", amount);
+      },
+      () => {
+        const buyerLeft = request.signal.aborted;
+        // A cut stream was still served in part: the charge stands, the dispute trail records it.
+        release(served);
+        this.earn(amount);
+        record(status, latency, buyerLeft ? "client_abort" : "stream_cut", amount);
+        if (!buyerLeft) {
+          this.failure("stream_cut", false);
+          this.event("request.stream_cut", requestId);
+        }
+      },
+    );
+    return new Response(readable, { status, headers });
+  }
+
+  // ---- internals ---------------------------------------------------------------------
+
+  private async loadCredential(r: KeyRecord): Promise<string> {
+    const stored = await this.env.VAULT.get(vaultEntryKey(r.keyId));
+    if (!stored) throw new VaultError("decrypt_failed", "no ciphertext stored for this key");
+    this.credential = await this.decrypt(JSON.parse(stored) as Envelope, r.sellerId, r.keyId);
+    return this.credential;
+  }
+
+  private async decrypt(envelope: Envelope, sellerId: string, keyId: string): Promise<string> {
+    try {
+      return await decryptCredential(envelope, parseVaultPrivateKeys(this.env.VAULT_PRIVATE_KEYS), { sellerId, keyId });
+    } catch (err) {
+      if (err instanceof VaultError) throw new ApiError(err.code === "vault_key_unknown" ? "vault_key_unknown" : "decrypt_failed", err.message);
+      throw err;
+    }
+  }
+
+  private failure(kind: health.FailureKind, wasProbe: boolean) {
+    const next = health.onFailure(this.health, kind, Date.now(), wasProbe);
+    this.setHealth(next, next.state === "cooling" && this.health.state !== "cooling" ? "key.cooling" : null, kind);
+  }
+
+  /** Persist health; publish to the pool when the state or score moved enough to matter. */
+  private setHealth(next: health.Health, eventKind: string | null, detail: string) {
+    const before = this.health;
+    this.health = next;
+    this.writeMeta("health", next);
+    if (eventKind) this.event(eventKind, detail);
+    const moved = before.state !== next.state || before.coolingUntil !== next.coolingUntil || Math.abs(health.score(before) - health.score(next)) > 0.05;
+    if (moved) this.ctx.waitUntil(this.publish(null).catch((err) => console.error(JSON.stringify({ evt: "pool_publish_failed", error: String(err) }))));
+  }
+
+  /** Tell the pool index where this key stands; leave the old pool if region/tier moved. */
+  private async publish(before: KeyConfig | null): Promise<void> {
+    const r = this.record;
+    if (!r) return;
+    const { config } = r;
+    if (before && poolName(before.provider, before.region, before.tier) !== poolName(config.provider, config.region, config.tier)) {
+      await this.leavePool(before, r.keyId);
+    }
+    if (config.status === "paused") return this.leavePool(config, r.keyId);
+    const member: PoolMember = {
+      keyId: r.keyId, home: r.home, region: config.region, tier: config.tier,
+      priceMicros: config.priceMicros, routePrices: config.routePrices,
+      health: round3(health.score(this.health)), state: this.health.state,
+      coolingUntil: this.health.coolingUntil, latencyMs: Math.round(this.health.latencyMs),
+    };
+    const name = poolName(config.provider, config.region, config.tier);
+    await poolStub(this.env, name).upsert(name, member);
+  }
+
+  private leavePool(config: KeyConfig, keyId: string) {
+    const name = poolName(config.provider, config.region, config.tier);
+    return poolStub(this.env, name).remove(name, keyId);
+  }
+
+  private hitsInWindow(now: number): number {
+    this.sql.exec("DELETE FROM hits WHERE at <= ?", now - MINUTE);
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM hits").one().n;
+  }
+
+  private spent(period: string): number {
+    return this.sql.exec<{ micros: number }>("SELECT micros FROM spend WHERE period = ?", period).toArray()[0]?.micros ?? 0;
+  }
+
+  private addSpend(period: string, micros: number) {
+    if (micros === 0) return;
+    this.sql.exec("INSERT INTO spend (period, micros) VALUES (?, ?) ON CONFLICT (period) DO UPDATE SET micros = micros + excluded.micros", period, micros);
+  }
+
+  private earn(micros: number) {
+    if (micros === 0) return;
+    this.sql.exec(
+      "INSERT INTO earnings (id, unflushed_micros, served_count) VALUES (1, ?, 1) ON CONFLICT (id) DO UPDATE SET unflushed_micros = unflushed_micros + excluded.unflushed_micros, served_count = served_count + 1",
+      micros,
+    );
+  }
+
+  private recordMeta(m: RequestMeta) {
+    this.sql.exec(
+      "INSERT OR REPLACE INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome,
+    );
+    this.sql.exec("DELETE FROM request_meta WHERE request_id IN (SELECT request_id FROM request_meta ORDER BY at DESC LIMIT -1 OFFSET ?)", MAX_BUFFERED_META);
+  }
+
+  private event(kind: string, detail: string) {
+    this.sql.exec("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)", Date.now(), kind, detail);
+    this.sql.exec("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", MAX_EVENTS);
+  }
+
+  private requireRecord(): KeyRecord {
+    if (!this.record) throw new ApiError("key_not_found", "no such key");
+    return this.record;
+  }
+
+  private readMeta<T>(k: string): T | null {
+    const row = this.sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = ?", k).toArray()[0];
+    return row ? (JSON.parse(row.v) as T) : null;
+  }
+
+  private writeMeta(k: string, value: unknown) {
+    this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, JSON.stringify(value));
+  }
+}
+
+function refusal(code: ErrorCode, message: string, requestId: string, retryAfter?: number): Response {
+  const headers: Record<string, string> = { [H.refusal]: code };
+  if (retryAfter !== undefined) headers["retry-after"] = String(retryAfter);
+  return errorResponse(code, message, { requestId, headers });
+}
+
+const retryAfterSeconds = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
+const dayPeriod = (now: number) => `d:${new Date(now).toISOString().slice(0, 10)}`;
+const monthPeriod = (now: number) => `m:${new Date(now).toISOString().slice(0, 7)}`;

@@ -1,0 +1,200 @@
+// Shapes that cross a boundary (HTTP, RPC, KV), shared by the Worker, the objects,
+// the CLI tools and the dashboard. Every input is parsed with these before use.
+import * as v from "valibot";
+import { PROVIDER_IDS } from "./providers.ts";
+
+export const TIERS = ["standard", "premium", "economy"] as const;
+export type Tier = (typeof TIERS)[number];
+export const REGIONS = ["eu", "us", "asia", "global"] as const;
+export type Region = (typeof REGIONS)[number];
+
+export const ProviderId = v.picklist(PROVIDER_IDS, "unknown provider");
+export const TierSchema = v.picklist(TIERS, "tier must be standard, premium or economy");
+export const RegionSchema = v.picklist(REGIONS, "region must be eu, us, asia or global");
+
+/** Money is integer micro-dollars (1 USD = 1_000_000) everywhere: never floats. */
+export const Micros = v.pipe(v.number(), v.safeInteger("must be an integer number of micro-dollars"), v.minValue(0));
+
+/** "METHOD /path" with `*` for one path segment's characters and `**` for any suffix. */
+export const RoutePattern = v.pipe(
+  v.string(),
+  v.maxLength(200),
+  v.regex(/^(GET|POST|PUT|PATCH|DELETE|\*) \/[A-Za-z0-9_.:\-/*{}]*$/, 'route must look like "POST /v1/chat/completions"'),
+);
+
+export const KeyIdSchema = v.pipe(v.string(), v.regex(/^k_[a-z0-9]{12,32}$/, "key id must be k_ followed by 12-32 lowercase letters or digits"));
+export const SellerIdSchema = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/, "seller id must be 1-64 letters, digits, _ or -"));
+
+export const KEY_STATUSES = ["active", "paused"] as const;
+
+/** A key's configuration as the seller sets it (S3). Never contains the credential. */
+export const KeyConfigSchema = v.strictObject({
+  provider: ProviderId,
+  priceMicros: Micros,
+  /** Per-route prices overriding priceMicros; first matching pattern wins. */
+  routePrices: v.optional(v.array(v.strictObject({ route: RoutePattern, priceMicros: Micros })), []),
+  requestsPerMinute: v.pipe(v.number(), v.safeInteger(), v.minValue(1), v.maxValue(100_000)),
+  maxConcurrent: v.pipe(v.number(), v.safeInteger(), v.minValue(1), v.maxValue(10_000)),
+  /** Cap on what the key may be charged for per UTC day / month; null = none. */
+  dailyBudgetMicros: v.optional(v.nullable(Micros), null),
+  monthlyBudgetMicros: v.optional(v.nullable(Micros), null),
+  /** Empty = the provider's default allow-list. */
+  allowedRoutes: v.optional(v.pipe(v.array(RoutePattern), v.maxLength(100)), []),
+  region: RegionSchema,
+  tier: v.optional(TierSchema, "standard"),
+  status: v.optional(v.picklist(KEY_STATUSES), "active"),
+});
+export type KeyConfig = v.InferOutput<typeof KeyConfigSchema>;
+export type KeyConfigInput = v.InferInput<typeof KeyConfigSchema>;
+
+/** A partial edit: provider cannot change (the credential belongs to one provider). */
+export const KeyConfigPatchSchema = v.partial(v.omit(KeyConfigSchema, ["provider"]));
+export type KeyConfigPatch = v.InferOutput<typeof KeyConfigPatchSchema>;
+
+/** The vault envelope (S2): ECDH P-256 + HKDF-SHA-256 -> AES-256-GCM. base64url fields. */
+export const EnvelopeSchema = v.strictObject({
+  v: v.literal(1),
+  kid: v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/)),
+  epk: v.looseObject({ kty: v.literal("EC"), crv: v.literal("P-256"), x: v.string(), y: v.string() }),
+  salt: v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{22}$/, "salt must be 16 bytes base64url")),
+  iv: v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{16}$/, "iv must be 12 bytes base64url")),
+  ct: v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]+$/), v.maxLength(8192)),
+});
+export type Envelope = v.InferOutput<typeof EnvelopeSchema>;
+
+/** POST /api/keys */
+export const CreateKeySchema = v.strictObject({
+  keyId: KeyIdSchema,
+  sellerId: SellerIdSchema,
+  envelope: EnvelopeSchema,
+  config: KeyConfigSchema,
+});
+export type CreateKeyInput = v.InferInput<typeof CreateKeySchema>;
+
+export const HEALTH_STATES = ["healthy", "cooling", "disabled"] as const;
+export type HealthState = (typeof HEALTH_STATES)[number];
+
+/** One key as a pool snapshot lists it: everything the router needs to choose. */
+export interface PoolMember {
+  keyId: string;
+  /** Where the key's object lives: EU keys are created in the EU jurisdiction. */
+  home: Home;
+  region: Region;
+  tier: Tier;
+  priceMicros: number;
+  routePrices: { route: string; priceMicros: number }[];
+  /** 0..1, higher is better (EWMA success with a latency penalty). */
+  health: number;
+  state: HealthState;
+  /** ms since epoch until which a cooling key should not be tried (0 = none). */
+  coolingUntil: number;
+  latencyMs: number;
+}
+
+export interface PoolSnapshot {
+  provider: string;
+  region: Region;
+  tier: Tier;
+  updatedAt: number;
+  members: PoolMember[];
+}
+
+export type Home = "eu" | "default";
+
+/** A key as the seller API shows it: configuration and health, never the credential. */
+export interface KeyView {
+  keyId: string;
+  sellerId: string;
+  home: Home;
+  config: KeyConfig;
+  health: { state: HealthState; score: number; latencyMs: number; coolingUntil: number; reason: string | null };
+  createdAt: number;
+}
+
+/** KeyView plus live internals, for operators (M3). */
+export interface KeyInspection extends KeyView {
+  limiter: { windowCount: number; requestsPerMinute: number };
+  inFlight: number;
+  maxConcurrent: number;
+  spend: { dayMicros: number; monthMicros: number };
+  earnings: { unflushedMicros: number; servedCount: number };
+  bufferedMetadata: number;
+  credentialLoaded: boolean;
+  events: { at: number; kind: string; detail: string }[];
+}
+
+/** One served or failed request as we record it (P5): no bodies, no buyer data. */
+export interface RequestMeta {
+  requestId: string;
+  at: number;
+  method: string;
+  route: string;
+  status: number;
+  latencyMs: number;
+  amountMicros: number;
+  outcome: "served" | "refused" | "upstream_error" | "stream_cut" | "client_abort";
+}
+
+export const poolName = (provider: string, region: Region, tier: Tier) => `${provider}:${region}:${tier}`;
+
+/** Stable refusal/error codes. The router fails over on the retryable ones. */
+export const ERROR_CODES = {
+  // buyer input
+  unknown_provider: 404,
+  not_found: 404,
+  invalid_tier: 400,
+  invalid_max_price: 400,
+  invalid_request: 400,
+  invalid_json: 400,
+  headers_too_large: 431,
+  body_too_large: 413,
+  route_not_allowed: 403,
+  unauthorized: 401,
+  // routing
+  no_key_available: 503,
+  no_eu_key_available: 503,
+  price_cap_too_low: 422,
+  // per-key refusals (retryable on another key)
+  rate_limited: 429,
+  concurrency_limit: 429,
+  budget_exhausted: 429,
+  key_disabled: 503,
+  key_paused: 503,
+  key_cooling: 503,
+  key_not_found: 404,
+  upstream_error: 502,
+  upstream_timeout: 504,
+  // seller/ops API
+  key_exists: 409,
+  vault_key_unknown: 400,
+  decrypt_failed: 422,
+  internal_error: 500,
+} as const;
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Refusals after which the router may try another key (no byte has reached the buyer). */
+export const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "rate_limited", "concurrency_limit", "budget_exhausted", "key_disabled", "key_paused",
+  "key_cooling", "key_not_found", "upstream_error", "upstream_timeout", "route_not_allowed", "decrypt_failed",
+]);
+
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string };
+  requestId?: string;
+}
+
+/** Headers the router and the key object use between themselves and with buyers. */
+export const H = {
+  requestId: "cn2-request-id",
+  tier: "cn2-tier",
+  maxPrice: "cn2-max-price",
+  opsToken: "cn2-ops-token",
+  /** Set by SellerKey on a response: the refusal code (absent on a served answer). */
+  refusal: "cn2-refusal",
+  /** Set by SellerKey on a served answer: what the request cost in micro-dollars. */
+  price: "cn2-price-micros",
+  /** Set by the router: which key served (opaque id, no seller data). */
+  key: "cn2-key",
+  /** Router -> SellerKey: the route as "METHOD /path" without the provider prefix. */
+  route: "cn2-route",
+} as const;

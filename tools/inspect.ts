@@ -1,0 +1,122 @@
+// Ops inspection (M3) through the ops API: one key object's live state, pool snapshots,
+// and the two levers ops need in an incident (disable, drain).
+//
+//   npm run inspect -- key <keyId> | pool <provider> <region> <tier> | pools [provider]
+//   npm run inspect -- disable <keyId> | drain <keyId>        (add --json for raw JSON only)
+import { PROVIDER_IDS } from "../schema/providers.ts";
+import { KeyIdSchema, REGIONS, TIERS, type PoolSnapshot } from "../schema/wire.ts";
+import * as v from "valibot";
+import { ApiError, CliError, apiClient, isMain, pretty, runCli, type ApiClient, type KeyInspection } from "./api-client.ts";
+
+const USAGE = `cn2 ops inspection
+
+  npm run inspect -- key <keyId>                       config (no secret), health, limiter, in-flight, unflushed earnings
+  npm run inspect -- pool <provider> <region> <tier>   one routing pool snapshot
+  npm run inspect -- pools [provider]                  every non-empty pool
+  npm run inspect -- disable <keyId>                   stop routing to a key (state disabled)
+  npm run inspect -- drain <keyId>                     pause a key: no new requests, in-flight ones finish
+Options: --json prints the raw JSON only.
+Environment: CN2_URL (default http://127.0.0.1:8787), CN2_OPS_TOKEN (default: OPS_TOKEN in .dev.vars).`;
+
+const out = (text: string) => void process.stdout.write(text + "\n");
+
+function keyId(raw: string | undefined): string {
+  if (!raw) throw new CliError("a key id is required (k_...)");
+  const r = v.safeParse(KeyIdSchema, raw);
+  if (!r.success) throw new CliError(r.issues[0].message);
+  return r.output;
+}
+
+function oneOf(what: string, raw: string | undefined, allowed: readonly string[]): string {
+  if (!raw || !allowed.includes(raw)) throw new CliError(`${what} must be one of ${allowed.join(", ")}${raw ? `, got "${raw}"` : ""}`);
+  return raw;
+}
+
+const ms = (n: unknown) => (typeof n === "number" ? `${Math.round(n)} ms` : "?");
+const when = (t: unknown) => (typeof t === "number" && t > 0 ? new Date(t).toISOString() : "-");
+
+/** A few readable lines above the JSON, for the fields ops look at first. */
+export function summarizeKey(k: KeyInspection): string {
+  const c = k.config ?? ({} as KeyInspection["config"]);
+  const h = k.health ?? ({} as KeyInspection["health"]);
+  const lines = [
+    `key       ${k.keyId}  seller ${k.sellerId}  ${c.provider} ${c.region} ${c.tier}  status ${c.status}`,
+    `price     ${c.priceMicros} µ$/request${c.routePrices?.length ? ` (+${c.routePrices.length} route prices)` : ""}`,
+    `health    ${h.state}  score ${typeof h.score === "number" ? h.score.toFixed(3) : "?"}  latency ${ms(h.latencyMs)}  cooling until ${when(h.coolingUntil)}`,
+    `limiter   ${k.limiter?.windowCount ?? "?"}/${k.limiter?.requestsPerMinute ?? c.requestsPerMinute} requests this minute`,
+    `in flight ${k.inFlight ?? "?"}/${c.maxConcurrent}`,
+    `earnings  ${k.earnings?.unflushedMicros ?? "?"} µ$ not yet flushed, ${k.earnings?.servedCount ?? "?"} served`,
+  ];
+  return lines.join("\n");
+}
+
+export function summarizePool(p: PoolSnapshot): string {
+  const head = `pool ${p.provider}:${p.region}:${p.tier}  ${p.members.length} member(s)  updated ${when(p.updatedAt)}`;
+  if (p.members.length === 0) return head;
+  const rows = [...p.members]
+    .sort((a, b) => a.priceMicros - b.priceMicros)
+    .map((m) => [m.keyId, String(m.priceMicros), m.health.toFixed(3), m.state, ms(m.latencyMs), when(m.coolingUntil)]);
+  const header = ["keyId", "price µ$", "health", "state", "latency", "cooling until"];
+  const widths = header.map((_, i) => Math.max(header[i]!.length, ...rows.map((r) => r[i]!.length)));
+  const fmt = (r: string[]) => "  " + r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  return [head, fmt(header), ...rows.map(fmt)].join("\n");
+}
+
+async function allPools(client: ApiClient, providers: readonly string[]): Promise<PoolSnapshot[]> {
+  const names = providers.flatMap((p) => REGIONS.flatMap((r) => TIERS.map((t) => [p, r, t] as const)));
+  const pools = await Promise.all(
+    names.map(([p, r, t]) =>
+      client.pool(p, r, t).catch((err: unknown) => {
+        // A pool nobody has joined yet may simply not exist.
+        if (err instanceof ApiError && err.status === 404) return undefined;
+        throw err;
+      }),
+    ),
+  );
+  return pools.filter((p): p is PoolSnapshot => p !== undefined && p.members?.length > 0);
+}
+
+export async function main(argv: string[], client: ApiClient = apiClient()): Promise<void> {
+  const json = argv.includes("--json");
+  const [command, ...args] = argv.filter((a) => a !== "--json");
+  const show = (summary: string, value: unknown) => out(json ? pretty(value) : `${summary}\n\n${pretty(value)}`);
+
+  switch (command) {
+    case "key": {
+      const key = await client.inspectKey(keyId(args[0]));
+      return show(summarizeKey(key), key);
+    }
+    case "disable": {
+      const key = await client.disableKey(keyId(args[0]));
+      return show(`disabled ${key.keyId}\n${summarizeKey(key)}`, key);
+    }
+    case "drain": {
+      const id = keyId(args[0]);
+      const result = await client.drainKey(id);
+      const key = (result as { key?: KeyInspection }).key;
+      return show(key ? `draining ${id}\n${summarizeKey(key)}` : `draining ${id}`, result);
+    }
+    case "pool": {
+      const provider = oneOf("provider", args[0], PROVIDER_IDS);
+      const region = oneOf("region", args[1], REGIONS);
+      const tier = oneOf("tier", args[2] ?? "standard", TIERS);
+      const pool = await client.pool(provider, region, tier);
+      return show(summarizePool(pool), pool);
+    }
+    case "pools": {
+      const providers = args[0] ? [oneOf("provider", args[0], PROVIDER_IDS)] : PROVIDER_IDS;
+      const pools = await allPools(client, providers);
+      if (json) return out(pretty(pools));
+      return out(pools.length ? pools.map(summarizePool).join("\n\n") : "no pool has members");
+    }
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      return out(USAGE);
+    default:
+      throw new CliError(`unknown command "${command}" (try \`npm run inspect -- help\`)`);
+  }
+}
+
+if (isMain(import.meta.url)) runCli((argv) => main(argv));

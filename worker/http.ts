@@ -1,0 +1,84 @@
+// Response helpers: every error is JSON with a stable code, a human message and the
+// request id, so buyers, sellers and the router itself can act on it.
+import { ERROR_CODES, H, type ErrorBody, type ErrorCode } from "../schema/wire.ts";
+import * as v from "valibot";
+
+export class ApiError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  constructor(code: ErrorCode, message: string, status?: number) {
+    super(message);
+    this.code = code;
+    this.status = status ?? ERROR_CODES[code];
+  }
+}
+
+export function errorResponse(code: ErrorCode, message: string, init: { status?: number; requestId?: string; headers?: HeadersInit } = {}): Response {
+  const body: ErrorBody = { error: { code, message }, ...(init.requestId ? { requestId: init.requestId } : {}) };
+  const headers = new Headers(init.headers);
+  headers.set("content-type", "application/json");
+  if (init.requestId) headers.set(H.requestId, init.requestId);
+  return new Response(JSON.stringify(body), { status: init.status ?? ERROR_CODES[code], headers });
+}
+
+export function json(data: unknown, status = 200, headers?: HeadersInit): Response {
+  const h = new Headers(headers);
+  h.set("content-type", "application/json");
+  return new Response(JSON.stringify(data), { status, headers: h });
+}
+
+/** Parse with valibot, turning issues into one readable 400 message. */
+export function parseOr400<S extends v.GenericSchema>(schema: S, input: unknown, what: string): v.InferOutput<S> {
+  const result = v.safeParse(schema, input);
+  if (result.success) return result.output;
+  const first = result.issues.slice(0, 3).map((i) => {
+    const path = v.getDotPath(i);
+    return path ? `${path}: ${i.message}` : i.message;
+  });
+  throw new ApiError("invalid_request", `invalid ${what}: ${first.join("; ")}`);
+}
+
+const MAX_JSON_BYTES = 64 * 1024;
+
+/** Read a JSON request body (API routes only, never proxied bodies). */
+export async function readJson(request: Request): Promise<unknown> {
+  const length = Number(request.headers.get("content-length") ?? "0");
+  if (length > MAX_JSON_BYTES) throw new ApiError("body_too_large", `JSON body over ${MAX_JSON_BYTES} bytes`);
+  const text = await request.text();
+  if (text.length > MAX_JSON_BYTES) throw new ApiError("body_too_large", `JSON body over ${MAX_JSON_BYTES} bytes`);
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError("invalid_json", "body is not valid JSON");
+  }
+}
+
+/** Constant-time comparison for tokens. */
+export function safeEqual(a: string, b: string): boolean {
+  const enc = new TextEncoder();
+  const x = enc.encode(a);
+  const y = enc.encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i % x.length] ?? 0) ^ (y[i % y.length] ?? 0);
+  return diff === 0 && x.length > 0;
+}
+
+/**
+ * What an object's RPC method returns: errors thrown across RPC lose their code, so
+ * methods that can refuse return the refusal as data and the router turns it back.
+ */
+export type Result<T> = { ok: true; value: T } | { ok: false; code: ErrorCode; message: string };
+
+export async function attempt<T>(fn: () => T | Promise<T>): Promise<Result<T>> {
+  try {
+    return { ok: true, value: await fn() };
+  } catch (err) {
+    if (err instanceof ApiError) return { ok: false, code: err.code, message: err.message };
+    throw err;
+  }
+}
+
+export function unwrap<T>(result: Result<T>): T {
+  if (result.ok) return result.value;
+  throw new ApiError(result.code, result.message);
+}

@@ -1,0 +1,11 @@
+// The Worker's entry: HTTP through the router; the Durable Object classes are exported
+// from here so wrangler binds them.
+import type { Env } from "./env.ts";
+import { router } from "./router.ts";
+
+export { SellerKey } from "../objects/seller-key.ts";
+export { PoolIndex } from "../objects/pool-index.ts";
+
+export default {
+  fetch: (request, env, ctx) => router.fetch(request, env, ctx),
+} satisfies ExportedHandler<Env>;

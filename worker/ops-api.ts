@@ -1,0 +1,28 @@
+// Operator endpoints (M3): inspect a key or a pool, disable or drain a key.
+import * as v from "valibot";
+import { PROVIDER_IDS } from "../schema/providers.ts";
+import { poolName, RegionSchema, TierSchema } from "../schema/wire.ts";
+import { poolStub } from "../objects/pool-index.ts";
+import type { Env } from "./env.ts";
+import { json, parseOr400, unwrap } from "./http.ts";
+import { existingKey } from "./keys-api.ts";
+
+export async function inspectKey(env: Env, keyId: string | undefined): Promise<Response> {
+  return json({ key: unwrap(await (await existingKey(env, keyId)).inspect()) });
+}
+
+export async function disableKey(env: Env, keyId: string | undefined): Promise<Response> {
+  return json({ key: unwrap(await (await existingKey(env, keyId)).disable("disabled by operator")) });
+}
+
+export async function drainKey(env: Env, keyId: string | undefined): Promise<Response> {
+  return json({ key: unwrap(await (await existingKey(env, keyId)).drain()) });
+}
+
+const PoolParams = v.object({ provider: v.picklist(PROVIDER_IDS, "unknown provider"), region: RegionSchema, tier: TierSchema });
+
+export async function inspectPool(env: Env, params: Record<string, string>): Promise<Response> {
+  const { provider, region, tier } = parseOr400(PoolParams, params, "pool");
+  const name = poolName(provider, region, tier);
+  return json({ pool: await poolStub(env, name).snapshot(name) });
+}

@@ -1,0 +1,33 @@
+// Pool snapshots as the router reads them: from KV, kept in isolate memory for
+// POOL_CACHE_MS so the hot path rarely waits on KV, and never on a central object.
+import { poolName, type PoolSnapshot, type Region, type Tier } from "../schema/wire.ts";
+import { poolSnapshotKey } from "../objects/pool-index.ts";
+import type { Env } from "./env.ts";
+import { numberSetting } from "./settings.ts";
+
+const cache = new Map<string, { at: number; snapshot: PoolSnapshot | null }>();
+
+export async function readPools(env: Env, provider: string, regions: readonly Region[], tier: Tier): Promise<PoolSnapshot[]> {
+  const ttl = numberSetting(env.POOL_CACHE_MS, 3000);
+  const now = Date.now();
+  const snaps = await Promise.all(
+    regions.map(async (region) => {
+      const name = poolName(provider, region, tier);
+      const hit = cache.get(name);
+      if (hit && now - hit.at < ttl) return hit.snapshot;
+      const snapshot = await env.POOLS.get<PoolSnapshot>(poolSnapshotKey(name), "json");
+      cache.set(name, { at: now, snapshot });
+      return snapshot;
+    }),
+  );
+  return snaps.filter((s): s is PoolSnapshot => s !== null);
+}
+
+/** In-flight requests this isolate has sent to each key: the "load" in routing. */
+const inFlight = new Map<string, number>();
+export const localLoad = (keyId: string) => inFlight.get(keyId) ?? 0;
+export function trackLoad(keyId: string, delta: 1 | -1) {
+  const n = (inFlight.get(keyId) ?? 0) + delta;
+  if (n <= 0) inFlight.delete(keyId);
+  else inFlight.set(keyId, n);
+}

@@ -1,0 +1,75 @@
+// Every HTTP entry of the Worker. Specific prefixes first; anything else under a
+// provider name is proxied.
+import { AutoRouter, type IRequest } from "itty-router";
+import { H } from "../schema/wire.ts";
+import type { Env } from "./env.ts";
+import { ApiError, errorResponse, json, safeEqual } from "./http.ts";
+import { createKey, deleteKey, getKey, listKeys, patchKey } from "./keys-api.ts";
+import { disableKey, drainKey, inspectKey, inspectPool } from "./ops-api.ts";
+import { proxy } from "./proxy.ts";
+import { parseVaultPrivateKeys, publicKeysOf } from "./vault.ts";
+
+type Req = IRequest & { requestId: string };
+type Args = [Env, ExecutionContext];
+
+const newRequestId = () => `req_${crypto.randomUUID().replaceAll("-", "")}`;
+
+function bearer(request: Request): string | null {
+  const auth = request.headers.get("authorization");
+  return auth?.startsWith("Bearer ") ? auth.slice(7) : null;
+}
+
+/** Ops endpoints, and for now the seller API, need the ops token. */
+function requireOps(request: Req, env: Env) {
+  const token = bearer(request);
+  if (!env.OPS_TOKEN || token === null || !safeEqual(token, env.OPS_TOKEN)) throw new ApiError("unauthorized", "this endpoint needs the ops token (Authorization: Bearer …)");
+}
+
+/** Until payments land the proxy is closed to everyone but holders of the ops token. */
+function requireProxyAccess(request: Req, env: Env) {
+  const token = request.headers.get(H.opsToken) ?? bearer(request);
+  if (!env.OPS_TOKEN || token === null || !safeEqual(token, env.OPS_TOKEN)) throw new ApiError("unauthorized", `proxy access needs the ${H.opsToken} header until payments are enabled`);
+}
+
+export const router = AutoRouter<Req, Args>({
+  before: [(request) => { request.requestId = newRequestId(); }],
+  missing: (request) => errorResponse("not_found", `no route for ${request.method} ${new URL(request.url).pathname}`, { requestId: request.requestId }),
+  catch: (err, request) => {
+    if (err instanceof ApiError) return errorResponse(err.code, err.message, { status: err.status, requestId: request.requestId });
+    // Log the kind of failure only: error messages can carry request data.
+    console.error(JSON.stringify({ evt: "unhandled", requestId: request.requestId, error: err instanceof Error ? err.name : "unknown" }));
+    return errorResponse("internal_error", "internal error", { requestId: request.requestId });
+  },
+  finally: [(response: Response, request) => {
+    if (response.headers.get(H.requestId) === request.requestId) return response;
+    const out = new Response(response.body, response);
+    out.headers.set(H.requestId, request.requestId);
+    return out;
+  }],
+});
+
+router
+  .get("/healthz", () => json({ ok: true }))
+  .get("/api/vault/public-key", (_req, env) => {
+    const keys = publicKeysOf(parseVaultPrivateKeys(env.VAULT_PRIVATE_KEYS));
+    return json({ current: keys[0]?.kid ?? null, keys });
+  })
+  .all("/api/*", requireOps)
+  .post("/api/keys", (req, env) => createKey(req, env))
+  .get("/api/keys", (req, env) => listKeys(req, env))
+  .get("/api/keys/:id", (req, env) => getKey(env, req.params.id))
+  .patch("/api/keys/:id", (req, env) => patchKey(req, env, req.params.id))
+  .delete("/api/keys/:id", (req, env) => deleteKey(env, req.params.id))
+  .all("/ops/*", requireOps)
+  .get("/ops/keys/:id", (req, env) => inspectKey(env, req.params.id))
+  .post("/ops/keys/:id/disable", (req, env) => disableKey(env, req.params.id))
+  .post("/ops/keys/:id/drain", (req, env) => drainKey(env, req.params.id))
+  .get("/ops/pools/:provider/:region/:tier", (req, env) => inspectPool(env, req.params))
+  .all("/:provider/*", (req, env) => {
+    requireProxyAccess(req, env);
+    return proxy(req, env, req.requestId);
+  })
+  .all("/:provider", (req, env) => {
+    requireProxyAccess(req, env);
+    return proxy(req, env, req.requestId);
+  });

@@ -1,0 +1,26 @@
+// Environment settings parsed once per isolate; a bad value fails loudly, naming the
+// variable but never echoing a secret.
+import * as v from "valibot";
+import type { Env } from "./env.ts";
+
+const UpstreamOverrides = v.record(v.string(), v.pipe(v.string(), v.url()));
+let overrides: { raw: string; value: Record<string, string> } | null = null;
+
+export function upstreamOverrides(env: Pick<Env, "UPSTREAM_BASE_URLS">): Record<string, string> {
+  const raw = env.UPSTREAM_BASE_URLS || "{}";
+  if (overrides?.raw !== raw) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      throw new Error("UPSTREAM_BASE_URLS is not valid JSON");
+    }
+    overrides = { raw, value: v.parse(UpstreamOverrides, parsed) };
+  }
+  return overrides.value;
+}
+
+export const numberSetting = (value: string | undefined, fallback: number) => {
+  const n = Number(value);
+  return value !== undefined && value !== "" && Number.isFinite(n) && n >= 0 ? n : fallback;
+};
