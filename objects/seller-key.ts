@@ -417,6 +417,8 @@ export class SellerKey extends DurableObject<Env> {
   }
 
   private event(kind: string, detail: string) {
+    // Rare state changes only, so operators see them in logs; never credentials or bodies.
+    console.log(JSON.stringify({ evt: kind, keyId: this.record?.keyId, detail }));
     this.sql.exec("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)", Date.now(), kind, detail);
     this.sql.exec("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", MAX_EVENTS);
   }

@@ -2,17 +2,24 @@
 // segment, `**` matches the rest of the path; METHOD `*` matches any method.
 
 const cache = new Map<string, RegExp>();
+const CACHE_MAX = 1000;
+const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 function compile(pattern: string): RegExp {
   let re = cache.get(pattern);
   if (!re) {
-    const [method = "", path = ""] = pattern.split(" ", 2);
+    // Split at the first space only; both halves are escaped, so a pattern that skipped
+    // validation still cannot widen itself with regex syntax.
+    const space = pattern.indexOf(" ");
+    const method = space < 0 ? "" : pattern.slice(0, space);
+    const path = space < 0 ? pattern : pattern.slice(space + 1);
     const body = path
       .split(/(\*\*|\*)/)
-      .map((part) => (part === "**" ? ".*" : part === "*" ? "[^/]*" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
+      .map((part) => (part === "**" ? ".*" : part === "*" ? "[^/]*" : escape(part)))
       .join("");
-    const m = method === "*" ? "[A-Z]+" : method;
+    const m = method === "*" ? "[A-Z]+" : escape(method);
     re = new RegExp(`^${m} ${body}$`);
+    if (cache.size >= CACHE_MAX) cache.clear();
     cache.set(pattern, re);
   }
   return re;

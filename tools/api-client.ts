@@ -7,31 +7,16 @@
 import { readFileSync, realpathSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Envelope, KeyConfig, KeyConfigPatch, PoolSnapshot, Region, Tier, CreateKeyInput } from "../schema/wire.ts";
+import type { CreateKeyInput, Envelope, KeyConfigPatch, KeyInspection, KeyView, PoolSnapshot, Region, Tier } from "../schema/wire.ts";
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const DEV_VARS_PATH = join(REPO_ROOT, ".dev.vars");
 export const DEFAULT_BASE_URL = "http://127.0.0.1:8787";
 
 // ---------------------------------------------------------------------------------
-// Response shapes (docs/api.md)
+// Response shapes (docs/api.md; KeyView and KeyInspection live in schema/wire.ts)
 
-export interface KeyHealthView { state: string; score: number; latencyMs: number; coolingUntil: number }
-export interface KeyView {
-  keyId: string;
-  sellerId: string;
-  config: KeyConfig;
-  health: KeyHealthView;
-  createdAt: number | string;
-}
-/** KeyView plus live object state (M3). Extra fields are passed through untouched. */
-export interface KeyInspection extends KeyView {
-  limiter: { windowCount: number; requestsPerMinute: number };
-  inFlight: number;
-  earnings: { unflushedMicros: number; servedCount: number };
-  events: unknown[];
-  [extra: string]: unknown;
-}
+export type { KeyInspection, KeyView };
 export interface VaultPublicKeys { current: string; keys: { kid: string; jwk: JsonWebKey }[] }
 
 // ---------------------------------------------------------------------------------

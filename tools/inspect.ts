@@ -42,10 +42,12 @@ export function summarizeKey(k: KeyInspection): string {
   const lines = [
     `key       ${k.keyId}  seller ${k.sellerId}  ${c.provider} ${c.region} ${c.tier}  status ${c.status}`,
     `price     ${c.priceMicros} µ$/request${c.routePrices?.length ? ` (+${c.routePrices.length} route prices)` : ""}`,
-    `health    ${h.state}  score ${typeof h.score === "number" ? h.score.toFixed(3) : "?"}  latency ${ms(h.latencyMs)}  cooling until ${when(h.coolingUntil)}`,
+    `health    ${h.state}  score ${typeof h.score === "number" ? h.score.toFixed(3) : "?"}  latency ${ms(h.latencyMs)}  cooling until ${when(h.coolingUntil)}${h.reason ? `  (${h.reason})` : ""}`,
     `limiter   ${k.limiter?.windowCount ?? "?"}/${k.limiter?.requestsPerMinute ?? c.requestsPerMinute} requests this minute`,
-    `in flight ${k.inFlight ?? "?"}/${c.maxConcurrent}`,
+    `in flight ${k.inFlight ?? "?"}/${k.maxConcurrent ?? c.maxConcurrent}`,
+    `spend     ${k.spend?.dayMicros ?? "?"} µ$ today (cap ${c.dailyBudgetMicros ?? "none"}), ${k.spend?.monthMicros ?? "?"} µ$ this month (cap ${c.monthlyBudgetMicros ?? "none"})`,
     `earnings  ${k.earnings?.unflushedMicros ?? "?"} µ$ not yet flushed, ${k.earnings?.servedCount ?? "?"} served`,
+    `credential ${k.credentialLoaded ? "decrypted in memory" : "not loaded"}`,
   ];
   return lines.join("\n");
 }

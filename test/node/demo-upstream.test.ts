@@ -371,7 +371,7 @@ describe("injected behaviour", () => {
   it("logs a client abort", async () => {
     await setBehaviour({ credential: "sk-demo-abort", hold: true });
     const controller = new AbortController();
-    const res = await openaiChat("sk-demo-abort", { model: "m", messages: [], stream: true }, {}, base.openai);
+    const stillHeld = await openaiChat("sk-demo-abort", { model: "m", messages: [], stream: true });
     const aborting = await fetch(`${base.anthropic}/v1/messages`, {
       method: "POST",
       headers: { "x-api-key": "sk-demo-abort", ...ANTHROPIC_VERSION },
@@ -385,7 +385,7 @@ describe("injected behaviour", () => {
     expect(entries.find((e) => e.provider === "anthropic")).toMatchObject({ streamed: true, finished: false, aborted: true });
     // The other held stream is still open, neither finished nor aborted.
     expect(entries.find((e) => e.provider === "openai")).toMatchObject({ finished: false, aborted: false });
-    await res.body!.cancel();
+    await stillHeld.body!.cancel();
   });
 
   it("logs each request's credential, path, query and outcome, never its body", async () => {

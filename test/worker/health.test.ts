@@ -1,0 +1,94 @@
+// P4/PR18: upstream answers drive each key's health, and the router fails over to
+// another key while no byte has reached the buyer.
+import { beforeEach, describe, expect, it } from "vitest";
+import { addKey, api, chat, demo, demoLog, inspect, removeAllKeys, resetDemo } from "./helpers.ts";
+
+describe("key health and failover", () => {
+  beforeEach(async () => {
+    await resetDemo();
+    await removeAllKeys();
+  });
+
+  it("PR18: an upstream 401 disables the key, records an event, and the same request is served by another key", async () => {
+    const bad = await addKey({ config: { priceMicros: 1 } });
+    const good = await addKey({ config: { priceMicros: 2 } });
+    await demo("/__demo/behaviour", { credential: bad.credential, status: 401 });
+    // Try until the router has picked the bad key first at least once (P2C is random).
+    let sawBadFirst = false;
+    for (let i = 0; i < 20 && !sawBadFirst; i++) {
+      const res = await chat();
+      expect(res.status).toBe(200);
+      await res.text();
+      const log = await demoLog();
+      sawBadFirst = log.some((e) => e.credential === bad.credential && e.status === 401);
+    }
+    expect(sawBadFirst).toBe(true);
+    const log = await demoLog();
+    const i401 = log.findIndex((e) => e.credential === bad.credential && e.status === 401);
+    expect(log[i401 + 1]).toMatchObject({ credential: good.credential, status: 200 });
+    const key = await inspect(bad.keyId);
+    expect(key.health.state).toBe("disabled");
+    expect(key.health.reason).toBe("upstream_401");
+    expect(key.events.map((e) => e.kind)).toContain("key.disabled");
+    // The pool snapshot stops offering it.
+    const pool = await (await api("/ops/pools/openai/us/standard")).json() as { pool: { members: { keyId: string; state: string }[] } };
+    expect(pool.pool.members.find((m) => m.keyId === bad.keyId)?.state).toBe("disabled");
+    // The seller re-enables it once fixed.
+    await demo("/__demo/behaviour", undefined, "DELETE");
+    await api(`/api/keys/${bad.keyId}`, { method: "PATCH", json: { status: "active" } });
+    expect((await inspect(bad.keyId)).health.state).toBe("healthy");
+  });
+
+  it("PR18: a 429 cools the key for Retry-After, then one probe brings it back", async () => {
+    const { keyId, credential } = await addKey();
+    await demo("/__demo/behaviour", { credential, status: 429, retryAfter: 1, times: 1 });
+    const limited = await chat();
+    expect(limited.status).toBe(429);
+    expect(((await limited.json()) as { error: { code: string } }).error.code).toBe("rate_limited");
+    const cooling = await inspect(keyId);
+    expect(cooling.health.state).toBe("cooling");
+    expect(cooling.health.coolingUntil - Date.now()).toBeGreaterThan(0);
+    expect(cooling.health.coolingUntil - Date.now()).toBeLessThanOrEqual(1000);
+    // While cooling the key is not tried at all.
+    const before = (await demoLog()).length;
+    const refused = await chat();
+    expect(refused.status).toBe(503);
+    expect((await demoLog()).length).toBe(before);
+    await new Promise((r) => setTimeout(r, cooling.health.coolingUntil - Date.now() + 50));
+    const probe = await chat();
+    expect(probe.status).toBe(200);
+    await probe.text();
+    const after = await inspect(keyId);
+    expect(after.health.state).toBe("healthy");
+    expect(after.events.map((e) => e.kind)).toEqual(expect.arrayContaining(["key.cooling", "key.recovered"]));
+  });
+
+  it("repeated 5xx open the circuit; the buyer is served by a healthy key meanwhile", async () => {
+    const flaky = await addKey({ config: { priceMicros: 1 } });
+    const steady = await addKey({ config: { priceMicros: 5 } });
+    await demo("/__demo/behaviour", { credential: flaky.credential, status: 503 });
+    for (let i = 0; i < 12; i++) {
+      const res = await chat();
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+    const key = await inspect(flaky.keyId);
+    expect(key.health.state).toBe("cooling");
+    expect(key.health.score).toBeLessThan(1);
+    expect((await inspect(steady.keyId)).earnings.servedCount).toBe(12);
+  });
+
+  it("an upstream timeout counts against the key and fails over", async () => {
+    const slow = await addKey({ config: { priceMicros: 1 } });
+    await addKey({ config: { priceMicros: 1 } });
+    await demo("/__demo/behaviour", { credential: slow.credential, delayMs: 3000, times: 1 });
+    // UPSTREAM_TIMEOUT_MS is 2000 in tests; keep trying until the slow key was hit.
+    for (let i = 0; i < 10; i++) {
+      const res = await chat();
+      expect(res.status).toBe(200);
+      await res.text();
+      if ((await inspect(slow.keyId)).health.reason === "timeout") break;
+    }
+    expect((await inspect(slow.keyId)).health.reason).toBe("timeout");
+  }, 30_000);
+});

@@ -1,0 +1,247 @@
+// `npm start`: the whole marketplace locally, in one command.
+//
+//   1. .dev.vars: a random ops token and a dev vault key (created once, mode 0600)
+//   2. the demo upstream (fake OpenAI/Anthropic/...) in this process, on :8788
+//   3. `wrangler dev` on :8787, pointed at the demo upstream
+//   4. wait for GET /healthz
+//   5. seed seller "demo" with three keys (once; skipped when it already has keys)
+//   6. print a copy-paste curl
+//
+// Ctrl-C stops wrangler (and its workerd) and the upstream.
+import { spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { delimiter, dirname, join } from "node:path";
+import type { KeyConfigInput } from "../schema/wire.ts";
+import { generateVaultKey, parseVaultPrivateKeys } from "../worker/vault.ts";
+import { DEV_VARS_PATH, REPO_ROOT, apiClient, formatError, isMain, parseDevVars, type ApiClient } from "./api-client.ts";
+import { startDemoUpstream, upstreamBaseUrls } from "./demo-upstream.ts";
+import { DEFAULT_SELLER, addKey } from "./seller-cli.ts";
+
+const HOST = "127.0.0.1";
+const PORT = Number(process.env.CN2_PORT ?? 8787);
+const UPSTREAM_PORT = Number(process.env.DEMO_UPSTREAM_PORT ?? 8788);
+const READY_TIMEOUT_MS = 60_000;
+
+const log = (line: string) => process.stderr.write(`[cn2] ${line}\n`);
+
+// ---------------------------------------------------------------------------------
+// 1. Secrets
+
+function randomHex(bytes: number): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Make sure .dev.vars holds OPS_TOKEN and VAULT_PRIVATE_KEYS, adding only what is
+ * missing: an existing vault key must survive restarts or stored envelopes stop opening.
+ */
+export async function ensureDevVars(path = DEV_VARS_PATH): Promise<{ opsToken: string; created: string[] }> {
+  const existing = existsSync(path) ? readFileSync(path, "utf8") : "";
+  const vars = parseDevVars(existing);
+  const added: string[] = [];
+
+  if (vars.VAULT_PRIVATE_KEYS) {
+    parseVaultPrivateKeys(vars.VAULT_PRIVATE_KEYS); // fail early and clearly, never echoing it
+  } else {
+    const { privateKey } = await generateVaultKey(`dev-${new Date().toISOString().slice(0, 10)}`);
+    // Single quotes: dotenv takes the JSON verbatim.
+    added.push(`VAULT_PRIVATE_KEYS='${JSON.stringify([privateKey])}'`);
+  }
+  let opsToken = vars.OPS_TOKEN;
+  if (!opsToken) {
+    opsToken = randomHex(32);
+    added.push(`OPS_TOKEN=${opsToken}`);
+  }
+
+  if (added.length > 0) {
+    const prefix = existing && !existing.endsWith("\n") ? `${existing}\n` : existing;
+    const header = existing ? "" : "# Local secrets for `wrangler dev`, written by `npm start`. Never commit.\n";
+    writeFileSync(path, `${header}${prefix}${added.join("\n")}\n`, { mode: 0o600 });
+    chmodSync(path, 0o600); // mode applies only on creation
+  }
+  return { opsToken, created: added.map((line) => line.slice(0, line.indexOf("="))) };
+}
+
+// ---------------------------------------------------------------------------------
+// 3. wrangler dev
+
+/** Lines of wrangler's output that say nothing a cn2 developer needs. */
+const NOISE = [
+  /^\s*$/,
+  /^\s*⛅️ wrangler/,
+  /^[\s─-]+$/,
+  /Your Worker has access to the following bindings/,
+  /^\s*Binding\s+Resource\s+Mode/,
+  /^\s*env\.[A-Z_]+ /,
+  /Using vars defined in \.dev\.vars/,
+  /^\s*⎔ Starting local server/,
+  /Ready on http/,
+  /GET \/healthz /,
+  /Reloading local server/,
+  /Local server updated and ready/,
+  /update available/i,
+  /^\s*│|^\s*[╭╰]/,
+];
+
+function forwardFiltered(stream: NodeJS.ReadableStream | null, to: NodeJS.WriteStream): void {
+  if (!stream) return;
+  let pending = "";
+  stream.setEncoding("utf8");
+  stream.on("data", (chunk: string) => {
+    pending += chunk;
+    const lines = pending.split(/\r?\n/);
+    pending = lines.pop() ?? "";
+    // Strip colour codes only for matching; print lines as wrangler wrote them.
+    for (const line of lines) if (!NOISE.some((re) => re.test(line.replace(/\x1b\[[0-9;]*m/g, "")))) to.write(line + "\n");
+  });
+  stream.on("end", () => pending && to.write(pending + "\n"));
+}
+
+function startWrangler(upstreams: Record<string, string>): ChildProcess {
+  const bin = join(REPO_ROOT, "node_modules", ".bin", "wrangler");
+  const args = [
+    "dev",
+    "--port", String(PORT),
+    "--ip", HOST,
+    "--var", `UPSTREAM_BASE_URLS:${JSON.stringify(upstreams)}`,
+    "--persist-to", join(REPO_ROOT, ".wrangler", "state"),
+    "--show-interactive-dev-session=false",
+  ];
+  const child = spawn(bin, args, {
+    cwd: REPO_ROOT,
+    // wrangler refuses Node 20: put the Node running this script (22) first on PATH.
+    env: { ...process.env, PATH: `${dirname(process.execPath)}${delimiter}${process.env.PATH ?? ""}`, WRANGLER_SEND_METRICS: "false" },
+    stdio: ["ignore", "pipe", "pipe"],
+    // Own process group, so stopping it also stops the workerd it starts.
+    detached: true,
+  });
+  forwardFiltered(child.stdout, process.stdout);
+  forwardFiltered(child.stderr, process.stderr);
+  return child;
+}
+
+function stopChild(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): void {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal); // the group we created with detached: true
+  } catch {
+    child.kill(signal);
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// 4. Readiness
+
+async function waitForHealthz(client: ApiClient, wrangler: ChildProcess): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (wrangler.exitCode !== null || wrangler.signalCode !== null) {
+      throw new Error(`wrangler dev exited (${wrangler.exitCode ?? wrangler.signalCode}) before the Worker answered; see its output above`);
+    }
+    try {
+      if ((await client.healthz()).ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`the Worker did not answer GET ${client.baseUrl}/healthz within ${READY_TIMEOUT_MS / 1000} s; see wrangler's output above`);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// 5. Demo keys
+
+const DEMO_KEYS: { name: string; config: KeyConfigInput }[] = [
+  { name: "alpha", config: { provider: "openai", region: "us", tier: "standard", priceMicros: 2000, requestsPerMinute: 600, maxConcurrent: 8 } },
+  { name: "bravo", config: { provider: "openai", region: "eu", tier: "standard", priceMicros: 1500, requestsPerMinute: 600, maxConcurrent: 8 } },
+  { name: "charlie", config: { provider: "anthropic", region: "global", tier: "standard", priceMicros: 2500, requestsPerMinute: 600, maxConcurrent: 8 } },
+];
+
+/** Seed seller "demo" once; the demo upstream accepts any `sk-demo-...` credential. */
+export async function seedDemoKeys(client: ApiClient): Promise<{ seeded: boolean; keyIds: string[] }> {
+  const existing = await client.listKeys(DEFAULT_SELLER);
+  if (existing.length > 0) return { seeded: false, keyIds: existing.map((k) => k.keyId) };
+  const keyIds: string[] = [];
+  for (const { name, config } of DEMO_KEYS) {
+    const key = await addKey(client, { credential: `sk-demo-${name}-${randomHex(12)}`, sellerId: DEFAULT_SELLER, config });
+    keyIds.push(key.keyId);
+  }
+  return { seeded: true, keyIds };
+}
+
+// ---------------------------------------------------------------------------------
+// 6. Ready
+
+function readyBlock(url: string, opsToken: string, upstreamUrl: string, keyIds: string[]): string {
+  const body = '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hello"}]}';
+  return [
+    "",
+    `cn2 is running at ${url}   (demo upstream: ${upstreamUrl})`,
+    "",
+    "Stream a chat completion through the marketplace:",
+    "",
+    `  curl -N ${url}/openai/v1/chat/completions -H "cn2-ops-token: ${opsToken}" -H "content-type: application/json" -d '${body}'`,
+    "",
+    "Seller and ops tools (they read the token from .dev.vars):",
+    "  npm run seller -- list",
+    `  npm run inspect -- key ${keyIds[0] ?? "<keyId>"}`,
+    "  npm run inspect -- pools",
+    "",
+    "Ctrl-C stops everything.",
+    "",
+  ].join("\n");
+}
+
+// ---------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const { opsToken, created } = await ensureDevVars();
+  if (created.length) log(`wrote ${created.join(", ")} to .dev.vars`);
+
+  const upstream = await startDemoUpstream({ port: UPSTREAM_PORT, host: HOST }).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`demo upstream cannot listen on ${HOST}:${UPSTREAM_PORT} (${err.code ?? err.message}); set DEMO_UPSTREAM_PORT`);
+  });
+  log(`demo upstream on ${upstream.url}`);
+
+  const wrangler = startWrangler(upstreamBaseUrls(upstream.url));
+  let stopping = false;
+  const shutdown = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    stopChild(wrangler);
+    const killer = setTimeout(() => stopChild(wrangler, "SIGKILL"), 5000);
+    if (wrangler.exitCode === null && wrangler.signalCode === null) await new Promise((r) => wrangler.once("exit", r));
+    clearTimeout(killer);
+    await upstream.close();
+    process.exit(code);
+  };
+  process.once("SIGINT", () => void shutdown(0));
+  process.once("SIGTERM", () => void shutdown(0));
+  process.once("exit", () => stopChild(wrangler)); // last resort if we die another way
+  wrangler.once("exit", (code, signal) => {
+    if (stopping) return;
+    log(`wrangler dev stopped (${code ?? signal})`);
+    void shutdown(code || 1);
+  });
+
+  try {
+    const url = `http://${HOST}:${PORT}`;
+    const client = apiClient({ baseUrl: url, token: opsToken });
+    await waitForHealthz(client, wrangler);
+    const { seeded, keyIds } = await seedDemoKeys(client);
+    log(seeded ? `seeded seller "${DEFAULT_SELLER}" with ${keyIds.length} demo keys` : `seller "${DEFAULT_SELLER}" already has ${keyIds.length} key(s); not seeding`);
+    process.stdout.write(readyBlock(url, opsToken, upstream.url, keyIds));
+  } catch (err) {
+    process.stderr.write(formatError(err, opsToken) + "\n");
+    await shutdown(1);
+  }
+}
+
+if (isMain(import.meta.url)) {
+  main().catch((err: unknown) => {
+    process.stderr.write(formatError(err) + "\n");
+    process.exit(1);
+  });
+}
