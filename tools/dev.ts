@@ -73,7 +73,7 @@ const NOISE = [
   /Your Worker has access to the following bindings/,
   /^\s*Binding\s+Resource\s+Mode/,
   /^\s*env\.[A-Z_]+ /,
-  /Using vars defined in \.dev\.vars/,
+  /Using (vars|secrets) defined in \.dev\.vars/,
   /^\s*⎔ Starting local server/,
   /Ready on http/,
   /GET \/healthz /,
@@ -110,7 +110,15 @@ function startWrangler(upstreams: Record<string, string>): ChildProcess {
   const child = spawn(bin, args, {
     cwd: REPO_ROOT,
     // wrangler refuses Node 20: put the Node running this script (22) first on PATH.
-    env: { ...process.env, PATH: `${dirname(process.execPath)}${delimiter}${process.env.PATH ?? ""}`, WRANGLER_SEND_METRICS: "false" },
+    env: {
+      ...process.env,
+      PATH: `${dirname(process.execPath)}${delimiter}${process.env.PATH ?? ""}`,
+      WRANGLER_SEND_METRICS: "false",
+      // Miniflare otherwise fetches a real `request.cf` (the developer's own country) from
+      // workers.cloudflare.com: offline that is a warning per start, online it makes EU
+      // routing depend on where the developer sits. The placeholder is deterministic.
+      CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
+    },
     stdio: ["ignore", "pipe", "pipe"],
     // Own process group, so stopping it also stops the workerd it starts.
     detached: true,

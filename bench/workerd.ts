@@ -1,0 +1,131 @@
+// The cn2 Worker in workerd without wrangler's dev proxy: wrangler bundles it exactly as
+// it would deploy it (`wrangler deploy --dry-run --outdir`), then Miniflare's API runs
+// the bundle with the bindings from wrangler.toml (SQLite-backed Durable Objects, KV,
+// vars) plus the bench's secrets. Load goes to a direct socket on the user Worker
+// (`unsafeDirectSockets`), which skips Miniflare's entry worker as well.
+//
+// Miniflare: the copy inside wrangler's own dependency tree (5.x, same workerd as
+// wrangler). Its constructor takes the new Miniflare 5 shape (`workers: [{ config }]`);
+// the Miniflare 4 ("V4") shape is still accepted through `convertV4MiniflareOptions`,
+// which is what this module uses: it is the documented, stable shape.
+import { mkdtempSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { HOST, log, onShutdown, removeDirOnExit, runNode } from "./processes.ts";
+
+const ROOT = join(import.meta.dirname, "..");
+
+interface MiniflareInstance {
+  ready: Promise<URL>;
+  unsafeGetDirectURL(workerName?: string, entrypoint?: string): Promise<URL>;
+  dispose(): Promise<void>;
+}
+interface MiniflareModule {
+  Miniflare: new (opts: unknown) => MiniflareInstance;
+  convertV4MiniflareOptions(opts: unknown): unknown;
+}
+
+/** Miniflare from wrangler's dependency tree (falls back to a top-level copy). */
+export async function loadMiniflare(): Promise<{ mod: MiniflareModule; version: string; path: string }> {
+  const fromWrangler = createRequire(join(ROOT, "node_modules/wrangler/package.json"));
+  const path = fromWrangler.resolve("miniflare");
+  const version = (fromWrangler("miniflare/package.json") as { version: string }).version;
+  return { mod: (await import(pathToFileURL(path).href)) as MiniflareModule, version, path };
+}
+
+interface WranglerConfig {
+  name: string;
+  compatibility_date: string;
+  compatibility_flags: string[];
+  vars: Record<string, unknown>;
+  durable_objects: { bindings: { name: string; class_name: string }[] };
+  kv_namespaces: { binding: string; id?: string }[];
+  migrations: { new_sqlite_classes?: string[] }[];
+}
+
+export async function readWranglerConfig(): Promise<WranglerConfig> {
+  const { unstable_readConfig } = (await import("wrangler")) as unknown as {
+    unstable_readConfig(args: { config: string }): WranglerConfig;
+  };
+  return unstable_readConfig({ config: join(ROOT, "wrangler.toml") });
+}
+
+/** `wrangler deploy --dry-run --outdir <tmp>`: the deployable bundle, nothing uploaded. */
+export async function bundleWorker(): Promise<string> {
+  const outdir = mkdtempSync(join(tmpdir(), "cn2-bench-"));
+  removeDirOnExit(outdir);
+  const started = performance.now();
+  await runNode(
+    "wrangler build",
+    [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), "deploy", "--dry-run", "--outdir", outdir, "--config", join(ROOT, "wrangler.toml")],
+    { WRANGLER_SEND_METRICS: "false", CI: "1", NO_COLOR: "1" },
+    120_000,
+  );
+  log(`bundled the Worker with wrangler in ${Math.round(performance.now() - started)} ms -> ${outdir}/index.js`);
+  return outdir;
+}
+
+export interface ExtraWorker {
+  name: string;
+  /** ES module source. */
+  source: string;
+  durableObjects?: Record<string, string>;
+  kvNamespaces?: Record<string, string>;
+  bindings?: Record<string, string>;
+}
+
+export interface RunningWorker {
+  /** Direct URL of the cn2 Worker (no Miniflare entry worker, no wrangler proxy). */
+  url: string;
+  /** Direct URLs of extra workers (profiling probes), by name. */
+  extra: Record<string, string>;
+  miniflareVersion: string;
+}
+
+export async function startWorker(opts: { bindings: Record<string, string>; extra?: ExtraWorker[] }): Promise<RunningWorker> {
+  const [{ mod, version }, config, outdir] = await Promise.all([loadMiniflare(), readWranglerConfig(), bundleWorker()]);
+  const sqlite = new Set(config.migrations.flatMap((m) => m.new_sqlite_classes ?? []));
+  const vars = Object.fromEntries(Object.entries(config.vars).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
+  const cn2 = {
+    name: config.name,
+    modules: true,
+    modulesRoot: outdir,
+    scriptPath: join(outdir, "index.js"),
+    compatibilityDate: config.compatibility_date,
+    compatibilityFlags: config.compatibility_flags,
+    durableObjects: Object.fromEntries(
+      config.durable_objects.bindings.map((b) => [b.name, { className: b.class_name, useSQLite: sqlite.has(b.class_name) }]),
+    ),
+    kvNamespaces: Object.fromEntries(config.kv_namespaces.map((k) => [k.binding, k.id ?? k.binding])),
+    bindings: { ...vars, ...opts.bindings },
+    unsafeDirectSockets: [{ host: HOST, port: 0 }],
+  };
+  const extras = (opts.extra ?? []).map((w) => ({
+    name: w.name,
+    modules: [{ type: "ESModule", path: join(outdir, `${w.name}.js`), contents: w.source }],
+    modulesRoot: outdir,
+    compatibilityDate: config.compatibility_date,
+    compatibilityFlags: config.compatibility_flags,
+    durableObjects: Object.fromEntries(Object.entries(w.durableObjects ?? {}).map(([b, cls]) => [b, { className: cls, useSQLite: true }])),
+    kvNamespaces: w.kvNamespaces ?? {},
+    bindings: w.bindings ?? {},
+    unsafeDirectSockets: [{ host: HOST, port: 0 }],
+  }));
+  const mf = new mod.Miniflare(
+    mod.convertV4MiniflareOptions({
+      host: HOST,
+      port: 0,
+      // Console output from the Worker still reaches this process; request logs do not.
+      logRequests: false,
+      workers: [cn2, ...extras],
+    }),
+  );
+  onShutdown(() => mf.dispose());
+  await mf.ready;
+  const url = (await mf.unsafeGetDirectURL(config.name)).href.replace(/\/$/, "");
+  const extra: Record<string, string> = {};
+  for (const w of extras) extra[w.name] = (await mf.unsafeGetDirectURL(w.name)).href.replace(/\/$/, "");
+  return { url, extra, miniflareVersion: version };
+}

@@ -1,0 +1,90 @@
+// S2/S3/M3: a key's life through the API: upload, list, edit, drain, disable, inspect,
+// remove; removal leaves no trace in KV, the pool snapshot or the object's storage.
+import { env } from "cloudflare:workers";
+import { runInDurableObject } from "cloudflare:test";
+import { beforeEach, describe, expect, it } from "vitest";
+import type { KeyView, PoolSnapshot } from "../../schema/wire.ts";
+import type { Env } from "../../worker/env.ts";
+import { keyStub } from "../../worker/keys.ts";
+import { addKey, api, chat, inspect, removeAllKeys, resetDemo } from "./helpers.ts";
+
+const e = env as unknown as Env;
+const pool = async (region = "us", tier = "standard") => ((await (await api(`/ops/pools/openai/${region}/${tier}`)).json()) as { pool: PoolSnapshot }).pool;
+
+describe("key lifecycle", () => {
+  beforeEach(async () => {
+    await resetDemo();
+    await removeAllKeys();
+  });
+
+  it("PR5: upload, list by seller, read and edit a key's configuration", async () => {
+    const a = await addKey({ sellerId: "alice", config: { priceMicros: 1234, allowedRoutes: ["POST /v1/chat/completions"] } });
+    await addKey({ sellerId: "bob" });
+    expect(a.key).toMatchObject({ keyId: a.keyId, sellerId: "alice", home: "default", config: { priceMicros: 1234, region: "us", tier: "standard", status: "active" }, health: { state: "healthy" } });
+    expect(JSON.stringify(a.key)).not.toContain(a.credential);
+    const alice = (await (await api("/api/keys?sellerId=alice")).json()) as { keys: KeyView[] };
+    expect(alice.keys.map((k) => k.keyId)).toEqual([a.keyId]);
+    const all = (await (await api("/api/keys")).json()) as { keys: KeyView[] };
+    expect(all.keys).toHaveLength(2);
+    const edited = await api(`/api/keys/${a.keyId}`, { method: "PATCH", json: { priceMicros: 999, requestsPerMinute: 5 } });
+    expect(((await edited.json()) as { key: KeyView }).key.config).toMatchObject({ priceMicros: 999, requestsPerMinute: 5, allowedRoutes: ["POST /v1/chat/completions"] });
+    // The edit reached the pool before the API answered (S3: next request).
+    expect((await pool()).members.find((m) => m.keyId === a.keyId)?.priceMicros).toBe(999);
+    const res = await chat({ headers: { "cn2-max-price": "999" } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("cn2-price-micros")).toBe("999");
+  });
+
+  it("an EU key lives in the EU home and the EU pool", async () => {
+    const k = await addKey({ config: { region: "eu" } });
+    expect(k.key.home).toBe("eu");
+    expect((await pool("eu")).members.map((m) => m.keyId)).toEqual([k.keyId]);
+  });
+
+  it("M3: ops inspect shows limiter, health, in-flight and unflushed earnings, never the secret", async () => {
+    const k = await addKey({ config: { priceMicros: 700 } });
+    for (let i = 0; i < 3; i++) await (await chat()).text();
+    const info = await inspect(k.keyId);
+    expect(info).toMatchObject({
+      keyId: k.keyId,
+      limiter: { windowCount: 3, requestsPerMinute: 1000 },
+      inFlight: 0,
+      earnings: { unflushedMicros: 2100, servedCount: 3 },
+      spend: { dayMicros: 2100, monthMicros: 2100 },
+      bufferedMetadata: 3,
+      credentialLoaded: true,
+    });
+    expect(JSON.stringify(info)).not.toContain(k.credential);
+  });
+
+  it("M3: drain stops new requests; disable takes the key out until the seller re-enables it", async () => {
+    const k = await addKey();
+    const drained = await api(`/ops/keys/${k.keyId}/drain`, { method: "POST" });
+    expect(((await drained.json()) as { key: KeyView }).key.config.status).toBe("paused");
+    expect((await pool()).members).toHaveLength(0);
+    expect((await chat()).status).toBe(503);
+    await api(`/api/keys/${k.keyId}`, { method: "PATCH", json: { status: "active" } });
+    expect((await chat()).status).toBe(200);
+    await api(`/ops/keys/${k.keyId}/disable`, { method: "POST" });
+    expect((await inspect(k.keyId)).health).toMatchObject({ state: "disabled", reason: "disabled by operator" });
+    expect((await pool()).members[0]?.state).toBe("disabled");
+    expect((await chat()).status).toBe(503);
+  });
+
+  it("removal leaves no trace in KV, the pool snapshot or the key object's storage", async () => {
+    const k = await addKey();
+    await (await chat()).text();
+    const del = await api(`/api/keys/${k.keyId}`, { method: "DELETE" });
+    expect(await del.json()).toEqual({ deleted: true });
+    expect(await e.VAULT.get(`key:${k.keyId}`)).toBeNull();
+    const snapshot = await e.POOLS.get("pool:openai:us:standard");
+    expect(snapshot).not.toContain(k.keyId);
+    const left = await runInDurableObject(keyStub(e, k.keyId, "default"), async (_i, state) => {
+      const tables = state.storage.sql.exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_cf_%' AND name NOT LIKE 'sqlite_%'").toArray();
+      return tables.flatMap((t) => state.storage.sql.exec(`SELECT * FROM "${t.name}"`).toArray());
+    });
+    expect(left).toEqual([]);
+    expect((await api(`/api/keys/${k.keyId}`)).status).toBe(404);
+    expect((await chat()).status).toBe(503);
+  });
+});
