@@ -82,7 +82,7 @@ export interface PoolMember {
   region: Region;
   tier: Tier;
   priceMicros: number;
-  routePrices: { route: string; priceMicros: number }[];
+  routePrices: readonly { route: string; priceMicros: number }[];
   /** 0..1, higher is better (EWMA success with a latency penalty). */
   health: number;
   state: HealthState;

@@ -41,7 +41,11 @@ export async function ensureDevVars(path = DEV_VARS_PATH): Promise<{ opsToken: s
   const added: string[] = [];
 
   if (vars.VAULT_PRIVATE_KEYS) {
-    parseVaultPrivateKeys(vars.VAULT_PRIVATE_KEYS); // fail early and clearly, never echoing it
+    try {
+      parseVaultPrivateKeys(vars.VAULT_PRIVATE_KEYS); // fail early and clearly, never echoing it
+    } catch (err) {
+      throw new Error(`${path}: ${(err as Error).message}; fix it or delete the line to generate a new dev key`);
+    }
   } else {
     const { privateKey } = await generateVaultKey(`dev-${new Date().toISOString().slice(0, 10)}`);
     // Single quotes: dotenv takes the JSON verbatim.
@@ -218,6 +222,7 @@ async function main(): Promise<void> {
   const shutdown = async (code: number) => {
     if (stopping) return;
     stopping = true;
+    log("stopping");
     stopChild(wrangler);
     const killer = setTimeout(() => stopChild(wrangler, "SIGKILL"), 5000);
     if (wrangler.exitCode === null && wrangler.signalCode === null) await new Promise((r) => wrangler.once("exit", r));

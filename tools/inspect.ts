@@ -40,7 +40,7 @@ export function summarizeKey(k: KeyInspection): string {
   const c = k.config ?? ({} as KeyInspection["config"]);
   const h = k.health ?? ({} as KeyInspection["health"]);
   const lines = [
-    `key       ${k.keyId}  seller ${k.sellerId}  ${c.provider} ${c.region} ${c.tier}  status ${c.status}`,
+    `key       ${k.keyId}  seller ${k.sellerId}  ${c.provider} ${c.region} ${c.tier}  status ${c.status}${k.home ? `  home ${k.home}` : ""}`,
     `price     ${c.priceMicros} µ$/request${c.routePrices?.length ? ` (+${c.routePrices.length} route prices)` : ""}`,
     `health    ${h.state}  score ${typeof h.score === "number" ? h.score.toFixed(3) : "?"}  latency ${ms(h.latencyMs)}  cooling until ${when(h.coolingUntil)}${h.reason ? `  (${h.reason})` : ""}`,
     `limiter   ${k.limiter?.windowCount ?? "?"}/${k.limiter?.requestsPerMinute ?? c.requestsPerMinute} requests this minute`,

@@ -1,0 +1,199 @@
+// PR2 from the seller's side: the CLI sends only ciphertext, checks config before the
+// network, and never prints the ops token. A capture server stands in for cn2.
+import { spawn } from "node:child_process";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import type { Envelope, KeyConfigInput } from "../../schema/wire.ts";
+import { CliError, REPO_ROOT, apiClient } from "../../tools/api-client.ts";
+import { addKey, newKeyId, parsePatch } from "../../tools/seller-cli.ts";
+import { decryptCredential, generateVaultKey, toBase64Url } from "../../worker/vault.ts";
+
+const TOKEN = "ops-token-7f3c9a1e5b2d4c6e8a0f";
+const CREDENTIAL = "sk-proj-Lm4Nq8Rt2Vx6Zb0Dc3Fg7Hj1Kp5Ws9Ya";
+const CONFIG: KeyConfigInput = { provider: "openai", priceMicros: 1000, requestsPerMinute: 60, maxConcurrent: 4, region: "eu" };
+
+interface Captured { method: string; url: string; authorization: string | undefined; body: string }
+
+const vault = await generateVaultKey("cli-test-1");
+const captured: Captured[] = [];
+/** What the capture server answers for routes other than the vault key; per test. */
+let reply: (req: Captured) => { status: number; body: unknown } = () => ({ status: 500, body: {} });
+let server: http.Server;
+let baseUrl: string;
+
+beforeAll(async () => {
+  server = http.createServer((req, res) => {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (chunk: string) => (body += chunk));
+    req.on("end", () => {
+      const entry: Captured = { method: req.method ?? "", url: req.url ?? "", authorization: req.headers.authorization, body };
+      captured.push(entry);
+      const answer = entry.url === "/api/vault/public-key"
+        ? { status: 200, body: { current: vault.publicKey.kid, keys: [vault.publicKey] } }
+        : reply(entry);
+      res.writeHead(answer.status, { "content-type": "application/json", "cn2-request-id": "req_test" });
+      res.end(JSON.stringify(answer.body));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+beforeEach(() => {
+  captured.length = 0;
+  reply = () => ({ status: 500, body: { error: { code: "internal_error", message: "unexpected call" } } });
+});
+
+/** Echo a created key the way POST /api/keys does. */
+function acceptCreate(req: Captured) {
+  const { keyId, sellerId, config } = JSON.parse(req.body) as { keyId: string; sellerId: string; config: unknown };
+  return { status: 201, body: { key: { keyId, sellerId, config, health: { state: "healthy", score: 1, latencyMs: 0, coolingUntil: 0 }, createdAt: 1 } } };
+}
+
+/** Fragments of the secret in every encoding a careless client might ship. */
+function leakNeedles(secret: string): string[] {
+  const bytes = new TextEncoder().encode(secret);
+  const b64 = Buffer.from(bytes).toString("base64");
+  const b64url = toBase64Url(bytes);
+  const hex = Buffer.from(bytes).toString("hex");
+  return [secret, secret.slice(8, 24), b64, b64.slice(4, 24), b64url, b64url.slice(4, 24), hex.slice(0, 32)];
+}
+
+describe("PR2: the seller CLI sends only ciphertext", () => {
+  it("addKey uploads an envelope that only the vault key opens", async () => {
+    reply = acceptCreate;
+    const client = apiClient({ baseUrl, token: TOKEN });
+    const key = await addKey(client, { credential: CREDENTIAL, sellerId: "seller_1", config: CONFIG });
+
+    const post = captured.find((c) => c.method === "POST" && c.url === "/api/keys");
+    expect(post, "POST /api/keys was sent").toBeDefined();
+    expect(post!.authorization).toBe(`Bearer ${TOKEN}`);
+    expect(key.keyId).toMatch(/^k_[a-z0-9]{16}$/);
+
+    // Nothing the CLI sent (any request) holds the secret in any encoding.
+    const everything = captured.map((c) => `${c.url}\n${c.body}`).join("\n");
+    for (const needle of leakNeedles(CREDENTIAL)) expect(everything).not.toContain(needle);
+
+    const sent = JSON.parse(post!.body) as { keyId: string; sellerId: string; envelope: Envelope; config: Record<string, unknown> };
+    expect(Object.keys(sent).sort()).toEqual(["config", "envelope", "keyId", "sellerId"]);
+    expect(sent.envelope.kid).toBe("cli-test-1");
+    expect(sent.sellerId).toBe("seller_1");
+    // The envelope opens with the vault's private key and the AAD it was bound to...
+    const opened = await decryptCredential(sent.envelope, [vault.privateKey], { sellerId: sent.sellerId, keyId: sent.keyId });
+    expect(opened).toBe(CREDENTIAL);
+    // ...and only for that key id.
+    await expect(decryptCredential(sent.envelope, [vault.privateKey], { sellerId: "seller_1", keyId: newKeyId() })).rejects.toMatchObject({ code: "decrypt_failed" });
+  });
+
+  it("bad config fails locally, before any request", async () => {
+    const client = apiClient({ baseUrl, token: TOKEN });
+    const bad: unknown[] = [
+      { ...CONFIG, region: "mars" },
+      { ...CONFIG, priceMicros: 1.5 },
+      { ...CONFIG, provider: "nope" },
+      { ...CONFIG, allowedRoutes: ["chat completions please"] },
+      { ...CONFIG, surprise: true },
+    ];
+    for (const config of bad) {
+      const err = await addKey(client, { credential: CREDENTIAL, sellerId: "seller_1", config: config as KeyConfigInput }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CliError);
+      expect(String(err)).not.toContain(CREDENTIAL);
+    }
+    const region = await addKey(client, { credential: CREDENTIAL, sellerId: "seller_1", config: { ...CONFIG, region: "mars" as "eu" } }).catch((e: Error) => e.message);
+    expect(region).toMatch(/region/);
+    await expect(addKey(client, { credential: CREDENTIAL, sellerId: "bad seller!", config: CONFIG })).rejects.toBeInstanceOf(CliError);
+    await expect(addKey(client, { credential: "two\nlines", sellerId: "seller_1", config: CONFIG })).rejects.toBeInstanceOf(CliError);
+    await expect(addKey(client, { credential: "", sellerId: "seller_1", config: CONFIG })).rejects.toBeInstanceOf(CliError);
+    expect(captured).toEqual([]);
+  });
+});
+
+describe("seller CLI process", () => {
+  /** Run tools/seller-cli.ts on Node 22 against the capture server. */
+  function runCli(args: string[], stdin = ""): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const node = join(REPO_ROOT, "node_modules", ".bin", "node");
+    const child = spawn(node, [join(REPO_ROOT, "tools", "seller-cli.ts"), ...args], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, CN2_URL: baseUrl, CN2_OPS_TOKEN: TOKEN, NODE_NO_WARNINGS: "1" },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d));
+    child.stderr.on("data", (d: Buffer) => (stderr += d));
+    child.stdin.end(stdin);
+    return new Promise((resolve) => child.on("close", (code) => resolve({ code, stdout, stderr })));
+  }
+
+  it("add: a server failure exits non-zero with one line, no token and no credential", async () => {
+    // A careless server echoing the caller's token: the CLI must still not print it.
+    reply = () => ({ status: 422, body: { error: { code: "decrypt_failed", message: `cannot open envelope for Bearer ${TOKEN}` } } });
+    const r = await runCli(["add", "--provider", "openai", "--price-micros", "1000", "--rpm", "60", "--concurrency", "4", "--region", "eu", "--seller", "seller_1"], `${CREDENTIAL}\n`);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toMatch(/^error: decrypt_failed: /);
+    for (const text of [r.stdout, r.stderr]) {
+      expect(text).not.toContain(TOKEN);
+      for (const needle of leakNeedles(CREDENTIAL)) expect(text).not.toContain(needle);
+    }
+    // The trailing newline was trimmed before sealing: the server got the exact secret.
+    const post = captured.find((c) => c.method === "POST")!;
+    const sent = JSON.parse(post.body) as { keyId: string; envelope: Envelope };
+    expect(await decryptCredential(sent.envelope, [vault.privateKey], { sellerId: "seller_1", keyId: sent.keyId })).toBe(CREDENTIAL);
+  });
+
+  it("list: an auth failure prints the API error, never the token", async () => {
+    reply = () => ({ status: 401, body: { error: { code: "unauthorized", message: "bad token" } } });
+    const r = await runCli(["list", "--seller", "seller_1"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: unauthorized: bad token/);
+    expect(`${r.stdout}${r.stderr}`).not.toContain(TOKEN);
+  });
+
+  it("add with bad config exits before reading the secret or calling the API", async () => {
+    const r = await runCli(["add", "--provider", "openai", "--price-micros", "1000", "--rpm", "60", "--concurrency", "4", "--region", "mars"], CREDENTIAL);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/region/);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(captured).toEqual([]);
+  });
+
+  it("unreachable server: one line, no token", async () => {
+    const child = spawn(join(REPO_ROOT, "node_modules", ".bin", "node"), [join(REPO_ROOT, "tools", "seller-cli.ts"), "list"], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, CN2_URL: "http://127.0.0.1:9", CN2_OPS_TOKEN: TOKEN },
+    });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d));
+    child.stderr.on("data", (d: Buffer) => (out += d));
+    const code = await new Promise((resolve) => child.on("close", resolve));
+    expect(code).toBe(1);
+    expect(out).toMatch(/^error: unreachable: /);
+    expect(out).not.toContain(TOKEN);
+  });
+});
+
+describe("seller CLI parsing", () => {
+  it("newKeyId makes k_ + 16 [a-z0-9]", () => {
+    const ids = new Set(Array.from({ length: 200 }, newKeyId));
+    expect(ids.size).toBe(200);
+    for (const id of ids) expect(id).toMatch(/^k_[a-z0-9]{16}$/);
+  });
+
+  it("set: field=value pairs become a validated patch", () => {
+    expect(parsePatch(["priceMicros=1200", "dailyBudgetMicros=none", "allowedRoutes=POST /v1/chat/completions, GET /v1/models", "status=paused"])).toEqual({
+      priceMicros: 1200,
+      dailyBudgetMicros: null,
+      allowedRoutes: ["POST /v1/chat/completions", "GET /v1/models"],
+      status: "paused",
+    });
+    expect(() => parsePatch(["provider=anthropic"])).toThrow(CliError);
+    expect(() => parsePatch(["region=mars"])).toThrow(/region/);
+    expect(() => parsePatch(["requestsPerMinute=fast"])).toThrow(/whole number/);
+    expect(() => parsePatch([])).toThrow(CliError);
+  });
+});
