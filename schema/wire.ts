@@ -150,6 +150,7 @@ export const ERROR_CODES = {
   body_too_large: 413,
   route_not_allowed: 403,
   unauthorized: 401,
+  csrf_failed: 403,
   // routing
   no_key_available: 503,
   no_eu_key_available: 503,
