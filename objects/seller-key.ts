@@ -49,6 +49,13 @@ export class SellerKey extends DurableObject<Env> {
   private inFlight = 0;
   private probeInFlight = false;
   private readonly sql: SqlStorage;
+  // Hot-path mirrors of SQLite state, so admission reads no rows. SQLite stays the
+  // record (an evicted object reloads from it); memory only saves the reads.
+  /** Admission times inside the last minute, oldest first (from `hitsStart`). */
+  private hits: number[] = [];
+  private hitsStart = 0;
+  private readonly spendCache = new Map<string, number>();
+  private metaRows = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -64,6 +71,10 @@ export class SellerKey extends DurableObject<Env> {
     `);
     this.record = this.readMeta<KeyRecord>("record");
     this.health = this.readMeta<health.Health>("health") ?? health.initialHealth();
+    const since = Date.now() - MINUTE;
+    this.sql.exec("DELETE FROM hits WHERE at <= ?", since);
+    this.hits = this.sql.exec<{ at: number }>("SELECT at FROM hits ORDER BY at").toArray().map((r) => r.at);
+    this.metaRows = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta").one().n;
   }
 
   // ---- seller / ops RPC -------------------------------------------------------------
@@ -164,6 +175,10 @@ export class SellerKey extends DurableObject<Env> {
     this.credential = null;
     this.record = null;
     this.health = health.initialHealth();
+    this.hits = [];
+    this.hitsStart = 0;
+    this.spendCache.clear();
+    this.metaRows = 0;
     await this.ctx.storage.deleteAlarm();
     await this.ctx.storage.deleteAll();
   }
@@ -204,7 +219,7 @@ export class SellerKey extends DurableObject<Env> {
     if (this.inFlight >= config.maxConcurrent) return refusal("concurrency_limit", `key serves at most ${config.maxConcurrent} requests at once`, requestId);
     const inWindow = this.hitsInWindow(now);
     if (inWindow >= config.requestsPerMinute) {
-      const oldest = this.sql.exec<{ at: number }>("SELECT min(at) AS at FROM hits WHERE at > ?", now - MINUTE).one().at;
+      const oldest = this.hits[this.hitsStart]!;
       return refusal("rate_limited", `key allows ${config.requestsPerMinute} requests per minute`, requestId, retryAfterSeconds(oldest + MINUTE - now));
     }
     const price = priceFor(config, method, path);
@@ -214,6 +229,7 @@ export class SellerKey extends DurableObject<Env> {
     if (config.monthlyBudgetMicros !== null && this.spent(month) + price > config.monthlyBudgetMicros) return refusal("budget_exhausted", "key's monthly budget is spent", requestId);
 
     // Admitted: count it and reserve the budget; released if nothing is served.
+    this.hits.push(now);
     this.sql.exec("INSERT INTO hits (at) VALUES (?)", now);
     this.addSpend(day, price);
     this.addSpend(month, price);
@@ -386,17 +402,36 @@ export class SellerKey extends DurableObject<Env> {
     return poolStub(this.env, name).remove(name, keyId);
   }
 
+  /** Requests admitted in the sliding minute before `now`; expired ones are dropped. */
   private hitsInWindow(now: number): number {
-    this.sql.exec("DELETE FROM hits WHERE at <= ?", now - MINUTE);
-    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM hits").one().n;
+    const cutoff = now - MINUTE;
+    const before = this.hitsStart;
+    while (this.hitsStart < this.hits.length && this.hits[this.hitsStart]! <= cutoff) this.hitsStart++;
+    if (this.hitsStart > 1024 && this.hitsStart * 2 > this.hits.length) {
+      // Compact the array and the table together, in batches rather than per request.
+      this.hits = this.hits.slice(this.hitsStart);
+      this.hitsStart = 0;
+      this.sql.exec("DELETE FROM hits WHERE at <= ?", cutoff);
+    } else if (this.hitsStart !== before && this.hitsStart === this.hits.length) {
+      this.hits = [];
+      this.hitsStart = 0;
+      this.sql.exec("DELETE FROM hits WHERE at <= ?", cutoff);
+    }
+    return this.hits.length - this.hitsStart;
   }
 
   private spent(period: string): number {
-    return this.sql.exec<{ micros: number }>("SELECT micros FROM spend WHERE period = ?", period).toArray()[0]?.micros ?? 0;
+    let micros = this.spendCache.get(period);
+    if (micros === undefined) {
+      micros = this.sql.exec<{ micros: number }>("SELECT micros FROM spend WHERE period = ?", period).toArray()[0]?.micros ?? 0;
+      this.spendCache.set(period, micros);
+    }
+    return micros;
   }
 
   private addSpend(period: string, micros: number) {
     if (micros === 0) return;
+    this.spendCache.set(period, this.spent(period) + micros);
     this.sql.exec("INSERT INTO spend (period, micros) VALUES (?, ?) ON CONFLICT (period) DO UPDATE SET micros = micros + excluded.micros", period, micros);
   }
 
@@ -413,7 +448,11 @@ export class SellerKey extends DurableObject<Env> {
       "INSERT OR REPLACE INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome,
     );
-    this.sql.exec("DELETE FROM request_meta WHERE request_id IN (SELECT request_id FROM request_meta ORDER BY at DESC LIMIT -1 OFFSET ?)", MAX_BUFFERED_META);
+    // Trim in batches: past the cap, drop the oldest rows down to it.
+    if (++this.metaRows > MAX_BUFFERED_META + 500) {
+      this.sql.exec("DELETE FROM request_meta WHERE request_id IN (SELECT request_id FROM request_meta ORDER BY at LIMIT ?)", this.metaRows - MAX_BUFFERED_META);
+      this.metaRows = MAX_BUFFERED_META;
+    }
   }
 
   private event(kind: string, detail: string) {

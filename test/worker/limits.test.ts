@@ -1,6 +1,10 @@
 // P3/PR17: each key enforces its own requests per minute, concurrency, route allow-list
 // and budget, exactly, because its object admits requests one at a time.
+import { env } from "cloudflare:workers";
+import { evictDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
+import type { Env } from "../../worker/env.ts";
+import { keyStub } from "../../worker/keys.ts";
 import { addKey, api, call, chat, demo, inspect, OPS, removeAllKeys, resetDemo } from "./helpers.ts";
 
 const codeOf = async (res: Response) => ((await res.json()) as { error?: { code: string } }).error?.code;
@@ -24,6 +28,23 @@ describe("per-key limits", () => {
       expect(Number(r.headers.get("retry-after"))).toBeGreaterThan(0);
     }
     expect((await inspect(keyId)).limiter.windowCount).toBe(7);
+  });
+
+  it("PR17: the minute's count and the day's spend survive the object being evicted", async () => {
+    const { keyId } = await addKey({ config: { requestsPerMinute: 3, priceMicros: 10 } });
+    for (let i = 0; i < 3; i++) {
+      const ok = await chat();
+      expect(ok.status).toBe(200);
+      await ok.text();
+    }
+    await evictDurableObject(keyStub(env as unknown as Env, keyId, "default"));
+    const res = await chat();
+    expect(res.status).toBe(429);
+    expect(await codeOf(res)).toBe("rate_limited");
+    const info = await inspect(keyId);
+    expect(info.limiter.windowCount).toBe(3);
+    expect(info.spend.dayMicros).toBe(30);
+    expect(info.credentialLoaded).toBe(false);
   });
 
   it("PR17: the concurrency cap refuses the request over it while others are in flight", async () => {
