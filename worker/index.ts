@@ -5,6 +5,8 @@ import { router } from "./router.ts";
 
 export { SellerKey } from "../objects/seller-key.ts";
 export { PoolIndex } from "../objects/pool-index.ts";
+export { BuyerWallet } from "../objects/buyer-wallet.ts";
+export { ProofStore } from "../objects/proof-store.ts";
 
 export default {
   fetch: (request, env, ctx) => router.fetch(request, env, ctx),

@@ -1,0 +1,236 @@
+// Payments for the proxy (B1, B2, B5, B6, P6, P7): the four calls worker/proxy.ts makes,
+// and the HTTP handlers for credit (top-up, webhook, faucet, balance, budget).
+//
+//   no credential      -> challengeResponse(): 402 + WWW-Authenticate: Payment (one challenge per method)
+//   Authorization: Payment …
+//                      -> charge(): verify (HMAC, expiry, route scope, method) + claim + debit, or a 402
+//   nothing served     -> refund(): credit back to the buyer's wallet, exactly once, recorded
+//   answer             -> receiptHeader(): the Payment-Receipt value
+import { Challenge, Credential, Errors, PaymentRequest, Receipt } from "mppx";
+import type { Env } from "../env.ts";
+import { sha256Hex } from "./encoding.ts";
+import { PaymentRefusal, problemResponse, type PaymentCode } from "./errors.ts";
+import { CREDIT_METHOD, CURRENCY } from "./method.ts";
+import { issueChallenges, payments, type Payments, type VerifiedPayment } from "./server.ts";
+import { proofStore } from "./store.ts";
+import { walletStub } from "./wallet.ts";
+
+export { split, feeBps } from "./money.ts";
+export { PAYMENT_CODES, type PaymentCode } from "./errors.ts";
+export { readSpend, type SpendDay } from "./spend.ts";
+export { CHALLENGE_TTL_MS } from "./server.ts";
+export { walletStub } from "./wallet.ts";
+export { balanceHandler, budgetHandler, faucetHandler } from "./account.ts";
+export { stripeTopUpHandler, stripeWebhookHandler } from "./stripe.ts";
+
+export const RECEIPT_HEADER = "Payment-Receipt";
+
+/** A verified, debited payment: what the proxy needs to serve, split, refund and receipt. */
+export interface Payment {
+  /** B2: hex SHA-256 of the payer principal. Never the principal. */
+  buyerId: string;
+  /** What the buyer paid: the quote the challenge carried. Serve with a key priced at or below it. */
+  amountMicros: number;
+  /** "credit" or "tempo". */
+  method: string;
+  /** The challenge id the credential answered: single-use, the refund and dispute handle. */
+  proofId: string;
+}
+
+export interface Quote {
+  amountMicros: number;
+  /** What the credential is bound to, e.g. "POST /openai/v1/chat/completions". */
+  route: string;
+  /** Optional human-readable text shown by MPP clients. */
+  description?: string;
+}
+
+export type ChargeResult =
+  | { ok: true; payment: Payment }
+  | { ok: false; code: PaymentCode; response: Response };
+
+/** Does the request carry `Authorization: Payment …`? (Else answer with challengeResponse.) */
+export function hasPaymentCredential(request: Request): boolean {
+  const header = request.headers.get("authorization");
+  return header !== null && Credential.extractPaymentScheme(header) !== null;
+}
+
+/**
+ * B1: the 402 for an unpaid request: `WWW-Authenticate: Payment …` with one challenge per
+ * enabled method, scoped to `quote.route`, expiring after CHALLENGE_TTL_MS, and a
+ * problem+json body. Pass `failure` to re-challenge after a refused credential.
+ */
+export async function challengeResponse(
+  _request: Request,
+  env: Env,
+  quote: Quote,
+  requestId: string,
+  failure?: { code: PaymentCode; detail: string },
+): Promise<Response> {
+  let challenges: Challenge.Challenge[];
+  try {
+    challenges = await issueChallenges(env, quote);
+  } catch (err) {
+    if (err instanceof RangeError) throw err;
+    return unavailable(err, requestId);
+  }
+  const detail = failure?.detail ?? `this request costs ${quote.amountMicros} micro-dollars (${CURRENCY}); pay with one of the offered methods and retry`;
+  return problemResponse(failure?.code ?? "payment_required", detail, {
+    requestId, challenges: challenges.map(Challenge.serialize), challengeId: challenges[0]!.id,
+  });
+}
+
+/** Refusals after which a fresh challenge helps (the buyer can simply pay again). */
+const RECHALLENGE: ReadonlySet<PaymentCode> = new Set<PaymentCode>(["expired", "replayed", "payment_failed"]);
+
+/**
+ * Verify the request's `Authorization: Payment` credential for `route` and take the money:
+ * for `credit`, the signature is checked and the proof claimed + debited in the buyer's
+ * wallet in one step; other methods claim the proof in the proof store, then verify.
+ * On refusal nothing is debited and `response` is a 402 problem+json with a stable code
+ * (a fresh challenge is attached when paying again can succeed: expired, replayed).
+ */
+export async function charge(request: Request, env: Env, route: string, requestId: string): Promise<ChargeResult> {
+  const header = request.headers.get("authorization");
+  const serialized = header === null ? null : Credential.extractPaymentScheme(header);
+  const refuse = (code: PaymentCode, detail: string, challenges: string[] = []): ChargeResult =>
+    ({ ok: false, code, response: problemResponse(code, detail, { requestId, challenges }) });
+  if (serialized === null) return refuse("payment_required", "this request needs a payment credential (Authorization: Payment …)");
+
+  let credential: Credential.Credential;
+  try {
+    credential = Credential.deserialize(serialized);
+  } catch {
+    return refuse("malformed_credential", "the Payment credential does not decode (base64url JSON of challenge, payload, source)");
+  }
+  let p: Payments;
+  try {
+    p = await payments(env);
+  } catch (err) {
+    return { ok: false, code: "payment_unavailable", response: unavailable(err, requestId) };
+  }
+  const { challenge } = credential;
+  const method = p.methods.get(`${challenge.method}/${challenge.intent}`);
+  if (!method) {
+    return refuse("unknown_method", `payment method ${String(challenge.method).slice(0, 32)}/${String(challenge.intent).slice(0, 32)} is not accepted; accepted: ${[...p.methods.keys()].join(", ")}`);
+  }
+  if (!Challenge.verify(challenge, { secretKey: p.secretKey })) return refuse("tampered", "the challenge was not issued by this server, or was altered");
+  const amountMicros = Number(challenge.request.amount);
+  const rechallenge = async (code: PaymentCode, detail: string): Promise<ChargeResult> => {
+    if (!RECHALLENGE.has(code) || !Number.isSafeInteger(amountMicros) || amountMicros <= 0) return refuse(code, detail);
+    try {
+      return refuse(code, detail, (await issueChallenges(env, { amountMicros, route })).map(Challenge.serialize));
+    } catch {
+      return refuse(code, detail);
+    }
+  };
+  const expiresAt = challenge.expires === undefined ? Number.NaN : Date.parse(challenge.expires);
+  if (!(expiresAt > Date.now())) return rechallenge("expired", "the challenge expired; pay the fresh one");
+  if (scopeOf(challenge) !== route) return refuse("wrong_route", "this credential pays for another route");
+  if (!method.schema.credential.payload.safeParse(credential.payload).success) {
+    return refuse("malformed_credential", `the credential payload does not match the ${challenge.method} method`);
+  }
+
+  try {
+    if (challenge.method === CREDIT_METHOD) {
+      const receipt = await p.mppx.verifyCredential(serialized, { scope: route });
+      const v = receipt as unknown as VerifiedPayment;
+      return { ok: true, payment: { buyerId: v.buyerId, amountMicros: v.amountMicros, method: v.method, proofId: v.proofId } };
+    }
+    // Every other method claims its proof first (mppx core does not deduplicate on its own).
+    if (!(await proofStore(env).tryClaim!(`cn2:proof:${challenge.id}`, expiresAt))) return rechallenge("replayed", "this payment credential was already used");
+    await p.mppx.verifyCredential(serialized, { scope: route });
+    // The payer's address (did:pkh) is hashed at once; refunds become credit under that id.
+    const buyerId = await sha256Hex(credential.source ? credential.source.trim().toLowerCase() : `${challenge.method}:${challenge.id}`);
+    const payment: Payment = { buyerId, amountMicros, method: challenge.method, proofId: challenge.id };
+    // The money has moved: recording it (spend, refundability) must not undo the answer.
+    try {
+      const recorded = await walletStub(env, buyerId).recordPayment({ buyerId, proofId: challenge.id, amountMicros, expiresAt, method: challenge.method });
+      if (!recorded.ok && recorded.code !== "replayed") console.error(JSON.stringify({ evt: "payment_record_failed", requestId, code: recorded.code }));
+    } catch (err) {
+      console.error(JSON.stringify({ evt: "payment_record_failed", requestId, error: err instanceof Error ? err.name : "unknown" }));
+    }
+    return { ok: true, payment };
+  } catch (err) {
+    if (err instanceof PaymentRefusal) return rechallenge(err.code, err.message);
+    if (err instanceof Errors.PaymentExpiredError) return rechallenge("expired", "the challenge expired; pay the fresh one");
+    if (err instanceof Errors.InvalidPayloadError) return refuse("malformed_credential", "the credential payload does not match its method");
+    if (err instanceof Errors.InvalidChallengeError) return refuse("tampered", "the challenge does not match this server's");
+    if (err instanceof Errors.PaymentError) return rechallenge("payment_failed", `${challenge.method} payment failed: ${err.title}`);
+    if (err instanceof Error && err.name === "$ZodError") return refuse("malformed_credential", "the credential does not match its method's schema");
+    return { ok: false, code: "payment_unavailable", response: unavailable(err, requestId) };
+  }
+}
+
+export type RefundOutcome = "refunded" | "already_refunded" | "unknown_proof";
+
+/**
+ * B6: credit a payment back to the buyer's wallet at once (for any method), exactly
+ * once per proof, recorded in the wallet's history with `reason` (a short code such as
+ * "no_key_could_serve"). Safe to call twice: the second call changes nothing.
+ */
+export async function refund(env: Env, payment: Payment, reason: string): Promise<RefundOutcome> {
+  const result = await walletStub(env, payment.buyerId).refund(payment.proofId, reason);
+  if (result.ok) return "refunded";
+  return result.code === "already_refunded" ? "already_refunded" : "unknown_proof";
+}
+
+/** What a Payment-Receipt carries (mppx's Receipt plus cn2's fields, for disputes: P7). */
+export interface Cn2Receipt extends Record<string, unknown> {
+  method: string;
+  /** The proof id. */
+  reference: string;
+  status: "success";
+  timestamp: string;
+  /** The request id (mppx's externalId slot). */
+  externalId: string;
+  requestId: string;
+  amountMicros: number;
+  currency: typeof CURRENCY;
+  refunded: boolean;
+}
+
+/** The `Payment-Receipt` header value: mppx's Receipt format (base64url JSON). */
+export function receiptHeader(payment: Payment, opts: { requestId: string; refunded: boolean }): string {
+  const receipt: Cn2Receipt = {
+    method: payment.method,
+    reference: payment.proofId,
+    status: "success",
+    timestamp: new Date().toISOString(),
+    externalId: opts.requestId,
+    requestId: opts.requestId,
+    amountMicros: payment.amountMicros,
+    currency: CURRENCY,
+    refunded: opts.refunded,
+  };
+  return Receipt.serialize(Receipt.from(receipt));
+}
+
+/** Read a Payment-Receipt value back (disputes are opened from one); null if it is not ours. */
+export function parseReceipt(value: string): Cn2Receipt | null {
+  try {
+    const r = Receipt.deserialize(value) as unknown as Partial<Cn2Receipt>;
+    if (typeof r.requestId !== "string" || typeof r.amountMicros !== "number" || typeof r.refunded !== "boolean") return null;
+    return r as Cn2Receipt;
+  } catch {
+    return null;
+  }
+}
+
+function scopeOf(challenge: Challenge.Challenge): string | undefined {
+  let meta = challenge.meta;
+  if (meta === undefined && challenge.opaque !== undefined) {
+    try {
+      meta = PaymentRequest.deserialize(challenge.opaque) as Record<string, string>;
+    } catch {
+      return undefined;
+    }
+  }
+  return meta?._mppx_scope;
+}
+
+function unavailable(err: unknown, requestId: string): Response {
+  // The kind of failure only: messages can carry request data.
+  console.error(JSON.stringify({ evt: "payment_unavailable", requestId, error: err instanceof Error ? err.name : "unknown" }));
+  return problemResponse("payment_unavailable", "the payment could not be completed right now; retry (a debit that did land shows in your wallet history)", { requestId, headers: { "retry-after": "1" } });
+}

@@ -1,0 +1,175 @@
+// mppx on the server: one Mppx instance per isolate (per env), built from mppx's core
+// entry (no viem in the bundle unless the tempo method is switched on). It issues
+// HMAC-bound challenges (MPP_SECRET_KEY), scoped to a route, expiring after
+// CHALLENGE_TTL_MS, and runs each method's verification. The `credit` method checks the
+// buyer's signature, hashes the buyer's DID into the buyer id at once, and claims + debits
+// in the buyer's wallet object in one RPC.
+import { Challenge, Errors, Method, Receipt } from "mppx";
+import { Mppx } from "mppx/server/core";
+import type { Env } from "../env.ts";
+import { fromBase64Url, sha256Hex } from "./encoding.ts";
+import { DidError, importVerifyKey, parseDid, verifySignature } from "./did.ts";
+import { PaymentRefusal, type PaymentCode } from "./errors.ts";
+import { CREDIT_METHOD, CURRENCY, credit, creditMessage } from "./method.ts";
+import { proofStore } from "./store.ts";
+import { walletStub } from "./wallet.ts";
+import type { WalletCode } from "../../objects/buyer-wallet.ts";
+
+/** How long a challenge can be answered. */
+export const CHALLENGE_TTL_MS = 5 * 60_000;
+export const TEMPO_METHOD = "tempo";
+
+
+/** What a method's verification hands back to `charge` (inside an mppx Receipt). */
+export interface VerifiedPayment {
+  buyerId: string;
+  amountMicros: number;
+  method: string;
+  proofId: string;
+}
+
+// ---- credit: verify the signature, hash the principal, claim + debit ------------------
+
+/** Verification keys by buyer id (never by DID): importing a P-256 key costs a square root. */
+const verifyKeys = new Map<string, CryptoKey>();
+const MAX_CACHED_KEYS = 1024;
+
+async function verifyKeyFor(buyerId: string, parsed: ReturnType<typeof parseDid>): Promise<CryptoKey> {
+  const cached = verifyKeys.get(buyerId);
+  if (cached) return cached;
+  const key = await importVerifyKey(parsed);
+  if (verifyKeys.size >= MAX_CACHED_KEYS) verifyKeys.delete(verifyKeys.keys().next().value!);
+  verifyKeys.set(buyerId, key);
+  return key;
+}
+
+const WALLET_TO_PAYMENT: Record<WalletCode, PaymentCode> = {
+  replayed: "replayed",
+  insufficient_balance: "insufficient_balance",
+  budget_exceeded: "budget_exceeded",
+  invalid_amount: "payment_failed",
+  unknown_proof: "payment_failed",
+  already_refunded: "payment_failed",
+};
+
+function creditServer(env: Env) {
+  return Method.toServer(credit, {
+    async verify({ credential }) {
+      const { challenge } = credential;
+      if (!credential.source) throw new PaymentRefusal("bad_signature", "a credit credential needs its source: the buyer's did:key");
+      let parsed: ReturnType<typeof parseDid>;
+      try {
+        parsed = parseDid(credential.source);
+      } catch (err) {
+        throw new PaymentRefusal("bad_signature", err instanceof DidError ? `source: ${err.message}` : "source is not a did:key");
+      }
+      // B2: from here on only the hash of the principal exists.
+      const buyerId = await sha256Hex(parsed.did);
+      let key: CryptoKey;
+      try {
+        key = await verifyKeyFor(buyerId, parsed);
+      } catch {
+        throw new PaymentRefusal("bad_signature", "source is not a usable public key");
+      }
+      let signature: Uint8Array;
+      try {
+        signature = fromBase64Url(credential.payload.signature);
+      } catch {
+        throw new PaymentRefusal("bad_signature", "signature is not base64url");
+      }
+      if (!(await verifySignature(parsed.alg, key, signature, creditMessage(challenge)))) {
+        throw new PaymentRefusal("bad_signature", "the signature does not verify against the credential's source");
+      }
+      const amountMicros = Number(challenge.request.amount);
+      const result = await walletStub(env, buyerId).claimAndDebit({
+        buyerId, proofId: challenge.id, amountMicros, expiresAt: Date.parse(challenge.expires ?? ""), method: CREDIT_METHOD,
+      });
+      if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
+      const verified: VerifiedPayment = { buyerId, amountMicros, method: CREDIT_METHOD, proofId: challenge.id };
+      // mppx's Receipt is a loose object: the verified payment rides along to `charge`.
+      return { ...verified, reference: challenge.id, status: "success", timestamp: new Date().toISOString() } as Receipt.Receipt;
+    },
+  });
+}
+
+// ---- tempo (production only): USDC per request, replay markers in the proof store ----
+
+export const tempoEnabled = (env: Env) => (env.TEMPO_RECIPIENT ?? "") !== "" && (env.TEMPO_CURRENCY ?? "") !== "";
+
+async function tempoServer(env: Env) {
+  // Imported only when switched on: it brings viem into the isolate.
+  const { tempo } = await import("mppx/server");
+  return tempo.charge({
+    recipient: env.TEMPO_RECIPIENT as `0x${string}`,
+    currency: env.TEMPO_CURRENCY as `0x${string}`,
+    decimals: 6,
+    testnet: env.TEMPO_TESTNET === "1",
+    store: proofStore(env),
+    storeKeyPrefix: "tempo:",
+  });
+}
+
+// ---- the instance -------------------------------------------------------------------
+
+type ChallengeFn = (options: Record<string, unknown>) => Promise<Challenge.Challenge>;
+
+/** The part of an mppx server instance cn2 uses. */
+interface MppxServer {
+  challenge: Record<string, Record<string, ChallengeFn>>;
+  verifyCredential(credential: string, options: { scope: string }): Promise<Receipt.Receipt>;
+}
+
+export interface Payments {
+  mppx: MppxServer;
+  secretKey: string;
+  realm: string;
+  /** Every enabled method by `${name}/${intent}`. */
+  methods: Map<string, Method.AnyServer>;
+}
+
+const instances = new WeakMap<object, Promise<Payments>>();
+
+export class PaymentsUnconfigured extends Error {
+  override readonly name = "PaymentsUnconfigured";
+}
+
+export function payments(env: Env): Promise<Payments> {
+  let instance = instances.get(env);
+  if (!instance) {
+    instance = build(env);
+    instances.set(env, instance);
+    instance.catch(() => instances.delete(env));
+  }
+  return instance;
+}
+
+async function build(env: Env): Promise<Payments> {
+  const secretKey = env.MPP_SECRET_KEY ?? "";
+  if (new TextEncoder().encode(secretKey).byteLength < 32) throw new PaymentsUnconfigured("MPP_SECRET_KEY must be set to at least 32 bytes (openssl rand -base64 32)");
+  const realm = env.MPP_REALM || "cn2";
+  const methods: Method.AnyServer[] = [creditServer(env)];
+  if (tempoEnabled(env)) methods.push(await tempoServer(env));
+  const mppx = Mppx.create({ methods, secretKey, realm }) as unknown as MppxServer;
+  return { mppx, secretKey, realm, methods: new Map(methods.map((m) => [`${m.name}/${m.intent}`, m])) };
+}
+
+/** Fresh challenges (one per enabled method) for `route` at `amountMicros`. */
+export async function issueChallenges(env: Env, quote: { amountMicros: number; route: string; description?: string; expires?: Date }): Promise<Challenge.Challenge[]> {
+  if (!Number.isSafeInteger(quote.amountMicros) || quote.amountMicros <= 0) throw new RangeError("a quote is a positive whole number of micro-dollars");
+  const p = await payments(env);
+  const expires = (quote.expires ?? new Date(Date.now() + CHALLENGE_TTL_MS)).toISOString();
+  // A nonce makes every challenge (and so every proof id) unique, even for equal quotes.
+  const meta = { n: crypto.randomUUID().replaceAll("-", "") };
+  const common = { scope: quote.route, meta, expires, ...(quote.description ? { description: quote.description } : {}) };
+  const challenge = p.mppx.challenge;
+  const out = [await challenge[CREDIT_METHOD]!.charge!({ ...common, amount: String(quote.amountMicros), currency: CURRENCY })];
+  if (p.methods.has(`${TEMPO_METHOD}/charge`)) {
+    out.push(await challenge[TEMPO_METHOD]!.charge!({ ...common, amount: microsToDecimal(quote.amountMicros) }));
+  }
+  return out;
+}
+
+/** 1234567 -> "1.234567": tempo takes a decimal amount and 6 decimals (USDC). */
+export const microsToDecimal = (micros: number) => `${Math.floor(micros / 1_000_000)}.${String(micros % 1_000_000).padStart(6, "0")}`;
+
+export { Errors };
