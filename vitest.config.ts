@@ -47,6 +47,8 @@ export default defineConfig({
           name: "workers",
           include: ["test/worker/**/*.test.ts"],
           globalSetup: ["test/global-setup.ts"],
+          // The first paid request in a file loads mppx through vite's module graph (~10 s here).
+          testTimeout: 30_000,
         },
       },
       {
