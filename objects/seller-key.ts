@@ -18,6 +18,7 @@ import { buyerResponseHeaders, upstreamHeaders, upstreamUrl } from "../worker/fo
 import { decryptCredential, parseVaultPrivateKeys, VaultError } from "../worker/vault.ts";
 import { upstreamOverrides } from "../worker/settings.ts";
 import { vaultEntryKey, type VaultMetadata } from "../worker/keys.ts";
+import { feeBps, split } from "../worker/payments/money.ts";
 import * as health from "./health.ts";
 import { poolStub } from "./pool-index.ts";
 
@@ -65,7 +66,7 @@ export class SellerKey extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS hits (at INTEGER NOT NULL);
       CREATE INDEX IF NOT EXISTS hits_at ON hits (at);
       CREATE TABLE IF NOT EXISTS spend (period TEXT PRIMARY KEY, micros INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS earnings (id INTEGER PRIMARY KEY CHECK (id = 1), unflushed_micros INTEGER NOT NULL, served_count INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS earnings (id INTEGER PRIMARY KEY CHECK (id = 1), unflushed_micros INTEGER NOT NULL, fee_micros INTEGER NOT NULL, served_count INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS request_meta (request_id TEXT PRIMARY KEY, at INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
     `);
@@ -135,14 +136,14 @@ export class SellerKey extends DurableObject<Env> {
   private inspection(): KeyInspection {
     const r = this.requireRecord();
     const now = Date.now();
-    const earnings = this.sql.exec<{ unflushed_micros: number; served_count: number }>("SELECT unflushed_micros, served_count FROM earnings WHERE id = 1").toArray()[0];
+    const earnings = this.sql.exec<{ unflushed_micros: number; fee_micros: number; served_count: number }>("SELECT unflushed_micros, fee_micros, served_count FROM earnings WHERE id = 1").toArray()[0];
     return {
       ...this.view(),
       limiter: { windowCount: this.hitsInWindow(now), requestsPerMinute: r.config.requestsPerMinute },
       inFlight: this.inFlight,
       maxConcurrent: r.config.maxConcurrent,
       spend: { dayMicros: this.spent(dayPeriod(now)), monthMicros: this.spent(monthPeriod(now)) },
-      earnings: { unflushedMicros: earnings?.unflushed_micros ?? 0, servedCount: earnings?.served_count ?? 0 },
+      earnings: { unflushedMicros: earnings?.unflushed_micros ?? 0, feeMicros: earnings?.fee_micros ?? 0, servedCount: earnings?.served_count ?? 0 },
       bufferedMetadata: this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta").one().n,
       credentialLoaded: this.credential !== null,
       events: this.sql.exec<{ at: number; kind: string; detail: string }>("SELECT at, kind, detail FROM events ORDER BY id DESC LIMIT 50").toArray(),
@@ -310,16 +311,18 @@ export class SellerKey extends DurableObject<Env> {
     }
 
     // Served: the key works, whatever the buyer asked (a 400 is the buyer's own error).
+    // Only a successful answer is charged (the router refunds the rest), so only it earns,
+    // and it earns as soon as its status is known: the router settles at the same moment.
     const served = status < 400;
-    const amount = served ? price : 0;
-    if (!served) release(false);
+    const paid = served ? paidMicros(request) : 0;
+    if (served) this.earn(paid, price);
+    else release(false);
     this.setHealth(health.onSuccess(this.health, latency), this.health.state === "cooling" ? "key.recovered" : null, "probe succeeded");
     const headers = buyerResponseHeaders(provider, upstream.headers);
-    headers.set(H.price, String(amount));
+    headers.set(H.price, String(price));
     if (!upstream.body) {
       release(served);
-      this.earn(amount);
-      record(status, latency, "served", amount);
+      record(status, latency, "served", paid);
       return new Response(null, { status, headers });
     }
     // Stream through untouched; the pipe's outcome tells a clean end from a cut.
@@ -327,15 +330,13 @@ export class SellerKey extends DurableObject<Env> {
     upstream.body.pipeTo(writable).then(
       () => {
         release(served);
-        this.earn(amount);
-        record(status, latency, "served", amount);
+        record(status, latency, "served", paid);
       },
       () => {
         const buyerLeft = request.signal.aborted;
-        // A cut stream was still served in part: the charge stands, the dispute trail records it.
+        // A stream cut after bytes were sent stays charged; the metadata row is the dispute trail.
         release(served);
-        this.earn(amount);
-        record(status, latency, buyerLeft ? "client_abort" : "stream_cut", amount);
+        record(status, latency, buyerLeft ? "client_abort" : "stream_cut", paid);
         if (!buyerLeft) {
           this.failure("stream_cut", false);
           this.event("request.stream_cut", requestId);
@@ -435,11 +436,13 @@ export class SellerKey extends DurableObject<Env> {
     this.sql.exec("INSERT INTO spend (period, micros) VALUES (?, ?) ON CONFLICT (period) DO UPDATE SET micros = micros + excluded.micros", period, micros);
   }
 
-  private earn(micros: number) {
-    if (micros === 0) return;
+  /** Credit a served request: the seller's share of what the buyer paid, and the fee (S7). */
+  private earn(paid: number, price: number) {
+    const { sellerMicros, feeMicros } = paid > 0 ? split(paid, price, feeBps(this.env)) : { sellerMicros: 0, feeMicros: 0 };
     this.sql.exec(
-      "INSERT INTO earnings (id, unflushed_micros, served_count) VALUES (1, ?, 1) ON CONFLICT (id) DO UPDATE SET unflushed_micros = unflushed_micros + excluded.unflushed_micros, served_count = served_count + 1",
-      micros,
+      `INSERT INTO earnings (id, unflushed_micros, fee_micros, served_count) VALUES (1, ?, ?, 1)
+       ON CONFLICT (id) DO UPDATE SET unflushed_micros = unflushed_micros + excluded.unflushed_micros, fee_micros = fee_micros + excluded.fee_micros, served_count = served_count + 1`,
+      sellerMicros, feeMicros,
     );
   }
 
@@ -475,6 +478,12 @@ export class SellerKey extends DurableObject<Env> {
   private writeMeta(k: string, value: unknown) {
     this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, JSON.stringify(value));
   }
+}
+
+/** What the router says the buyer paid; it always sets the header, so a buyer cannot. */
+function paidMicros(request: Request): number {
+  const n = Number(request.headers.get(H.paid));
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
 }
 
 function refusal(code: ErrorCode, message: string, requestId: string, retryAfter?: number): Response {

@@ -28,11 +28,14 @@ export const SellerIdSchema = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/
 export const KEY_STATUSES = ["active", "paused"] as const;
 
 /** A key's configuration as the seller sets it (S3). Never contains the credential. */
+/** A price per request: at least one micro-dollar, so no key is ever an open proxy. */
+export const Price = v.pipe(Micros, v.minValue(1, "a price must be at least 1 micro-dollar"));
+
 export const KeyConfigSchema = v.strictObject({
   provider: ProviderId,
-  priceMicros: Micros,
+  priceMicros: Price,
   /** Per-route prices overriding priceMicros; first matching pattern wins. */
-  routePrices: v.optional(v.array(v.strictObject({ route: RoutePattern, priceMicros: Micros })), []),
+  routePrices: v.optional(v.array(v.strictObject({ route: RoutePattern, priceMicros: Price })), []),
   requestsPerMinute: v.pipe(v.number(), v.safeInteger(), v.minValue(1), v.maxValue(100_000)),
   maxConcurrent: v.pipe(v.number(), v.safeInteger(), v.minValue(1), v.maxValue(10_000)),
   /** Cap on what the key may be charged for per UTC day / month; null = none. */
@@ -117,7 +120,8 @@ export interface KeyInspection extends KeyView {
   inFlight: number;
   maxConcurrent: number;
   spend: { dayMicros: number; monthMicros: number };
-  earnings: { unflushedMicros: number; servedCount: number };
+  /** Not yet flushed to the ledger: the seller's share and the marketplace fee. */
+  earnings: { unflushedMicros: number; feeMicros: number; servedCount: number };
   bufferedMetadata: number;
   credentialLoaded: boolean;
   events: { at: number; kind: string; detail: string }[];
@@ -196,6 +200,6 @@ export const H = {
   price: "cn2-price-micros",
   /** Set by the router: which key served (opaque id, no seller data). */
   key: "cn2-key",
-  /** Router -> SellerKey: the route as "METHOD /path" without the provider prefix. */
-  route: "cn2-route",
+  /** Router -> SellerKey: what the buyer paid for this request (0 on the operator path). */
+  paid: "cn2-paid-micros",
 } as const;

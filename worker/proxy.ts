@@ -7,6 +7,7 @@ import type { Env } from "./env.ts";
 import { ApiError, errorResponse } from "./http.ts";
 import { keyStub } from "./keys.ts";
 import { localLoad, readPools, trackLoad } from "./pools.ts";
+import type { Payment } from "./payments/index.ts";
 import { attemptOrder, buyerRegions, eligible, isEuCountry, type Candidate } from "./routing.ts";
 
 /** At most this many keys are tried for one request. */
@@ -15,6 +16,9 @@ const MAX_ATTEMPTS = 3;
 const MAX_HEADER_BYTES = 32 * 1024;
 /** Request bodies are held in memory so a failover can resend them. */
 export const MAX_BODY_BYTES = 10 * 1024 * 1024;
+
+/** Payments (mppx) load on the first paid request: the operator path never needs them. */
+const payments = () => import("./payments/index.ts");
 
 const MaxPrice = v.pipe(v.string(), v.regex(/^\d{1,15}$/));
 
@@ -31,7 +35,11 @@ export function parseTarget(url: URL): ProxyTarget {
   return { provider, path: match?.[2] ?? "/" };
 }
 
-export async function proxy(request: Request, env: Env, requestId: string): Promise<Response> {
+/**
+ * `operator`: the request carries the ops token; it is served unpaid and earns nothing
+ * (health checks, benchmarks). Everyone else pays per request over MPP.
+ */
+export async function proxy(request: Request, env: Env, requestId: string, operator: boolean): Promise<Response> {
   const url = new URL(request.url);
   const { provider, path } = parseTarget(url);
 
@@ -59,22 +67,65 @@ export async function proxy(request: Request, env: Env, requestId: string): Prom
   }
 
   const body = await bufferBody(request);
-  const order = attemptOrder(capped, localLoad, Math.random, MAX_ATTEMPTS);
+  // B1: the quote is the cheapest key this buyer could be served by; the credential is
+  // scoped to this method and route, so it cannot pay for anything else.
+  const route = `${request.method} /${provider}${path}`;
+  let payment: Payment | null = null;
+  let keys = capped;
+  if (!operator) {
+    const { challengeResponse, charge, hasPaymentCredential, refund } = await payments();
+    const quote = Math.min(...capped.map((c) => c.price));
+    if (!hasPaymentCredential(request)) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
+    const charged = await charge(request, env, route, requestId);
+    if (!charged.ok) return charged.response;
+    payment = charged.payment;
+    const paid = payment.amountMicros;
+    keys = capped.filter((c) => c.price <= paid);
+    if (keys.length === 0) {
+      await refund(env, payment, "prices_rose");
+      return challengeResponse(request, env, { amountMicros: quote, route }, requestId, { code: "payment_required", detail: `prices rose since the challenge; your ${paid} micro-dollars were refunded; pay the new quote` });
+    }
+  }
+
+  const order = attemptOrder(keys, localLoad, Math.random, MAX_ATTEMPTS);
   const refusals: Response[] = [];
+  let answer: Response | null = null;
   for (const key of order) {
-    const res = await tryKey(env, key, request, url, path, body, requestId);
+    const res = await tryKey(env, key, request, url, path, body, requestId, payment?.amountMicros ?? 0);
     const code = res.headers.get(H.refusal) as ErrorCode | null;
-    if (code === null) return served(res);
-    if (!RETRYABLE.has(code)) return res;
+    if (code === null) {
+      answer = served(res);
+      break;
+    }
+    if (!RETRYABLE.has(code)) {
+      answer = res;
+      break;
+    }
     refusals.push(res);
     if (request.signal.aborted) break;
   }
-  return combineRefusals(refusals, requestId);
+  answer ??= combineRefusals(refusals, requestId);
+  return payment ? settle(env, payment, answer, requestId) : answer;
 }
 
-async function tryKey(env: Env, key: Candidate, request: Request, url: URL, path: string, body: ArrayBuffer | null, requestId: string): Promise<Response> {
+/**
+ * B6: the buyer pays only for a successful answer. Anything else (no key could serve, an
+ * upstream error the buyer's request caused) is refunded at once, and the receipt says so.
+ */
+async function settle(env: Env, payment: Payment, answer: Response, requestId: string): Promise<Response> {
+  const { RECEIPT_HEADER, receiptHeader, refund } = await payments();
+  const refunded = answer.status >= 400;
+  if (refunded) await refund(env, payment, answer.headers.get(H.refusal) ?? `status_${answer.status}`);
+  const out = new Response(answer.body, answer);
+  out.headers.set(RECEIPT_HEADER, receiptHeader(payment, { requestId, refunded }));
+  return out;
+}
+
+async function tryKey(env: Env, key: Candidate, request: Request, url: URL, path: string, body: ArrayBuffer | null, requestId: string, paid: number): Promise<Response> {
   const headers = new Headers(request.headers);
+  // Always set: a buyer's own copies of our internal headers must never reach the key.
   headers.set(H.requestId, requestId);
+  headers.set(H.paid, String(paid));
   trackLoad(key.keyId, 1);
   try {
     return await keyStub(env, key.keyId, key.home).fetch(`https://key${path}${url.search}`, {
@@ -106,7 +157,7 @@ function served(res: Response): Response {
 }
 
 /** Every tried key refused: one refusal kind is passed on as is, a mix becomes 503. */
-async function combineRefusals(refusals: Response[], requestId: string): Promise<Response> {
+function combineRefusals(refusals: Response[], requestId: string): Response {
   const codes = refusals.map((r) => r.headers.get(H.refusal) as ErrorCode);
   const last = refusals[refusals.length - 1];
   if (last && codes.every((c) => c === codes[0])) {

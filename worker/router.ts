@@ -12,6 +12,9 @@ import { parseVaultPrivateKeys, publicKeysOf } from "./vault.ts";
 type Req = IRequest & { requestId: string };
 type Args = [Env, ExecutionContext];
 
+/** Payments (mppx) load with the first request that needs them. */
+const payments = () => import("./payments/index.ts");
+
 const newRequestId = () => `req_${crypto.randomUUID().replaceAll("-", "")}`;
 
 function bearer(request: Request): string | null {
@@ -25,10 +28,18 @@ function requireOps(request: Req, env: Env) {
   if (!env.OPS_TOKEN || token === null || !safeEqual(token, env.OPS_TOKEN)) throw new ApiError("unauthorized", "this endpoint needs the ops token (Authorization: Bearer …)");
 }
 
-/** Until payments land the proxy is closed to everyone but holders of the ops token. */
-function requireProxyAccess(request: Req, env: Env) {
-  const token = request.headers.get(H.opsToken) ?? bearer(request);
-  if (!env.OPS_TOKEN || token === null || !safeEqual(token, env.OPS_TOKEN)) throw new ApiError("unauthorized", `proxy access needs the ${H.opsToken} header until payments are enabled`);
+/**
+ * Operators may call the proxy unpaid with the ops token (health checks, benchmarks).
+ * A wrong `cn2-ops-token` is an error, not a silent fall back to paying.
+ */
+function isOperator(request: Req, env: Env): boolean {
+  const header = request.headers.get(H.opsToken);
+  if (header !== null) {
+    if (!env.OPS_TOKEN || !safeEqual(header, env.OPS_TOKEN)) throw new ApiError("unauthorized", `wrong ${H.opsToken}`);
+    return true;
+  }
+  const token = bearer(request);
+  return token !== null && !!env.OPS_TOKEN && safeEqual(token, env.OPS_TOKEN);
 }
 
 export const router = AutoRouter<Req, Args>({
@@ -54,6 +65,12 @@ router
     const keys = publicKeysOf(parseVaultPrivateKeys(env.VAULT_PRIVATE_KEYS));
     return json({ current: keys[0]?.kid ?? null, keys });
   })
+  // Buyers: credit top-ups and account (signed by the buyer's key, no account needed).
+  .post("/api/credit/topup", async (req, env) => (await payments()).stripeTopUpHandler(req, env))
+  .post("/api/credit/faucet", async (req, env) => (await payments()).faucetHandler(req, env))
+  .get("/api/credit/balance", async (req, env) => (await payments()).balanceHandler(req, env))
+  .put("/api/credit/budget", async (req, env) => (await payments()).budgetHandler(req, env))
+  .post("/webhooks/stripe", async (req, env) => (await payments()).stripeWebhookHandler(req, env))
   .all("/api/*", requireOps)
   .post("/api/keys", (req, env) => createKey(req, env))
   .get("/api/keys", (req, env) => listKeys(req, env))
@@ -65,11 +82,5 @@ router
   .post("/ops/keys/:id/disable", (req, env) => disableKey(env, req.params.id))
   .post("/ops/keys/:id/drain", (req, env) => drainKey(env, req.params.id))
   .get("/ops/pools/:provider/:region/:tier", (req, env) => inspectPool(env, req.params))
-  .all("/:provider/*", (req, env) => {
-    requireProxyAccess(req, env);
-    return proxy(req, env, req.requestId);
-  })
-  .all("/:provider", (req, env) => {
-    requireProxyAccess(req, env);
-    return proxy(req, env, req.requestId);
-  });
+  .all("/:provider/*", (req, env) => proxy(req, env, req.requestId, isOperator(req, env)))
+  .all("/:provider", (req, env) => proxy(req, env, req.requestId, isOperator(req, env)));

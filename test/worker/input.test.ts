@@ -35,10 +35,11 @@ describe("bad input on the proxy", () => {
     const res = await call("/openai/v1/chat/completions", { method: "POST", headers: { "cn2-ops-token": OPS, "content-type": "application/json" }, body: "x".repeat(10 * 1024 * 1024 + 1) });
     await expectError(res, 413, "body_too_large");
   });
-  it("no open proxy: a request without the ops token is refused", async () => {
+  it("no open proxy: without payment or the ops token a request is not served", async () => {
     await expectError(await chat({ headers: { "cn2-ops-token": "wrong" } }), 401, "unauthorized");
     const res = await call("/openai/v1/chat/completions", { method: "POST", body: "{}" });
-    await expectError(res, 401, "unauthorized");
+    expect(res.headers.get("www-authenticate")).toMatch(/^Payment /);
+    await expectError(res, 402, "payment_required");
   });
   it("a route no key allows", async () => {
     await expectError(await call("/openai/v1/fine_tuning/jobs", { method: "POST", headers: { "cn2-ops-token": OPS }, body: "{}" }), 403, "route_not_allowed");

@@ -49,7 +49,8 @@ describe("key lifecycle", () => {
       keyId: k.keyId,
       limiter: { windowCount: 3, requestsPerMinute: 1000 },
       inFlight: 0,
-      earnings: { unflushedMicros: 2100, servedCount: 3 },
+      // Operator traffic (the ops token) is unpaid, so it earns nothing.
+      earnings: { unflushedMicros: 0, feeMicros: 0, servedCount: 3 },
       spend: { dayMicros: 2100, monthMicros: 2100 },
       bufferedMetadata: 3,
       credentialLoaded: true,
