@@ -2,6 +2,8 @@ import { readFileSync } from "node:fs";
 import { defineConfig, type Plugin } from "vitest/config";
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { TEST_STRIPE } from "./test/fake-stripe.ts";
+import { TEST_SUPABASE } from "./test/fake-supabase.ts";
+import { TEST_PERSONA } from "./test/test-secrets.ts";
 
 /** mppx ships sourceMappingURL comments without the maps: skip them instead of warning per module. */
 const mppxWithoutMaps: Plugin = {
@@ -18,6 +20,10 @@ const mppxWithoutMaps: Plugin = {
 // loopback and generates throwaway vault keys; the Worker reaches the upstream over HTTP.
 export default defineConfig({
   test: {
+    // Ending a postgres client in workerd (worker/db.ts) leaves its socket reader rejecting
+    // with exactly this (postgres/cf/polyfills.js): harmless, and the only error ignored.
+    // Vitest reads this option from the root config only.
+    onUnhandledError: (error) => (error.message === "This socket has been closed." ? false : undefined),
     projects: [
       {
         plugins: [
@@ -25,6 +31,8 @@ export default defineConfig({
           cloudflareTest(({ inject }) => ({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
+              // Postgres: the database test/global-setup.ts started, behind Hyperdrive.
+              hyperdrives: { HYPERDRIVE: inject<string>("dbUrl") },
               bindings: {
                 OPS_TOKEN: "test-ops-token",
                 VAULT_PRIVATE_KEYS: inject<string>("vaultPrivateKeys"),
@@ -39,6 +47,33 @@ export default defineConfig({
                 STRIPE_API_BASE: inject<string>("fakeStripeUrl"),
                 STRIPE_SECRET_KEY: TEST_STRIPE.secretKey,
                 STRIPE_WEBHOOK_SECRET: TEST_STRIPE.webhookSecret,
+                // Seller accounts: the dev sign-in with a throwaway key, Supabase's Admin API
+                // and Persona faked on loopback, earnings flushed only when a test asks.
+                AUTH_DEV_SIGNING_KEY: inject<string>("authDevSigningKey"),
+                AUTH_JWKS: inject<string>("authJwks"),
+                AUTH_ISSUER: "cn2-test",
+                SUPABASE_URL: inject<string>("fakeSupabaseUrl"),
+                SUPABASE_SERVICE_ROLE_KEY: TEST_SUPABASE.serviceRoleKey,
+                PERSONA_API_BASE: inject<string>("fakePersonaUrl"),
+                PERSONA_API_KEY: TEST_PERSONA.apiKey,
+                PERSONA_TEMPLATE_ID: TEST_PERSONA.templateId,
+                PERSONA_WEBHOOK_SECRET: TEST_PERSONA.webhookSecret,
+                EARNINGS_FLUSH_MS: "600000",
+                // Seller webhooks: test-only sealing keys (newest first, two live, so key
+                // rotation is exercised), loopback http receivers allowed, fast retries.
+                WEBHOOK_SECRET_KEYS: JSON.stringify([
+                  { kid: "wh-test-2", key: "MyZo8YQdfWuupICmiFD1LAFRY/0jkUVmzLmuRjW9Og0=" },
+                  { kid: "wh-test-1", key: "oRALN7ZGI+l5tfKwxkjpMLOaIfsFtCkGm3MSYxf7vTw=" },
+                ]),
+                DEV_WEBHOOKS_ALLOW_HTTP: "1",
+                WEBHOOK_RETRY_BASE_SECONDS: "1",
+                WEBHOOK_TIMEOUT_MS: "1500",
+                WEBHOOK_RECEIVER_URL: inject<string>("webhookReceiverUrl"),
+              },
+              // Webhook deliveries give up after 4 attempts here (12 retries in wrangler.toml),
+              // so the dead-letter path runs end to end in seconds.
+              queueConsumers: {
+                "cn2-webhooks": { maxBatchSize: 10, maxBatchTimeout: 1, maxRetries: 3, deadLetterQueue: "cn2-webhooks-dlq" },
               },
             },
           })),
@@ -49,6 +84,8 @@ export default defineConfig({
           globalSetup: ["test/global-setup.ts"],
           // The first paid request in a file loads mppx through vite's module graph (~10 s here).
           testTimeout: 30_000,
+          // A file's first beforeEach signs a seller in: the first Worker request also loads its modules.
+          hookTimeout: 30_000,
         },
       },
       {

@@ -26,6 +26,10 @@ const autocannon = require("autocannon") as Autocannon;
 
 export interface Target {
   url: string;
+  /** POST unless said otherwise. */
+  method?: "GET" | "POST";
+  /** Answers locally (no upstream call): no "added" figure against the direct upstream. */
+  local?: boolean;
   headers: Record<string, string>;
   body: string;
   /** Whether a response body is the right answer. */
@@ -49,6 +53,8 @@ export interface RunStats {
   statuses: Record<string, number>;
   /** A few failing bodies / error messages, for the report. */
   samples: string[];
+  /** Every 2xx latency, sorted (ms). */
+  latencies: Float64Array;
 }
 
 export function percentile(sorted: Float64Array | number[], p: number): number {
@@ -67,9 +73,9 @@ export function load(target: Target, concurrency: number, seconds: number): Prom
     const instance = autocannon(
       {
         url: target.url,
-        method: "POST",
+        method: target.method ?? "POST",
         headers: target.headers,
-        body: target.body,
+        ...(target.method === "GET" ? {} : { body: target.body }),
         connections: concurrency,
         pipelining: 1,
         duration: seconds,
@@ -83,29 +89,24 @@ export function load(target: Target, concurrency: number, seconds: number): Prom
       },
       (err, r) => {
         if (err) return reject(err);
-        const sorted = Float64Array.from(latencies).sort();
-        const sum = latencies.reduce((a, b) => a + b, 0);
         const statuses: Record<string, number> = {};
         for (const [code, { count }] of Object.entries(r.statusCodeStats)) statuses[code] = count;
         // Mismatched 2xx answers are not "ok"; a non-2xx answer is both non2xx and a mismatch.
         const badTwoXx = Math.max(0, r.mismatches - r.non2xx);
-        const ok = Math.max(0, latencies.length - badTwoXx);
-        resolve({
-          concurrency,
-          seconds: r.duration,
-          ok,
-          p50: percentile(sorted, 50),
-          p90: percentile(sorted, 90),
-          p99: percentile(sorted, 99),
-          mean: latencies.length ? sum / latencies.length : NaN,
-          rps: ok / r.duration,
-          non2xx: r.non2xx,
-          errors: r.errors,
-          timeouts: r.timeouts,
-          mismatches: r.mismatches,
-          statuses,
-          samples,
-        });
+        resolve(
+          finish({
+            concurrency,
+            seconds: r.duration,
+            ok: Math.max(0, latencies.length - badTwoXx),
+            non2xx: r.non2xx,
+            errors: r.errors,
+            timeouts: r.timeouts,
+            mismatches: r.mismatches,
+            statuses,
+            samples,
+            latencies: Float64Array.from(latencies).sort(),
+          }),
+        );
       },
     );
     instance.on("response", (_client, status, _bytes, ms) => {
@@ -115,4 +116,45 @@ export function load(target: Target, concurrency: number, seconds: number): Prom
   });
 }
 
-export const failures = (s: RunStats) => s.non2xx + s.errors + s.mismatches;
+type Counts = Omit<RunStats, "p50" | "p90" | "p99" | "mean" | "rps">;
+
+function finish(c: Counts): RunStats {
+  let sum = 0;
+  for (const x of c.latencies) sum += x;
+  return {
+    ...c,
+    p50: percentile(c.latencies, 50),
+    p90: percentile(c.latencies, 90),
+    p99: percentile(c.latencies, 99),
+    mean: c.latencies.length ? sum / c.latencies.length : NaN,
+    rps: c.ok / c.seconds,
+  };
+}
+
+/** Several rounds of the same system and concurrency as one result (latencies pooled). */
+export function merge(runs: RunStats[]): RunStats {
+  const statuses: Record<string, number> = {};
+  for (const r of runs) for (const [code, n] of Object.entries(r.statuses)) statuses[code] = (statuses[code] ?? 0) + n;
+  const all = new Float64Array(runs.reduce((n, r) => n + r.latencies.length, 0));
+  let at = 0;
+  for (const r of runs) {
+    all.set(r.latencies, at);
+    at += r.latencies.length;
+  }
+  const sum = (f: (r: RunStats) => number) => runs.reduce((n, r) => n + f(r), 0);
+  return finish({
+    concurrency: runs[0]!.concurrency,
+    seconds: sum((r) => r.seconds),
+    ok: sum((r) => r.ok),
+    non2xx: sum((r) => r.non2xx),
+    errors: sum((r) => r.errors),
+    timeouts: sum((r) => r.timeouts),
+    mismatches: sum((r) => r.mismatches),
+    statuses,
+    samples: runs.flatMap((r) => r.samples).slice(0, 5),
+    latencies: all.sort(),
+  });
+}
+
+/** Failed requests: non-2xx answers, transport errors, 2xx answers with a wrong body. */
+export const failures = (s: RunStats) => s.non2xx + s.errors + Math.max(0, s.mismatches - s.non2xx);

@@ -36,14 +36,24 @@ export async function loadMiniflare(): Promise<{ mod: MiniflareModule; version: 
 }
 
 interface WranglerConfig {
+  [field: string]: unknown;
   name: string;
   compatibility_date: string;
   compatibility_flags: string[];
   vars: Record<string, unknown>;
   durable_objects: { bindings: { name: string; class_name: string }[] };
   kv_namespaces: { binding: string; id?: string }[];
+  hyperdrive: { binding: string; localConnectionString?: string }[];
+  queues: {
+    producers?: { binding: string; queue: string }[];
+    consumers?: { queue: string; max_batch_size?: number; max_batch_timeout?: number; max_retries?: number; dead_letter_queue?: string }[];
+  };
   migrations: { new_sqlite_classes?: string[] }[];
 }
+
+/** A non-empty list, or an object holding one (e.g. queues: {producers: [], consumers: []} is empty). */
+const hasEntries = (v: unknown): boolean =>
+  Array.isArray(v) ? v.length > 0 : typeof v === "string" ? v !== "" : v !== null && typeof v === "object" && Object.values(v).some(hasEntries);
 
 export async function readWranglerConfig(): Promise<WranglerConfig> {
   const { unstable_readConfig } = (await import("wrangler")) as unknown as {
@@ -84,8 +94,21 @@ export interface RunningWorker {
   miniflareVersion: string;
 }
 
-export async function startWorker(opts: { bindings: Record<string, string>; extra?: ExtraWorker[] }): Promise<RunningWorker> {
+export async function startWorker(opts: {
+  bindings: Record<string, string>;
+  extra?: ExtraWorker[];
+  /** Directory for Durable Object/KV storage files; default: Miniflare's temp dir on disk. */
+  storageDir?: string;
+  /** Open workerd's inspector on this loopback port (for CPU profiles). */
+  inspectorPort?: number;
+  /** Postgres behind every Hyperdrive binding (else wrangler.toml's localConnectionString). */
+  databaseUrl?: string;
+}): Promise<RunningWorker> {
   const [{ mod, version }, config, outdir] = await Promise.all([loadMiniflare(), readWranglerConfig(), bundleWorker()]);
+  // Binding kinds this runner maps; anything else in wrangler.toml would be missing in workerd.
+  const unmapped = [ "r2_buckets", "d1_databases", "services", "analytics_engine_datasets", "send_email", "browser", "ai", "vectorize", "workflows"]
+    .filter((kind) => hasEntries(config[kind]));
+  if (unmapped.length > 0) log(`!! wrangler.toml has bindings this bench does not map into workerd yet: ${unmapped.join(", ")} (see bench/workerd.ts)`);
   const sqlite = new Set(config.migrations.flatMap((m) => m.new_sqlite_classes ?? []));
   const vars = Object.fromEntries(Object.entries(config.vars).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
   const cn2 = {
@@ -100,6 +123,20 @@ export async function startWorker(opts: { bindings: Record<string, string>; extr
     ),
     kvNamespaces: Object.fromEntries(config.kv_namespaces.map((k) => [k.binding, k.id ?? k.binding])),
     bindings: { ...vars, ...opts.bindings },
+    // Postgres: seller sign-in and key creation, and the key objects' earnings flush alarm.
+    hyperdrives: Object.fromEntries(
+      (config.hyperdrive ?? []).flatMap((h) => {
+        const url = opts.databaseUrl ?? process.env[`CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_${h.binding}`] ?? h.localConnectionString;
+        return url ? [[h.binding, url]] : [];
+      }),
+    ),
+    queueProducers: Object.fromEntries((config.queues?.producers ?? []).map((p) => [p.binding, { queueName: p.queue }])),
+    queueConsumers: Object.fromEntries(
+      (config.queues?.consumers ?? []).map((c) => [
+        c.queue,
+        { maxBatchSize: c.max_batch_size, maxBatchTimeout: c.max_batch_timeout, maxRetries: c.max_retries, deadLetterQueue: c.dead_letter_queue },
+      ]),
+    ),
     unsafeDirectSockets: [{ host: HOST, port: 0 }],
   };
   const extras = (opts.extra ?? []).map((w) => ({
@@ -117,8 +154,14 @@ export async function startWorker(opts: { bindings: Record<string, string>; extr
     mod.convertV4MiniflareOptions({
       host: HOST,
       port: 0,
-      // Console output from the Worker still reaches this process; request logs do not.
       logRequests: false,
+      // The Worker's info logs (key.created, ...) would bury the bench's own output; its
+      // warnings and errors still show, prefixed.
+      handleStructuredLogs: ({ level, message }: { level: string; message: string }) => {
+        if (level === "error" || level === "warn") process.stderr.write(`[workerd ${level}] ${message}\n`);
+      },
+      ...(opts.storageDir ? { resourcePersistencePath: opts.storageDir } : {}),
+      ...(opts.inspectorPort ? { inspectorPort: opts.inspectorPort, inspectorHost: HOST } : {}),
       workers: [cn2, ...extras],
     }),
   );

@@ -10,6 +10,12 @@
 // and disputes use them for CLAIM_RETENTION_MS) and an alarm removes them afterwards. The
 // same alarm copies per-day spend to KV `SPEND` (B5, 90-day expiry), debounced so a busy
 // buyer costs one KV write per day key every few seconds at most.
+//
+// Disputes (P7) live here too, beside the claims they are about: opening one checks the
+// claim and inserts the dispute in one synchronous step, and resolving one with a refund
+// credits the claim back through the same exactly-once path as B6 refunds. KV `DISPUTES`
+// holds a copy for ops to list and to find the wallet by dispute id; it is written right
+// away and, if that fails, by the alarm (a dirty flag, as for spend).
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../worker/env.ts";
 import { SPEND_TTL_SECONDS, spendKey, type SpendDay } from "../worker/payments/spend.ts";
@@ -44,6 +50,60 @@ export interface HistoryEntry {
   balanceMicros: number;
 }
 
+export const DISPUTE_REASONS = ["not_served", "wrong_amount", "upstream_error", "duplicate_charge", "other"] as const;
+export type DisputeReason = (typeof DISPUTE_REASONS)[number];
+export type DisputeDecision = "refund" | "reject";
+export type DisputeCode = "payment_not_found" | "already_refunded" | "too_many_disputes" | "dispute_not_found" | "dispute_resolved";
+export type DisputeResult<T> = ({ ok: true } & T) | { ok: false; code: DisputeCode; message: string };
+
+export interface OpenDisputeRequest {
+  buyerId: string;
+  /** Made by the caller: `dsp_` + a UUIDv7 in hex (time-ordered). */
+  disputeId: string;
+  /** The receipt's proof id: must be a payment claimed in this wallet. */
+  proofId: string;
+  /** The receipt's request id (its signature binds it to the proof). */
+  requestId: string;
+  reason: DisputeReason;
+  /** The buyer's words, bounded by the caller. */
+  note: string | null;
+}
+
+/** A dispute as its buyer sees it; `buyerId` is the hash (B2), for ops. */
+export interface DisputeRecord {
+  id: string;
+  buyerId: string;
+  requestId: string;
+  proofId: string;
+  method: string;
+  /** What the disputed payment was. */
+  amountMicros: number;
+  reason: DisputeReason;
+  note: string | null;
+  status: "open" | "resolved";
+  resolution: "refunded" | "rejected" | null;
+  resolutionNote: string | null;
+  /** What the resolution credited back (0 unless refunded, and 0 if the payment had already been refunded). */
+  refundedMicros: number;
+  openedAt: number;
+  resolvedAt: number | null;
+}
+
+/** KV `DISPUTES` metadata: enough for the ops list without reading values. */
+export interface DisputeIndexMeta {
+  buyerId: string;
+  requestId: string;
+  status: DisputeRecord["status"];
+  resolution: DisputeRecord["resolution"];
+  amountMicros: number;
+  reason: DisputeReason;
+  openedAt: number;
+}
+
+export const disputeIndexKey = (disputeId: string) => `dispute:${disputeId}`;
+/** Open disputes per buyer: enough for honest use, a bound on what one key can file. */
+export const MAX_OPEN_DISPUTES = 20;
+
 export interface WalletSummary {
   buyerId: string | null;
   balanceMicros: number;
@@ -64,15 +124,25 @@ export const SPEND_FLUSH_MS = 5_000;
 const MAX_HISTORY = 500;
 /** Retention clean-ups run at most this often. */
 const CLEANUP_BATCH_MS = 3_600_000;
+/** Resolved disputes stay visible to their buyer (and in the ops index) this long. */
+export const DISPUTE_RETENTION_MS = 365 * DAY_MS;
 /** Largest single amount a wallet accepts: $1M in micro-dollars. */
 const MAX_AMOUNT = 1_000_000_000_000;
 
 const utcDay = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+
+type DisputeRow = {
+  id: string; proof_id: string; request_id: string; method: string; amount: number; reason: string; note: string | null;
+  status: string; resolution: string | null; resolution_note: string | null; refunded: number; opened_at: number; resolved_at: number | null;
+};
+const DISPUTE_COLUMNS = "id, proof_id, request_id, method, amount, reason, note, status, resolution, resolution_note, refunded, opened_at, resolved_at";
 const validAmount = (n: number) => Number.isSafeInteger(n) && n > 0 && n <= MAX_AMOUNT;
 
 export class BuyerWallet extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private nextAlarm: number | null = null;
+  /** The dispute-index pass in progress (see indexDisputes). */
+  private indexing: Promise<void> = Promise.resolve();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -84,6 +154,8 @@ export class BuyerWallet extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS topups (event_id TEXT PRIMARY KEY, source TEXT NOT NULL, amount INTEGER NOT NULL, at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS spend (day TEXT PRIMARY KEY, spent INTEGER NOT NULL, refunded INTEGER NOT NULL, requests INTEGER NOT NULL, dirty INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, amount INTEGER NOT NULL, ref TEXT NOT NULL, balance INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS disputes (id TEXT PRIMARY KEY, proof_id TEXT NOT NULL UNIQUE, request_id TEXT NOT NULL, method TEXT NOT NULL, amount INTEGER NOT NULL, reason TEXT NOT NULL, note TEXT, status TEXT NOT NULL, resolution TEXT, resolution_note TEXT, refunded INTEGER NOT NULL DEFAULT 0, opened_at INTEGER NOT NULL, resolved_at INTEGER, version INTEGER NOT NULL DEFAULT 1, indexed INTEGER NOT NULL DEFAULT 0);
+      CREATE INDEX IF NOT EXISTS disputes_status ON disputes (status, opened_at);
     `);
     void ctx.blockConcurrencyWhile(async () => {
       this.nextAlarm = await ctx.storage.getAlarm();
@@ -115,15 +187,72 @@ export class BuyerWallet extends DurableObject<Env> {
   /** B6: credit a claimed proof back, exactly once. */
   async refund(proofId: string, reason: string): Promise<WalletResult<{ balanceMicros: number; refundedMicros: number }>> {
     const now = Date.now();
-    const claim = this.sql.exec<{ amount: number; day: string; refunded_at: number | null }>("SELECT amount, day, refunded_at FROM claims WHERE proof_id = ?", proofId).toArray()[0];
-    if (!claim) return { ok: false, code: "unknown_proof", message: "no such payment in this wallet (unknown or past retention)" };
-    if (claim.refunded_at !== null) return { ok: false, code: "already_refunded", message: "this payment was already refunded" };
-    this.sql.exec("UPDATE claims SET refunded_at = ?, refund_reason = ? WHERE proof_id = ?", now, reason.slice(0, 64), proofId);
-    const balance = this.addBalance(claim.amount);
-    this.sql.exec("UPDATE spend SET refunded = refunded + ?, dirty = 1 WHERE day = ?", claim.amount, claim.day);
-    this.record(now, "refund", claim.amount, proofId, balance);
-    await this.schedule(now + SPEND_FLUSH_MS);
-    return { ok: true, balanceMicros: balance, refundedMicros: claim.amount };
+    const result = this.refundClaim(proofId, reason, now);
+    if (result.ok) await this.schedule(now + SPEND_FLUSH_MS);
+    return result;
+  }
+
+  // ---- disputes (P7) ------------------------------------------------------------------
+
+  /**
+   * Open a dispute about a payment claimed in this wallet (the caller has checked the
+   * buyer's signature and the receipt's). One dispute per payment: asking again returns
+   * the existing one (`created: false`), so a retried request is harmless.
+   */
+  async openDispute(req: OpenDisputeRequest): Promise<DisputeResult<{ dispute: DisputeRecord; created: boolean }>> {
+    const now = Date.now();
+    const existing = this.disputeRow("proof_id", req.proofId);
+    if (existing) return { ok: true, dispute: existing, created: false };
+    const claim = this.sql.exec<{ method: string; amount: number; refunded_at: number | null }>("SELECT method, amount, refunded_at FROM claims WHERE proof_id = ?", req.proofId).toArray()[0];
+    if (!claim) return { ok: false, code: "payment_not_found", message: "no such payment in your wallet (another key's receipt, or older than the dispute window)" };
+    if (claim.refunded_at !== null) return { ok: false, code: "already_refunded", message: "this payment was already refunded: there is nothing to dispute" };
+    const open = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM disputes WHERE status = 'open'").one().n;
+    if (open >= MAX_OPEN_DISPUTES) return { ok: false, code: "too_many_disputes", message: `at most ${MAX_OPEN_DISPUTES} disputes can be open at once; wait for a resolution` };
+    this.sql.exec(
+      "INSERT INTO disputes (id, proof_id, request_id, method, amount, reason, note, status, opened_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?)",
+      req.disputeId, req.proofId, req.requestId, claim.method, claim.amount, req.reason, req.note, now,
+    );
+    await this.indexDisputes();
+    return { ok: true, dispute: this.disputeRow("id", req.disputeId)!, created: true };
+  }
+
+  /**
+   * Ops decide a dispute. `refund` credits the payment back to this wallet exactly once
+   * (the claim's refund mark, shared with B6 refunds, makes a second credit impossible);
+   * `reject` closes it. Repeating the same decision changes nothing (`changed: false`);
+   * the other decision on a resolved dispute is refused.
+   */
+  async resolveDispute(disputeId: string, decision: DisputeDecision, note: string | null): Promise<DisputeResult<{ dispute: DisputeRecord; changed: boolean }>> {
+    const now = Date.now();
+    const dispute = this.disputeRow("id", disputeId);
+    if (!dispute) return { ok: false, code: "dispute_not_found", message: "no such dispute" };
+    const resolution = decision === "refund" ? "refunded" : "rejected";
+    if (dispute.status === "resolved") {
+      if (dispute.resolution === resolution) return { ok: true, dispute, changed: false };
+      return { ok: false, code: "dispute_resolved", message: `this dispute was already resolved (${dispute.resolution})` };
+    }
+    let refunded = 0;
+    if (decision === "refund") {
+      const result = this.refundClaim(dispute.proofId, `dispute:${disputeId}`, now);
+      // Already refunded (or gone): the buyer has the money; record that nothing more moved.
+      refunded = result.ok ? result.refundedMicros : 0;
+    }
+    this.sql.exec(
+      "UPDATE disputes SET status = 'resolved', resolution = ?, resolution_note = ?, refunded = ?, resolved_at = ?, version = version + 1, indexed = 0 WHERE id = ?",
+      resolution, note, refunded, now, disputeId,
+    );
+    await this.indexDisputes();
+    if (refunded > 0) await this.schedule(now + SPEND_FLUSH_MS);
+    return { ok: true, dispute: this.disputeRow("id", disputeId)!, changed: true };
+  }
+
+  dispute(disputeId: string): DisputeRecord | null {
+    return this.disputeRow("id", disputeId);
+  }
+
+  /** This buyer's disputes, newest first. */
+  disputes(limit = 100): DisputeRecord[] {
+    return this.sql.exec<DisputeRow>(`SELECT ${DISPUTE_COLUMNS} FROM disputes ORDER BY opened_at DESC, id DESC LIMIT ?`, Math.min(Math.max(limit, 0), 500)).toArray().map((r) => this.toDispute(r));
   }
 
   // ---- credit in ----------------------------------------------------------------------
@@ -190,26 +319,87 @@ export class BuyerWallet extends DurableObject<Env> {
         this.sql.exec("UPDATE spend SET dirty = 0 WHERE day = ? AND spent = ? AND refunded = ? AND requests = ?", row.day, row.spent, row.refunded, row.requests);
       }
     }
-    this.sql.exec("DELETE FROM claims WHERE expires_at < ?", now - CLAIM_RETENTION_MS);
+    await this.indexDisputes();
+    // A claim under an open dispute stays until the dispute is resolved.
+    this.sql.exec("DELETE FROM claims WHERE expires_at < ? AND proof_id NOT IN (SELECT proof_id FROM disputes WHERE status = 'open')", now - CLAIM_RETENTION_MS);
+    this.sql.exec("DELETE FROM disputes WHERE status = 'resolved' AND resolved_at < ? AND indexed = 1", now - DISPUTE_RETENTION_MS);
     this.sql.exec("DELETE FROM topups WHERE at < ?", now - TOPUP_RETENTION_MS);
     this.sql.exec("DELETE FROM spend WHERE day < ? AND dirty = 0", utcDay(now - SPEND_RETENTION_MS));
     this.sql.exec("DELETE FROM history WHERE at < ?", now - SPEND_RETENTION_MS);
 
-    const oldestClaim = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM claims").one().t;
+    const oldestClaim = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM claims WHERE proof_id NOT IN (SELECT proof_id FROM disputes WHERE status = 'open')").one().t;
+    const oldestResolved = this.sql.exec<{ t: number | null }>("SELECT min(resolved_at) AS t FROM disputes WHERE status = 'resolved'").one().t;
     const oldestTopUp = this.sql.exec<{ t: number | null }>("SELECT min(at) AS t FROM topups").one().t;
     const oldestHistory = this.sql.exec<{ t: number | null }>("SELECT min(at) AS t FROM history").one().t;
     const retention = [
       oldestClaim === null ? null : oldestClaim + CLAIM_RETENTION_MS,
       oldestTopUp === null ? null : oldestTopUp + TOPUP_RETENTION_MS,
       oldestHistory === null ? null : oldestHistory + SPEND_RETENTION_MS,
+      oldestResolved === null ? null : oldestResolved + DISPUTE_RETENTION_MS,
     ].filter((t): t is number => t !== null);
-    const stillDirty = this.sql.exec("SELECT 1 FROM spend WHERE dirty = 1 LIMIT 1").toArray().length > 0;
+    const stillDirty = this.sql.exec("SELECT 1 FROM spend WHERE dirty = 1 UNION ALL SELECT 1 FROM disputes WHERE indexed = 0 LIMIT 1").toArray().length > 0;
     // Retention clean-ups are batched (at most one an hour); a pending spend copy is not.
     const candidates = [...retention.map((t) => Math.max(t, now + CLEANUP_BATCH_MS)), ...(stillDirty ? [now + SPEND_FLUSH_MS] : [])];
     if (candidates.length > 0) await this.schedule(Math.min(...candidates));
   }
 
   // ---- internals ----------------------------------------------------------------------
+
+  /** The refund step itself, synchronous: exactly once per claim (B6 and dispute refunds alike). */
+  private refundClaim(proofId: string, reason: string, now: number): WalletResult<{ balanceMicros: number; refundedMicros: number }> {
+    const claim = this.sql.exec<{ amount: number; day: string; refunded_at: number | null }>("SELECT amount, day, refunded_at FROM claims WHERE proof_id = ?", proofId).toArray()[0];
+    if (!claim) return { ok: false, code: "unknown_proof", message: "no such payment in this wallet (unknown or past retention)" };
+    if (claim.refunded_at !== null) return { ok: false, code: "already_refunded", message: "this payment was already refunded" };
+    this.sql.exec("UPDATE claims SET refunded_at = ?, refund_reason = ? WHERE proof_id = ?", now, reason.slice(0, 64), proofId);
+    const balance = this.addBalance(claim.amount);
+    this.sql.exec("UPDATE spend SET refunded = refunded + ?, dirty = 1 WHERE day = ?", claim.amount, claim.day);
+    this.record(now, "refund", claim.amount, proofId, balance);
+    return { ok: true, balanceMicros: balance, refundedMicros: claim.amount };
+  }
+
+  private disputeRow(column: "id" | "proof_id", value: string): DisputeRecord | null {
+    const row = this.sql.exec<DisputeRow>(`SELECT ${DISPUTE_COLUMNS} FROM disputes WHERE ${column} = ?`, value).toArray()[0];
+    return row ? this.toDispute(row) : null;
+  }
+
+  private toDispute(r: DisputeRow): DisputeRecord {
+    return {
+      id: r.id, buyerId: this.account()?.buyer_id ?? "", requestId: r.request_id, proofId: r.proof_id, method: r.method,
+      amountMicros: r.amount, reason: r.reason as DisputeReason, note: r.note, status: r.status as DisputeRecord["status"],
+      resolution: r.resolution as DisputeRecord["resolution"], resolutionNote: r.resolution_note, refundedMicros: r.refunded,
+      openedAt: r.opened_at, resolvedAt: r.resolved_at,
+    };
+  }
+
+  /**
+   * Copy changed disputes to KV `DISPUTES` (the ops index). A failed write leaves the row
+   * dirty and brings the alarm forward; a row changed meanwhile stays dirty (version check).
+   * Passes run one after another, so an older state can never land in KV after a newer one.
+   */
+  private indexDisputes(): Promise<void> {
+    const pass = this.indexing.then(() => this.indexDisputesOnce());
+    this.indexing = pass.catch(() => {});
+    return pass;
+  }
+
+  private async indexDisputesOnce(): Promise<void> {
+    const dirty = this.sql.exec<DisputeRow & { version: number }>(`SELECT ${DISPUTE_COLUMNS}, version FROM disputes WHERE indexed = 0`).toArray();
+    for (const row of dirty) {
+      const d = this.toDispute(row);
+      const metadata: DisputeIndexMeta = { buyerId: d.buyerId, requestId: d.requestId, status: d.status, resolution: d.resolution, amountMicros: d.amountMicros, reason: d.reason, openedAt: d.openedAt };
+      try {
+        await this.env.DISPUTES.put(disputeIndexKey(d.id), JSON.stringify(d), {
+          metadata,
+          ...(d.resolvedAt === null ? {} : { expiration: Math.ceil((d.resolvedAt + DISPUTE_RETENTION_MS) / 1000) }),
+        });
+      } catch (err) {
+        console.error(JSON.stringify({ evt: "dispute_index_failed", disputeId: d.id, error: err instanceof Error ? err.name : "unknown" }));
+        await this.schedule(Date.now() + SPEND_FLUSH_MS);
+        return;
+      }
+      this.sql.exec("UPDATE disputes SET indexed = 1 WHERE id = ? AND version = ?", d.id, row.version);
+    }
+  }
 
   /** Synchronous from the first check to the last write: this is the atomic step. */
   private claim(req: ClaimRequest, debit: boolean): WalletResult<{ balanceMicros: number }> {

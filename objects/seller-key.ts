@@ -16,11 +16,14 @@ import type { Env } from "../worker/env.ts";
 import { ApiError, attempt, errorResponse, type Result } from "../worker/http.ts";
 import { buyerResponseHeaders, upstreamHeaders, upstreamUrl } from "../worker/forward.ts";
 import { decryptCredential, parseVaultPrivateKeys, VaultError } from "../worker/vault.ts";
-import { upstreamOverrides } from "../worker/settings.ts";
+import { numberSetting, upstreamOverrides } from "../worker/settings.ts";
 import { vaultEntryKey, type VaultMetadata } from "../worker/keys.ts";
 import { feeBps, split } from "../worker/payments/money.ts";
+import { keyHealthNotice } from "../worker/webhooks/events.ts";
+import { emitSellerEvent } from "../worker/webhooks/producer.ts";
 import * as health from "./health.ts";
 import { poolStub } from "./pool-index.ts";
+import { EarningsFlusher, type FlushOutcome } from "./earnings-flush.ts";
 
 export interface NewKey {
   keyId: string;
@@ -57,6 +60,10 @@ export class SellerKey extends DurableObject<Env> {
   private hitsStart = 0;
   private readonly spendCache = new Map<string, number>();
   private metaRows = 0;
+  // Earnings + metadata flush to Postgres (objects/earnings-flush.ts), from an alarm.
+  private readonly flusher: EarningsFlusher;
+  private flushAlarmSet = false;
+  private flushRetryMs = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -76,6 +83,7 @@ export class SellerKey extends DurableObject<Env> {
     this.sql.exec("DELETE FROM hits WHERE at <= ?", since);
     this.hits = this.sql.exec<{ at: number }>("SELECT at FROM hits ORDER BY at").toArray().map((r) => r.at);
     this.metaRows = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta").one().n;
+    this.flusher = new EarningsFlusher(ctx.storage);
   }
 
   // ---- seller / ops RPC -------------------------------------------------------------
@@ -107,6 +115,81 @@ export class SellerKey extends DurableObject<Env> {
     return attempt(async () => {
       await this.applyConfig({ status: "paused" });
       return this.inspection();
+    });
+  }
+
+  /** Flush unflushed earnings and metadata to Postgres now (account closure, tests). */
+  flushEarnings(): Promise<Result<FlushOutcome>> {
+    return attempt(() => this.flushAll());
+  }
+  /**
+   * Before removal: stop taking requests, let in-flight ones finish, flush everything to
+   * Postgres. If the flush fails the key goes back to its status and the refusal says so:
+   * a key is never removed with earnings that did not reach the ledger.
+   */
+  retire(): Promise<Result<FlushOutcome | null>> {
+    return attempt(async () => {
+      const r = this.record;
+      if (!r) return null;
+      const wasActive = r.config.status !== "paused";
+      if (wasActive) await this.applyConfig({ status: "paused" });
+      for (let waited = 0; this.inFlight > 0 && waited < 10_000; waited += 50) await new Promise((done) => setTimeout(done, 50));
+      try {
+        return await this.flushAll();
+      } catch (error) {
+        if (wasActive) await this.applyConfig({ status: "active" }).catch(() => {});
+        throw error;
+      }
+    });
+  }
+
+  /** The flush alarm: set after a request; on failure retried with backoff, indefinitely. */
+  override async alarm(): Promise<void> {
+    this.flushAlarmSet = false;
+    if (!this.record) return;
+    try {
+      const outcome = await this.flushOnce();
+      this.flushRetryMs = 0;
+      if (outcome.more) this.scheduleFlush(1_000);
+    } catch (error) {
+      this.flushRetryMs = Math.min(Math.max(this.flushRetryMs * 2, 5_000), 3_600_000);
+      console.error(JSON.stringify({ evt: "earnings_flush_failed", keyId: this.record.keyId, error: error instanceof ApiError ? error.code : error instanceof Error ? error.name : "unknown", retryInMs: this.flushRetryMs }));
+      this.scheduleFlush(this.flushRetryMs, true);
+    }
+  }
+
+  private async flushOnce(): Promise<FlushOutcome> {
+    const r = this.requireRecord();
+    try {
+      return await this.flusher.flush(this.env, { keyId: r.keyId, sellerId: r.sellerId, provider: r.config.provider, createdAt: r.createdAt });
+    } catch (error) {
+      if (error instanceof ApiError) throw error;
+      const state = (error as { code?: unknown }).code;
+      throw new ApiError("db_unavailable", `earnings could not be flushed to the ledger${typeof state === "string" ? ` (${state})` : ""}; try again`);
+    } finally {
+      this.metaRows = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta").one().n;
+    }
+  }
+
+  /** Flush until nothing is left; the last outcome (with the total rows) is returned. */
+  private async flushAll(): Promise<FlushOutcome> {
+    let outcome = await this.flushOnce();
+    let rows = outcome.metadataRows;
+    let amount = outcome.amountMicros;
+    while (outcome.more) {
+      outcome = await this.flushOnce();
+      rows += outcome.metadataRows;
+      amount += outcome.amountMicros;
+    }
+    return { ...outcome, metadataRows: rows, amountMicros: amount };
+  }
+
+  /** Ask for the flush alarm once per period (a memory flag spares the storage call per request). */
+  private scheduleFlush(delayMs = numberSetting(this.env.EARNINGS_FLUSH_MS, 30_000), force = false) {
+    if (this.flushAlarmSet && !force) return;
+    this.flushAlarmSet = true;
+    this.ctx.storage.setAlarm(Date.now() + delayMs).catch(() => {
+      this.flushAlarmSet = false;
     });
   }
 
@@ -180,6 +263,7 @@ export class SellerKey extends DurableObject<Env> {
     this.hitsStart = 0;
     this.spendCache.clear();
     this.metaRows = 0;
+    this.flushAlarmSet = false;
     await this.ctx.storage.deleteAlarm();
     await this.ctx.storage.deleteAll();
   }
@@ -224,6 +308,10 @@ export class SellerKey extends DurableObject<Env> {
       return refusal("rate_limited", `key allows ${config.requestsPerMinute} requests per minute`, requestId, retryAfterSeconds(oldest + MINUTE - now));
     }
     const price = priceFor(config, method, path);
+    // The router picked this key from a snapshot; if the seller has raised the price
+    // since, what the buyer paid no longer covers it: let the router try another key.
+    const paid = paidMicros(request);
+    if (paid > 0 && price > paid) return refusal("price_above_paid", `key now costs ${price}, above the ${paid} paid`, requestId);
     const day = dayPeriod(now);
     const month = monthPeriod(now);
     if (config.dailyBudgetMicros !== null && this.spent(day) + price > config.dailyBudgetMicros) return refusal("budget_exhausted", "key's daily budget is spent", requestId);
@@ -314,15 +402,15 @@ export class SellerKey extends DurableObject<Env> {
     // Only a successful answer is charged (the router refunds the rest), so only it earns,
     // and it earns as soon as its status is known: the router settles at the same moment.
     const served = status < 400;
-    const paid = served ? paidMicros(request) : 0;
-    if (served) this.earn(paid, price);
+    const charged = served ? paid : 0;
+    if (served) this.earn(charged, price);
     else release(false);
     this.setHealth(health.onSuccess(this.health, latency), this.health.state === "cooling" ? "key.recovered" : null, "probe succeeded");
     const headers = buyerResponseHeaders(provider, upstream.headers);
     headers.set(H.price, String(price));
     if (!upstream.body) {
       release(served);
-      record(status, latency, "served", paid);
+      record(status, latency, "served", charged);
       return new Response(null, { status, headers });
     }
     // Stream through untouched; the pipe's outcome tells a clean end from a cut.
@@ -330,13 +418,13 @@ export class SellerKey extends DurableObject<Env> {
     upstream.body.pipeTo(writable).then(
       () => {
         release(served);
-        record(status, latency, "served", paid);
+        record(status, latency, "served", charged);
       },
       () => {
         const buyerLeft = request.signal.aborted;
         // A stream cut after bytes were sent stays charged; the metadata row is the dispute trail.
         release(served);
-        record(status, latency, buyerLeft ? "client_abort" : "stream_cut", paid);
+        record(status, latency, buyerLeft ? "client_abort" : "stream_cut", charged);
         if (!buyerLeft) {
           this.failure("stream_cut", false);
           this.event("request.stream_cut", requestId);
@@ -375,6 +463,9 @@ export class SellerKey extends DurableObject<Env> {
     this.health = next;
     this.writeMeta("health", next);
     if (eventKind) this.event(eventKind, detail);
+    // Tell the seller (S6 webhooks): key.disabled / key.health_changed / key.recovered on a state change.
+    const notice = eventKind && this.record ? keyHealthNotice(eventKind, this.record.keyId, before, next, detail) : null;
+    if (notice) this.ctx.waitUntil(emitSellerEvent(this.env, this.record!.sellerId, notice));
     const moved = before.state !== next.state || before.coolingUntil !== next.coolingUntil || Math.abs(health.score(before) - health.score(next)) > 0.05;
     if (moved) this.ctx.waitUntil(this.publish(null).catch((err) => console.error(JSON.stringify({ evt: "pool_publish_failed", error: String(err) }))));
   }
@@ -444,6 +535,7 @@ export class SellerKey extends DurableObject<Env> {
        ON CONFLICT (id) DO UPDATE SET unflushed_micros = unflushed_micros + excluded.unflushed_micros, fee_micros = fee_micros + excluded.fee_micros, served_count = served_count + 1`,
       sellerMicros, feeMicros,
     );
+    this.scheduleFlush();
   }
 
   private recordMeta(m: RequestMeta) {
@@ -451,6 +543,7 @@ export class SellerKey extends DurableObject<Env> {
       "INSERT OR REPLACE INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome,
     );
+    this.scheduleFlush();
     // Trim in batches: past the cap, drop the oldest rows down to it.
     if (++this.metaRows > MAX_BUFFERED_META + 500) {
       this.sql.exec("DELETE FROM request_meta WHERE request_id IN (SELECT request_id FROM request_meta ORDER BY at LIMIT ?)", this.metaRows - MAX_BUFFERED_META);

@@ -23,7 +23,8 @@ export const RoutePattern = v.pipe(
 );
 
 export const KeyIdSchema = v.pipe(v.string(), v.regex(/^k_[a-z0-9]{12,32}$/, "key id must be k_ followed by 12-32 lowercase letters or digits"));
-export const SellerIdSchema = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/, "seller id must be 1-64 letters, digits, _ or -"));
+/** A seller id is the seller's auth user id (Supabase `sub`), a UUID; lowercase as Postgres prints it. */
+export const SellerIdSchema = v.pipe(v.string(), v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, "seller id must be a lowercase UUID (your account id: GET /api/me)"));
 
 export const KEY_STATUSES = ["active", "paused"] as const;
 
@@ -65,10 +66,13 @@ export const EnvelopeSchema = v.strictObject({
 });
 export type Envelope = v.InferOutput<typeof EnvelopeSchema>;
 
-/** POST /api/keys */
+/**
+ * POST /api/keys. The seller is the signed-in one; `sellerId`, when sent, must be that
+ * same id (the envelope's AAD binds it, so a client states what it sealed to).
+ */
 export const CreateKeySchema = v.strictObject({
   keyId: KeyIdSchema,
-  sellerId: SellerIdSchema,
+  sellerId: v.optional(SellerIdSchema),
   envelope: EnvelopeSchema,
   config: KeyConfigSchema,
 });
@@ -167,6 +171,7 @@ export const ERROR_CODES = {
   key_paused: 503,
   key_cooling: 503,
   key_not_found: 404,
+  price_above_paid: 409,
   upstream_error: 502,
   upstream_timeout: 504,
   // seller/ops API
@@ -174,13 +179,34 @@ export const ERROR_CODES = {
   vault_key_unknown: 400,
   decrypt_failed: 422,
   internal_error: 500,
+  // disputes (P7, worker/disputes.ts)
+  invalid_receipt: 400,
+  payment_not_found: 404,
+  already_refunded: 409,
+  dispute_not_found: 404,
+  dispute_resolved: 409,
+  too_many_disputes: 429,
+  // seller accounts (worker/auth-api.ts, worker/db.ts, the seller API)
+  auth_not_configured: 503,
+  account_closed: 410,
+  forbidden: 403,
+  conflict: 409,
+  db_unavailable: 503,
+  kyc_required: 403,
+  kyc_unavailable: 503,
+  insufficient_balance: 409,
+  payout_preference_required: 409,
+  invalid_signature: 401,
+  // seller webhooks (worker/webhooks/)
+  webhook_url_refused: 400,
+  webhook_not_found: 404,
 } as const;
 export type ErrorCode = keyof typeof ERROR_CODES;
 
 /** Refusals after which the router may try another key (no byte has reached the buyer). */
 export const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   "rate_limited", "concurrency_limit", "budget_exhausted", "key_disabled", "key_paused",
-  "key_cooling", "key_not_found", "upstream_error", "upstream_timeout", "route_not_allowed", "decrypt_failed",
+  "key_cooling", "key_not_found", "price_above_paid", "upstream_error", "upstream_timeout", "route_not_allowed", "decrypt_failed",
 ]);
 
 export interface ErrorBody {

@@ -1,10 +1,12 @@
 // A small client for the cn2 HTTP API (docs/api.md), shared by the seller CLI, the ops
-// inspection script and the dev orchestrator. Node only (reads .dev.vars).
+// inspection script and the dev orchestrator. Node only (reads .dev.vars and the seller
+// session file).
 //
-// The ops token is a bearer secret: it goes into the Authorization header and nowhere
-// else. Errors never include request headers, and `redact` scrubs it from any message
-// before a CLI prints it.
-import { readFileSync, realpathSync } from "node:fs";
+// Two bearer secrets: the ops token (/ops/*) and the signed-in seller's session token (the
+// seller API, /api/*). Each goes into the Authorization header of its own calls and
+// nowhere else. Errors never include request headers, and `redact` scrubs both from any
+// message before a CLI prints it.
+import { chmodSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { CreateKeyInput, Envelope, KeyConfigPatch, KeyInspection, KeyView, PoolSnapshot, Region, Tier } from "../schema/wire.ts";
@@ -12,6 +14,8 @@ import type { CreateKeyInput, Envelope, KeyConfigPatch, KeyInspection, KeyView, 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const DEV_VARS_PATH = join(REPO_ROOT, ".dev.vars");
 export const DEFAULT_BASE_URL = "http://127.0.0.1:8787";
+/** Where `npm run seller -- login` keeps the seller's session token (git-ignored, mode 0600; CN2_SESSION_FILE overrides). */
+export const SESSION_PATH = process.env.CN2_SESSION_FILE || join(REPO_ROOT, ".cn2-session.json");
 
 // ---------------------------------------------------------------------------------
 // Response shapes (docs/api.md; KeyView and KeyInspection live in schema/wire.ts)
@@ -66,26 +70,83 @@ export function readDevVars(path = DEV_VARS_PATH): Record<string, string> | unde
 }
 
 // ---------------------------------------------------------------------------------
+// The seller session file
+
+export interface SellerSession {
+  token: string;
+  sellerId: string;
+  email: string | null;
+  /** Seconds since the epoch. */
+  expiresAt: number;
+}
+
+type SessionFile = { sessions: Record<string, SellerSession> };
+
+function readSessions(path: string): SessionFile {
+  try {
+    const parsed = JSON.parse(readFileSync(path, "utf8")) as SessionFile;
+    return parsed && typeof parsed.sessions === "object" ? parsed : { sessions: {} };
+  } catch {
+    return { sessions: {} };
+  }
+}
+
+/** The saved session for a deployment (by base URL), if any. */
+export function readSession(baseUrl: string, path = SESSION_PATH): SellerSession | undefined {
+  return readSessions(path).sessions[baseUrl.replace(/\/+$/, "")];
+}
+
+export function saveSession(baseUrl: string, session: SellerSession | null, path = SESSION_PATH): void {
+  const file = readSessions(path);
+  const key = baseUrl.replace(/\/+$/, "");
+  if (session) file.sessions[key] = session;
+  else delete file.sessions[key];
+  if (Object.keys(file.sessions).length === 0) return void rmSync(path, { force: true });
+  writeFileSync(path, JSON.stringify(file, null, 2) + "\n", { mode: 0o600 });
+  chmodSync(path, 0o600);
+}
+
+/** The `exp` of a JWT, without verifying it (the server does that). */
+export function tokenExpiry(token: string): number {
+  try {
+    const payload = JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8")) as { exp?: unknown };
+    return typeof payload.exp === "number" ? payload.exp : 0;
+  } catch {
+    return 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------
 // The client
 
 export interface ApiClientOptions {
   /** Default: $CN2_URL, else http://127.0.0.1:8787. */
   baseUrl?: string;
-  /** Default: $CN2_OPS_TOKEN, else OPS_TOKEN from .dev.vars (written by `npm start`). */
+  /** Ops token for /ops/*. Default: $CN2_OPS_TOKEN, else OPS_TOKEN from .dev.vars (written by `npm start`). */
   token?: string;
+  /** Seller session token for the seller API. Default: $CN2_SELLER_TOKEN, else the session saved by `login`. */
+  sellerToken?: string;
 }
 
 export type ApiClient = ReturnType<typeof apiClient>;
 
+/** Which credential a call carries. */
+type Auth = "ops" | "seller" | "none";
+
 export function apiClient(options: ApiClientOptions = {}) {
   const baseUrl = (options.baseUrl ?? process.env.CN2_URL ?? DEFAULT_BASE_URL).replace(/\/+$/, "");
   const token = options.token ?? (process.env.CN2_OPS_TOKEN || readDevVars()?.OPS_TOKEN || undefined);
+  let sellerToken = options.sellerToken ?? (process.env.CN2_SELLER_TOKEN || readSession(baseUrl)?.token || undefined);
 
-  async function call<T>(method: string, path: string, body?: unknown, auth = true): Promise<T> {
-    const headers: Record<string, string> = { accept: "application/json" };
-    if (auth) {
+  async function call<T>(method: string, path: string, body?: unknown, auth: Auth | boolean = "ops", extraHeaders: Record<string, string> = {}): Promise<T> {
+    const mode: Auth = auth === true ? "ops" : auth === false ? "none" : auth;
+    const headers: Record<string, string> = { accept: "application/json", ...extraHeaders };
+    if (mode === "ops") {
       if (!token) throw new ApiError(0, "no_token", "no ops token: set CN2_OPS_TOKEN or run `npm start` (it writes .dev.vars)");
       headers.authorization = `Bearer ${token}`;
+    } else if (mode === "seller") {
+      if (!sellerToken) throw new ApiError(0, "not_signed_in", "not signed in: run `npm run seller -- login` (or set CN2_SELLER_TOKEN)");
+      headers.authorization = `Bearer ${sellerToken}`;
     }
     if (body !== undefined) headers["content-type"] = "application/json";
     let res: Response;
@@ -101,19 +162,31 @@ export function apiClient(options: ApiClientOptions = {}) {
   return {
     baseUrl,
     hasToken: token !== undefined,
+    get hasSellerToken() {
+      return sellerToken !== undefined;
+    },
+    /** Use this seller session from now on (after a sign-in). */
+    useSellerToken(next: string) {
+      sellerToken = next;
+    },
     /** Any JSON call, for endpoints without a helper below. */
     call,
-    healthz: () => call<{ ok: boolean }>("GET", "/healthz", undefined, false),
-    vaultPublicKey: () => call<VaultPublicKeys>("GET", "/api/vault/public-key", undefined, false),
+    healthz: () => call<{ ok: boolean }>("GET", "/healthz", undefined, "none"),
+    vaultPublicKey: () => call<VaultPublicKeys>("GET", "/api/vault/public-key", undefined, "none"),
 
-    createKey: (input: { keyId: string; sellerId: string; envelope: Envelope; config: CreateKeyInput["config"] }) =>
-      call<{ key: KeyView }>("POST", "/api/keys", input).then((r) => r.key),
-    listKeys: (sellerId: string) =>
-      call<{ keys: KeyView[] }>("GET", `/api/keys?sellerId=${encodeURIComponent(sellerId)}`).then((r) => r.keys),
-    getKey: (keyId: string) => call<{ key: KeyView }>("GET", `/api/keys/${seg(keyId)}`).then((r) => r.key),
+    /** Dev sign-in (only where the deployment has a dev signing key): the account and a session token. */
+    devSignIn: (email: string) =>
+      call<{ token: string; expiresAt: number; seller: { id: string; email: string } }>("POST", "/auth/dev/sign-in", { email }, "none", { "cn2-csrf": "1" }),
+    me: () => call<{ seller: SellerProfile }>("GET", "/api/me", undefined, "seller").then((r) => r.seller),
+
+    createKey: (input: { keyId: string; sellerId?: string; envelope: Envelope; config: CreateKeyInput["config"] }) =>
+      call<{ key: KeyView }>("POST", "/api/keys", input, "seller").then((r) => r.key),
+    listKeys: () => call<{ keys: KeyView[] }>("GET", "/api/keys", undefined, "seller").then((r) => r.keys),
+    getKey: (keyId: string) => call<{ key: KeyView }>("GET", `/api/keys/${seg(keyId)}`, undefined, "seller").then((r) => r.key),
     patchKey: (keyId: string, patch: KeyConfigPatch) =>
-      call<{ key: KeyView }>("PATCH", `/api/keys/${seg(keyId)}`, patch).then((r) => r.key),
-    deleteKey: (keyId: string) => call<{ deleted: boolean }>("DELETE", `/api/keys/${seg(keyId)}`),
+      call<{ key: KeyView }>("PATCH", `/api/keys/${seg(keyId)}`, patch, "seller").then((r) => r.key),
+    deleteKey: (keyId: string) => call<{ deleted: boolean }>("DELETE", `/api/keys/${seg(keyId)}`, undefined, "seller"),
+    earnings: () => call<Record<string, unknown>>("GET", "/api/earnings", undefined, "seller"),
 
     inspectKey: (keyId: string) => call<{ key: KeyInspection }>("GET", `/ops/keys/${seg(keyId)}`).then((r) => r.key),
     disableKey: (keyId: string) =>
@@ -122,9 +195,20 @@ export function apiClient(options: ApiClientOptions = {}) {
     pool: (provider: string, region: Region | string, tier: Tier | string) =>
       call<{ pool: PoolSnapshot }>("GET", `/ops/pools/${seg(provider)}/${seg(region)}/${seg(tier)}`).then((r) => r.pool),
 
-    /** Scrub this client's token from text that is about to be printed. */
-    redact: (text: string) => redact(text, token),
+    /** Scrub this client's tokens from text that is about to be printed. */
+    redact: (text: string) => redact(redact(text, token), sellerToken),
   };
+}
+
+/** GET /api/me */
+export interface SellerProfile {
+  id: string;
+  email: string | null;
+  displayName: string | null;
+  githubId: string | null;
+  statsOptOut: boolean;
+  createdAt: string;
+  kyc: { status: string; updatedAt: string | null };
 }
 
 const seg = (s: string) => encodeURIComponent(s);
@@ -144,7 +228,7 @@ async function readResponse<T>(res: Response, method: string, path: string): Pro
   const requestId = res.headers.get("cn2-request-id") ?? undefined;
   const error = (json as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
   if (error && typeof error.code === "string") {
-    const hint = res.status === 401 ? " (check CN2_OPS_TOKEN or .dev.vars)" : "";
+    const hint = res.status !== 401 ? "" : path.startsWith("/ops/") ? " (check CN2_OPS_TOKEN or .dev.vars)" : path.startsWith("/api/") ? " (sign in again: npm run seller -- login)" : "";
     throw new ApiError(res.status, error.code, `${String(error.message ?? error.code)}${hint}`, requestId);
   }
   throw new ApiError(res.status, `http_${res.status}`, `${method} ${path} answered ${res.status} ${res.statusText}`.trim(), requestId);
@@ -175,7 +259,16 @@ export function formatError(err: unknown, token?: string): string {
   } else {
     line = `error: ${String(err)}`;
   }
-  return redact(line.replace(/\s*\n\s*/g, " "), token ?? process.env.CN2_OPS_TOKEN ?? readDevVarsQuietly()?.OPS_TOKEN);
+  const scrubbed = redact(line.replace(/\s*\n\s*/g, " "), token ?? process.env.CN2_OPS_TOKEN ?? readDevVarsQuietly()?.OPS_TOKEN);
+  return redact(scrubbed, process.env.CN2_SELLER_TOKEN || readSessionQuietly());
+}
+
+function readSessionQuietly(): string | undefined {
+  try {
+    return readSession(process.env.CN2_URL ?? DEFAULT_BASE_URL)?.token;
+  } catch {
+    return undefined;
+  }
 }
 
 function readDevVarsQuietly(): Record<string, string> | undefined {

@@ -45,6 +45,16 @@ export function connect(url: string, options: Options<{}> = {}): Sql {
   return postgres(url, { onnotice: () => {}, ...options });
 }
 
+/**
+ * The URL for a Hyperdrive local connection: Miniflare insists on a password, which a
+ * trust-authenticated server (CI's PostgreSQL, PGlite) ignores, so one is filled in.
+ */
+export function hyperdriveUrl(url: string): string {
+  const u = new URL(url);
+  if (!u.password) u.password = "postgres";
+  return u.toString();
+}
+
 // ---------------------------------------------------------------------------------------
 // Migrations
 

@@ -1,21 +1,30 @@
 // `npm start`: the whole marketplace locally, in one command.
 //
-//   1. .dev.vars: a random ops token and a dev vault key (created once, mode 0600)
-//   2. the demo upstream (fake OpenAI/Anthropic/...) in this process, on :8788
-//   3. `wrangler dev` on :8787, pointed at the demo upstream
+//   1. .dev.vars: a random ops token, a dev vault key and the MPP secret that signs payment
+//      challenges (each created once, kept across restarts; mode 0600)
+//      and the dev sign-in key (AUTH_DEV_SIGNING_KEY + its public AUTH_JWKS)
+//   2. the demo upstream (fake OpenAI/Anthropic/...) in this process, on :8788; Postgres:
+//      the embedded PGlite persisted in .data/pglite on :54329 (DATABASE_URL set: that
+//      database instead), migrated; a fake Persona for KYC
+//   3. `wrangler dev` on :8787, pointed at the demo upstream, with the dev faucet on, its
+//      Hyperdrive binding at the database above
 //   4. wait for GET /healthz
-//   5. seed seller "demo" with three keys (once; skipped when it already has keys)
-//   6. print a copy-paste curl
+//   5. sign in the demo seller (demo@cn2.example; the session is saved for the seller CLI)
+//      and seed three keys (once; skipped when it already has keys)
+//   6. print a copy-paste curl, the sign-in link and how to buy (buyer key, faucet credit, a paid call)
 //
-// Ctrl-C stops wrangler (and its workerd) and the upstream.
+// Ctrl-C stops wrangler (and its workerd), the upstream, Persona and the database.
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { delimiter, dirname, join } from "node:path";
 import type { KeyConfigInput } from "../schema/wire.ts";
+import { generateDevSigningKey } from "../worker/auth.ts";
 import { generateVaultKey, parseVaultPrivateKeys } from "../worker/vault.ts";
 import { DEV_VARS_PATH, REPO_ROOT, apiClient, formatError, isMain, parseDevVars, type ApiClient } from "./api-client.ts";
+import { connect, DEFAULT_DATA_DIR, DEFAULT_PORT as PGLITE_DEFAULT_PORT, hyperdriveUrl, migrate, startEmbeddedDb, type EmbeddedDb } from "./db.ts";
 import { startDemoUpstream, upstreamBaseUrls } from "./demo-upstream.ts";
-import { DEFAULT_SELLER, addKey } from "./seller-cli.ts";
+import { startFakePersona, type FakePersona } from "./fake-persona.ts";
+import { DEFAULT_DEV_EMAIL, addKey, login } from "./seller-cli.ts";
 
 const HOST = "127.0.0.1";
 const PORT = Number(process.env.CN2_PORT ?? 8787);
@@ -32,8 +41,9 @@ function randomHex(bytes: number): string {
 }
 
 /**
- * Make sure .dev.vars holds OPS_TOKEN and VAULT_PRIVATE_KEYS, adding only what is
- * missing: an existing vault key must survive restarts or stored envelopes stop opening.
+ * Make sure .dev.vars holds OPS_TOKEN, VAULT_PRIVATE_KEYS and MPP_SECRET_KEY, adding only
+ * what is missing: an existing vault key must survive restarts or stored envelopes stop
+ * opening, and a kept MPP secret keeps outstanding challenges and receipts verifiable.
  */
 export async function ensureDevVars(path = DEV_VARS_PATH): Promise<{ opsToken: string; created: string[] }> {
   const existing = existsSync(path) ? readFileSync(path, "utf8") : "";
@@ -55,6 +65,15 @@ export async function ensureDevVars(path = DEV_VARS_PATH): Promise<{ opsToken: s
   if (!opsToken) {
     opsToken = randomHex(32);
     added.push(`OPS_TOKEN=${opsToken}`);
+  }
+
+  // Payments (docs/payments.md): challenge ids and receipts are HMACs under this key.
+  if (!vars.MPP_SECRET_KEY) added.push(`MPP_SECRET_KEY=${randomHex(32)}`);
+
+  // Seller sign-in (worker/auth.ts): the dev sign-in's ES256 key and the JWKS that verifies it.
+  if (!vars.AUTH_DEV_SIGNING_KEY || !vars.AUTH_JWKS) {
+    const { privateJwk, jwks } = await generateDevSigningKey();
+    added.push(`AUTH_DEV_SIGNING_KEY='${JSON.stringify(privateJwk)}'`, `AUTH_JWKS='${JSON.stringify(jwks)}'`);
   }
 
   if (added.length > 0) {
@@ -84,6 +103,7 @@ const NOISE = [
   /Reloading local server/,
   /Local server updated and ready/,
   /update available/i,
+  /CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE variable for binding/,
   /^\s*│|^\s*[╭╰]/,
 ];
 
@@ -101,13 +121,26 @@ function forwardFiltered(stream: NodeJS.ReadableStream | null, to: NodeJS.WriteS
   stream.on("end", () => pending && to.write(pending + "\n"));
 }
 
-function startWrangler(upstreams: Record<string, string>): ChildProcess {
+/** What wrangler dev needs beyond wrangler.toml: the database and the fake Persona. */
+interface DevServices {
+  databaseUrl: string;
+  persona: { url: string; apiKey: string; templateId: string; webhookSecret: string };
+}
+
+function startWrangler(upstreams: Record<string, string>, services: DevServices): ChildProcess {
   const bin = join(REPO_ROOT, "node_modules", ".bin", "wrangler");
   const args = [
     "dev",
     "--port", String(PORT),
     "--ip", HOST,
     "--var", `UPSTREAM_BASE_URLS:${JSON.stringify(upstreams)}`,
+    // Free credit at POST /api/credit/faucet: local development only, never in wrangler.toml.
+    "--var", "DEV_FAUCET:1",
+    // KYC against the fake Persona (tools/fake-persona.ts): throwaway credentials per start.
+    "--var", `PERSONA_API_BASE:${services.persona.url}`,
+    "--var", `PERSONA_TEMPLATE_ID:${services.persona.templateId}`,
+    "--var", `PERSONA_API_KEY:${services.persona.apiKey}`,
+    "--var", `PERSONA_WEBHOOK_SECRET:${services.persona.webhookSecret}`,
     "--persist-to", join(REPO_ROOT, ".wrangler", "state"),
     "--show-interactive-dev-session=false",
   ];
@@ -122,6 +155,8 @@ function startWrangler(upstreams: Record<string, string>): ChildProcess {
       // workers.cloudflare.com: offline that is a warning per start, online it makes EU
       // routing depend on where the developer sits. The placeholder is deterministic.
       CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
+      // Hyperdrive's local connection: the database npm start migrated (overrides wrangler.toml's).
+      CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE: services.databaseUrl,
     },
     stdio: ["ignore", "pipe", "pipe"],
     // Own process group, so stopping it also stops the workerd it starts.
@@ -163,6 +198,36 @@ async function waitForHealthz(client: ApiClient, wrangler: ChildProcess): Promis
 }
 
 // ---------------------------------------------------------------------------------
+// 2b. Postgres
+
+/**
+ * DATABASE_URL when set (migrated here too); else the embedded PGlite persisted in
+ * .data/pglite, on PGLITE_PORT (default 54329, so `psql` and `node tools/db.ts` find it)
+ * or any free port when that one is taken.
+ */
+async function startDatabase(): Promise<{ databaseUrl: string; embedded: EmbeddedDb | null }> {
+  const external = process.env.DATABASE_URL;
+  let embedded: EmbeddedDb | null = null;
+  if (!external) {
+    const port = Number(process.env.PGLITE_PORT ?? PGLITE_DEFAULT_PORT);
+    embedded = await startEmbeddedDb({ dataDir: DEFAULT_DATA_DIR, port }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "EADDRINUSE") throw err;
+      log(`port ${port} is taken; the embedded database uses a free port`);
+      return startEmbeddedDb({ dataDir: DEFAULT_DATA_DIR, port: 0 });
+    });
+  }
+  const databaseUrl = external ?? embedded!.url;
+  const sql = connect(databaseUrl, { max: 1 });
+  try {
+    const { applied } = await migrate(sql);
+    log(`${external ? "DATABASE_URL" : `embedded PGlite (.data/pglite) on ${embedded!.url}`}: ${applied.length ? `applied ${applied.length} migration(s)` : "migrations up to date"}`);
+  } finally {
+    await sql.end();
+  }
+  return { databaseUrl: hyperdriveUrl(databaseUrl), embedded };
+}
+
+// ---------------------------------------------------------------------------------
 // 5. Demo keys
 
 const DEMO_KEYS: { name: string; config: KeyConfigInput }[] = [
@@ -171,13 +236,17 @@ const DEMO_KEYS: { name: string; config: KeyConfigInput }[] = [
   { name: "charlie", config: { provider: "anthropic", region: "global", tier: "standard", priceMicros: 2500, requestsPerMinute: 600, maxConcurrent: 8 } },
 ];
 
-/** Seed seller "demo" once; the demo upstream accepts any `sk-demo-...` credential. */
+/**
+ * Sign the demo seller in (dev sign-in; the session is saved for `npm run seller`), then
+ * seed its keys once; the demo upstream accepts any `sk-demo-...` credential.
+ */
 export async function seedDemoKeys(client: ApiClient): Promise<{ seeded: boolean; keyIds: string[] }> {
-  const existing = await client.listKeys(DEFAULT_SELLER);
+  const { sellerId } = await login(client, { email: DEFAULT_DEV_EMAIL });
+  const existing = await client.listKeys();
   if (existing.length > 0) return { seeded: false, keyIds: existing.map((k) => k.keyId) };
   const keyIds: string[] = [];
   for (const { name, config } of DEMO_KEYS) {
-    const key = await addKey(client, { credential: `sk-demo-${name}-${randomHex(12)}`, sellerId: DEFAULT_SELLER, config });
+    const key = await addKey(client, { credential: `sk-demo-${name}-${randomHex(12)}`, sellerId, config });
     keyIds.push(key.keyId);
   }
   return { seeded: true, keyIds };
@@ -196,7 +265,17 @@ function readyBlock(url: string, opsToken: string, upstreamUrl: string, keyIds: 
     "",
     `  curl -N ${url}/openai/v1/chat/completions -H "cn2-ops-token: ${opsToken}" -H "content-type: application/json" -d '${body}'`,
     "",
-    "Seller and ops tools (they read the token from .dev.vars):",
+    "Buy it like anyone would: a buyer key, free credit from the dev faucet, a paid call:",
+    "",
+    "  npm run buyer -- keygen",
+    "  npm run buyer -- topup 5",
+    `  npm run buyer -- call /openai/v1/chat/completions '${body.replace('"stream":true,', "")}'`,
+    "  npm run buyer -- balance",
+    "",
+    `Sign in as the demo seller in a browser: ${url}/auth/dev/sign-in?email=${encodeURIComponent(DEFAULT_DEV_EMAIL)}`,
+    "",
+    "Seller tools (signed in as the demo seller; `npm run seller -- login --email you@example.com` for another)",
+    "and ops tools (they read the ops token from .dev.vars):",
     "  npm run seller -- list",
     `  npm run inspect -- key ${keyIds[0] ?? "<keyId>"}`,
     "  npm run inspect -- pools",
@@ -216,8 +295,13 @@ async function main(): Promise<void> {
     throw new Error(`demo upstream cannot listen on ${HOST}:${UPSTREAM_PORT} (${err.code ?? err.message}); set DEMO_UPSTREAM_PORT`);
   });
   log(`demo upstream on ${upstream.url}`);
+  const url = `http://${HOST}:${PORT}`;
+  const { databaseUrl, embedded } = await startDatabase();
+  const personaSecrets = { apiKey: `persona_dev_${randomHex(16)}`, templateId: "itmpl_dev0000000000", webhookSecret: `wbhsec_dev_${randomHex(16)}` };
+  const persona: FakePersona = await startFakePersona({ ...personaSecrets, host: HOST, webhookUrl: `${url}/webhooks/persona` });
+  log(`fake Persona (KYC) on ${persona.url}`);
 
-  const wrangler = startWrangler(upstreamBaseUrls(upstream.url));
+  const wrangler = startWrangler(upstreamBaseUrls(upstream.url), { databaseUrl, persona: { url: persona.url, ...personaSecrets } });
   let stopping = false;
   const shutdown = async (code: number) => {
     if (stopping) return;
@@ -228,6 +312,8 @@ async function main(): Promise<void> {
     if (wrangler.exitCode === null && wrangler.signalCode === null) await new Promise((r) => wrangler.once("exit", r));
     clearTimeout(killer);
     await upstream.close();
+    await persona.close();
+    await embedded?.close();
     process.exit(code);
   };
   process.once("SIGINT", () => void shutdown(0));
@@ -240,11 +326,10 @@ async function main(): Promise<void> {
   });
 
   try {
-    const url = `http://${HOST}:${PORT}`;
     const client = apiClient({ baseUrl: url, token: opsToken });
     await waitForHealthz(client, wrangler);
     const { seeded, keyIds } = await seedDemoKeys(client);
-    log(seeded ? `seeded seller "${DEFAULT_SELLER}" with ${keyIds.length} demo keys` : `seller "${DEFAULT_SELLER}" already has ${keyIds.length} key(s); not seeding`);
+    log(seeded ? `seeded seller ${DEFAULT_DEV_EMAIL} with ${keyIds.length} demo keys` : `seller ${DEFAULT_DEV_EMAIL} already has ${keyIds.length} key(s); not seeding`);
     process.stdout.write(readyBlock(url, opsToken, upstream.url, keyIds));
   } catch (err) {
     process.stderr.write(formatError(err, opsToken) + "\n");

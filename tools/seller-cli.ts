@@ -1,10 +1,12 @@
-// The seller CLI: list a provider key on cn2 and manage its configuration (S2, S3).
+// The seller CLI: sign in, list a provider key on cn2 and manage its configuration (S1-S3).
 //
+//   npm run seller -- login [--email you@example.com]   (dev sign-in; or paste a token: --token)
 //   npm run seller -- add --provider openai --price-micros 1000 --rpm 60 --concurrency 4 --region eu < key.txt
-//   npm run seller -- list | show <keyId> | set <keyId> field=value ... | remove <keyId> | help
+//   npm run seller -- list | show <keyId> | set <keyId> field=value ... | remove <keyId> | whoami | logout | help
 //
 // `add` seals the credential here, with the vault's public key, before anything is sent:
-// the plaintext leaves this process only as ciphertext bound to (sellerId, keyId).
+// the plaintext leaves this process only as ciphertext bound to (sellerId, keyId). The
+// seller is the signed-in one; its session token lives in the git-ignored .cn2-session.json.
 import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import * as v from "valibot";
@@ -17,24 +19,30 @@ import {
   type KeyConfigPatch,
 } from "../schema/wire.ts";
 import { encryptCredential } from "../worker/vault.ts";
-import { CliError, apiClient, isMain, pretty, runCli, type ApiClient, type KeyView } from "./api-client.ts";
+import { ApiError, CliError, SESSION_PATH, apiClient, isMain, pretty, runCli, saveSession, tokenExpiry, type ApiClient, type KeyView } from "./api-client.ts";
 
-export const DEFAULT_SELLER = "demo";
+/** The dev account `npm start` seeds and `login` signs in as by default. */
+export const DEFAULT_DEV_EMAIL = "demo@cn2.example";
 
 const USAGE = `cn2 seller CLI
 
+  npm run seller -- login [--email <address>] [--token]
+      Dev (npm start): signs in as the email (default ${DEFAULT_DEV_EMAIL}), creating the account.
+      Production, or --token: paste the session token the dashboard shows (it is checked, then saved).
+      The token is kept in .cn2-session.json (git-ignored, mode 0600), per CN2_URL.
+  npm run seller -- whoami | logout
   npm run seller -- add --provider <id> --price-micros <n> --rpm <n> --concurrency <n> --region <eu|us|asia|global>
                         [--tier standard|premium|economy] [--daily-budget-micros <n>] [--monthly-budget-micros <n>]
-                        [--routes "POST /v1/chat/completions,GET /v1/models"] [--seller <id>] [--file <path>]
+                        [--routes "POST /v1/chat/completions,GET /v1/models"] [--file <path>]
       Reads the credential from --file or stdin, encrypts it locally and uploads only the ciphertext.
-  npm run seller -- list [--seller <id>] [--json]
+  npm run seller -- list [--json]
   npm run seller -- show <keyId>
   npm run seller -- set <keyId> field=value ...
       fields: priceMicros requestsPerMinute maxConcurrent dailyBudgetMicros monthlyBudgetMicros
               (none = no cap) allowedRoutes (comma list) region tier status (active|paused)
   npm run seller -- remove <keyId>
 
-Environment: CN2_URL (default http://127.0.0.1:8787), CN2_OPS_TOKEN (default: OPS_TOKEN in .dev.vars).`;
+Environment: CN2_URL (default http://127.0.0.1:8787), CN2_SELLER_TOKEN (default: the saved session).`;
 
 // ---------------------------------------------------------------------------------
 // Library: used by tools/dev.ts to seed demo keys, and by tests
@@ -60,17 +68,20 @@ export function validateConfig(config: unknown) {
 }
 
 /**
- * Seal `credential` to the vault's current public key and register the key. Everything
- * is validated before the first request, so bad input never reaches the network.
+ * Seal `credential` to the vault's current public key and register the key for the
+ * signed-in seller. Everything is validated before the first request, so bad input never
+ * reaches the network. The seller id (bound into the envelope) is the session's, from
+ * GET /api/me unless given.
  */
 export async function addKey(
   client: ApiClient,
-  input: { credential: string; sellerId: string; config: KeyConfigInput; keyId?: string },
+  input: { credential: string; config: KeyConfigInput; keyId?: string; sellerId?: string },
 ): Promise<KeyView> {
   const config = validateConfig(input.config);
-  const sellerId = parseWith(SellerIdSchema, input.sellerId, "seller id");
   const keyId = parseWith(KeyIdSchema, input.keyId ?? newKeyId(), "key id");
+  if (input.sellerId !== undefined) parseWith(SellerIdSchema, input.sellerId, "seller id");
   checkCredential(input.credential);
+  const sellerId = input.sellerId ?? (await client.me()).id;
 
   const vault = await client.vaultPublicKey();
   const current = vault.keys?.find((k) => k.kid === vault.current);
@@ -198,7 +209,6 @@ async function cmdAdd(client: ApiClient, args: string[]): Promise<void> {
       "daily-budget-micros": { type: "string" },
       "monthly-budget-micros": { type: "string" },
       routes: { type: "string" },
-      seller: { type: "string", default: DEFAULT_SELLER },
       file: { type: "string" },
     },
   });
@@ -217,11 +227,11 @@ async function cmdAdd(client: ApiClient, args: string[]): Promise<void> {
   if (values["monthly-budget-micros"] !== undefined) config.monthlyBudgetMicros = integer("--monthly-budget-micros", values["monthly-budget-micros"]);
   if (values.routes !== undefined) config.allowedRoutes = routeList(values.routes);
 
-  // Check config and seller before asking for the secret.
+  // Check config and the session before asking for the secret.
   const checked = validateConfig(config);
-  parseWith(SellerIdSchema, values.seller, "--seller");
+  const sellerId = (await client.me()).id;
   const credential = await readCredential(values.file);
-  const key = await addKey(client, { credential, sellerId: values.seller!, config: checked });
+  const key = await addKey(client, { credential, sellerId, config: checked });
   process.stdout.write(`added ${key.keyId} (${key.config.provider} ${key.config.region} ${key.config.tier}) for seller ${key.sellerId}\n`);
 }
 
@@ -229,11 +239,11 @@ async function cmdList(client: ApiClient, args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
     strict: true,
-    options: { seller: { type: "string", default: DEFAULT_SELLER }, json: { type: "boolean", default: false } },
+    options: { json: { type: "boolean", default: false } },
   });
-  const keys = await client.listKeys(values.seller!);
+  const keys = await client.listKeys();
   if (values.json) return void process.stdout.write(pretty(keys) + "\n");
-  if (keys.length === 0) return void process.stdout.write(`no keys for seller ${values.seller}\n`);
+  if (keys.length === 0) return void process.stdout.write("no keys yet (add one: npm run seller -- add ...)\n");
   process.stdout.write(table(keys.map(keyRow), ["keyId", "provider", "region", "tier", "price µ$", "rpm", "conc", "status", "health"]));
 }
 
@@ -255,9 +265,53 @@ function keyIdArg(args: string[], command: string): string {
   return parseWith(KeyIdSchema, keyId, "key id");
 }
 
+/**
+ * Sign in and save the session. Dev: the deployment's dev sign-in (POST /auth/dev/sign-in).
+ * Production (no dev sign-in there, or --token): a token pasted from the dashboard, checked
+ * with GET /api/me before it is saved.
+ */
+export async function login(client: ApiClient, opts: { email?: string; token?: string } = {}): Promise<{ sellerId: string; email: string | null; expiresAt: number }> {
+  let token = opts.token;
+  if (token === undefined) {
+    try {
+      token = (await client.devSignIn(opts.email ?? DEFAULT_DEV_EMAIL)).token;
+    } catch (err) {
+      if (err instanceof ApiError && (err.code === "not_found" || err.code === "auth_not_configured")) {
+        throw new CliError(`${client.baseUrl} has no dev sign-in: sign in on the dashboard, copy the session token, then run \`npm run seller -- login --token\` and paste it`);
+      }
+      throw err;
+    }
+  }
+  client.useSellerToken(token);
+  const me = await client.me();
+  const session = { token, sellerId: me.id, email: me.email, expiresAt: tokenExpiry(token) };
+  saveSession(client.baseUrl, session);
+  return session;
+}
+
+async function cmdLogin(client: ApiClient, args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, strict: true, options: { email: { type: "string" }, token: { type: "boolean", default: false } } });
+  let token: string | undefined;
+  if (values.token) {
+    if (process.stdin.isTTY) process.stderr.write("Paste the session token, then press Enter and Ctrl-D:\n");
+    token = (await readStdin()).trim();
+    if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token)) throw new CliError("that is not a session token (expected a JWT: three base64url parts)");
+  }
+  const session = await login(client, { email: values.email, token });
+  const until = session.expiresAt ? ` until ${new Date(session.expiresAt * 1000).toISOString()}` : "";
+  process.stdout.write(`signed in as ${session.email ?? session.sellerId} (seller ${session.sellerId})${until}; session saved to ${SESSION_PATH}\n`);
+}
+
 export async function main(argv: string[], client: ApiClient = apiClient()): Promise<void> {
   const [command, ...args] = argv;
   switch (command) {
+    case "login":
+      return cmdLogin(client, args);
+    case "logout":
+      saveSession(client.baseUrl, null);
+      return void process.stdout.write(`signed out of ${client.baseUrl}\n`);
+    case "whoami":
+      return void process.stdout.write(pretty(await client.me()) + "\n");
     case "add":
       return cmdAdd(client, args);
     case "list":

@@ -2,7 +2,7 @@
 // the project's JWKS. Local: a dev sign-in issues a JWT of the same shape with a local
 // key, verified the same way. The session is one essential cookie holding that JWT;
 // cookie-authenticated writes need a same-origin request with our CSRF header.
-import { createLocalJWKSet, createRemoteJWKSet, importJWK, jwtVerify, SignJWT, type JWTPayload, type JWTVerifyGetKey } from "jose";
+import { createLocalJWKSet, createRemoteJWKSet, importJWK, jwtVerify, SignJWT, type JWK, type JWTPayload, type JWTVerifyGetKey } from "jose";
 import * as v from "valibot";
 import { ApiError } from "./http.ts";
 
@@ -29,7 +29,7 @@ export const SESSION_COOKIE = "__Host-cn2_session";
 export const CSRF_HEADER = "cn2-csrf";
 const AUDIENCE = "authenticated";
 const ALGORITHMS = ["ES256", "RS256"];
-const SESSION_SECONDS = 60 * 60;
+export const SESSION_SECONDS = 60 * 60;
 
 const Claims = v.object({
   sub: v.pipe(v.string(), v.uuid()),
@@ -39,23 +39,57 @@ const Claims = v.object({
   user_metadata: v.optional(v.looseObject({ provider_id: v.optional(v.string()) })),
 });
 
-export const issuerOf = (env: AuthEnv) => env.AUTH_ISSUER ?? (env.SUPABASE_URL ? `${env.SUPABASE_URL.replace(/\/+$/, "")}/auth/v1` : "cn2-dev");
+/** wrangler.toml vars are "" when unset: treat blank as absent. */
+const setting = (value: string | undefined) => (value && value.trim() ? value.trim() : undefined);
+
+export const issuerOf = (env: AuthEnv) => {
+  const supabase = setting(env.SUPABASE_URL);
+  return setting(env.AUTH_ISSUER) ?? (supabase ? `${supabase.replace(/\/+$/, "")}/auth/v1` : "cn2-dev");
+};
+
+/**
+ * How sellers sign in here: Supabase Auth (production), the local dev sign-in, or nothing,
+ * in which case every sign-in flow answers 503 auth_not_configured rather than guessing.
+ */
+export function authMode(env: AuthEnv & { DEPLOYED?: string }): { supabase: boolean; dev: boolean; canVerify: boolean } {
+  const supabase = setting(env.SUPABASE_URL) !== undefined;
+  const dev = devSignInEnabled(env);
+  return { supabase, dev, canVerify: supabase || dev || setting(env.AUTH_JWKS) !== undefined };
+}
+
+/** The dev sign-in exists only with a dev signing key, and never in a deployment. */
+export const devSignInEnabled = (env: AuthEnv & { DEPLOYED?: string }) => setting(env.AUTH_DEV_SIGNING_KEY) !== undefined && env.DEPLOYED !== "1";
 
 const keySets = new Map<string, JWTVerifyGetKey>();
 function keySet(env: AuthEnv): JWTVerifyGetKey {
-  const source = env.AUTH_JWKS ?? env.SUPABASE_URL ?? "";
+  const jwks = setting(env.AUTH_JWKS);
+  const supabase = setting(env.SUPABASE_URL);
+  const devKey = setting(env.AUTH_DEV_SIGNING_KEY);
+  const source = jwks ?? supabase ?? devKey ?? "";
   let set = keySets.get(source);
   if (!set) {
-    if (env.AUTH_JWKS) set = createLocalJWKSet(JSON.parse(env.AUTH_JWKS));
-    else if (env.SUPABASE_URL) set = createRemoteJWKSet(new URL(`${issuerOf(env)}/.well-known/jwks.json`));
-    else throw new ApiError("internal_error", "seller sign-in is not configured");
+    if (jwks) set = createLocalJWKSet(JSON.parse(jwks));
+    else if (supabase) set = createRemoteJWKSet(new URL(`${issuerOf(env)}/.well-known/jwks.json`));
+    // The dev key's public half, when AUTH_JWKS was not written alongside it.
+    else if (devKey) set = createLocalJWKSet({ keys: [publicJwk(JSON.parse(devKey) as JsonWebKey & { kid?: string })] });
+    else throw new ApiError("auth_not_configured", "seller sign-in is not configured: set SUPABASE_URL (production) or run `npm start` (dev sign-in)");
     keySets.set(source, set);
   }
   return set;
 }
 
+function publicJwk({ kty, crv, x, y, kid }: JsonWebKey & { kid?: string }) {
+  return { kty, crv, x, y, kid, alg: "ES256", use: "sig" } as JWK;
+}
+
+/** A verified seller session: who, and until when (seconds since the epoch). */
+export interface SellerSession {
+  identity: SellerIdentity;
+  expiresAt: number;
+}
+
 /** Verify a seller's JWT: signature (asymmetric only, so `alg: none` and HS tokens fail), issuer, audience, expiry. */
-export async function verifySellerToken(token: string, env: AuthEnv): Promise<SellerIdentity> {
+export async function verifySellerSession(token: string, env: AuthEnv): Promise<SellerSession> {
   let payload: JWTPayload;
   try {
     ({ payload } = await jwtVerify(token, keySet(env), { issuer: issuerOf(env), audience: AUDIENCE, algorithms: ALGORITHMS, requiredClaims: ["exp", "sub"] }));
@@ -66,7 +100,12 @@ export async function verifySellerToken(token: string, env: AuthEnv): Promise<Se
   const claims = v.safeParse(Claims, payload);
   if (!claims.success) throw new ApiError("unauthorized", "token is not a seller session");
   const { sub, email, app_metadata, user_metadata } = claims.output;
-  return { id: sub, email: email ?? null, githubId: app_metadata?.provider === "github" ? (user_metadata?.provider_id ?? null) : null };
+  const identity = { id: sub, email: email ?? null, githubId: app_metadata?.provider === "github" ? (user_metadata?.provider_id ?? null) : null };
+  return { identity, expiresAt: payload.exp! };
+}
+
+export async function verifySellerToken(token: string, env: AuthEnv): Promise<SellerIdentity> {
+  return (await verifySellerSession(token, env)).identity;
 }
 
 function cookieValue(request: Request, name: string): string | null {
@@ -103,7 +142,7 @@ export function sessionCookie(token: string, maxAge = SESSION_SECONDS): string {
 export const clearedSessionCookie = () => `${SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=0`;
 
 /** A stable UUID for a dev email, so the same address is the same seller across restarts. */
-async function devUserId(email: string): Promise<string> {
+export async function devUserId(email: string): Promise<string> {
   const h = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`cn2-dev-user:${email.toLowerCase()}`)));
   h[6] = (h[6]! & 0x0f) | 0x50;
   h[8] = (h[8]! & 0x3f) | 0x80;
@@ -113,8 +152,9 @@ async function devUserId(email: string): Promise<string> {
 
 /** Local sign-in: a JWT shaped like Supabase's, only where a dev signing key is configured. */
 export async function issueDevToken(env: AuthEnv, email: string, ttlSeconds = SESSION_SECONDS): Promise<string> {
-  if (!env.AUTH_DEV_SIGNING_KEY) throw new ApiError("not_found", "dev sign-in is disabled");
-  const jwk = JSON.parse(env.AUTH_DEV_SIGNING_KEY) as JsonWebKey & { kid?: string };
+  const devKey = setting(env.AUTH_DEV_SIGNING_KEY);
+  if (!devKey) throw new ApiError("not_found", "dev sign-in is disabled");
+  const jwk = JSON.parse(devKey) as JsonWebKey & { kid?: string };
   const key = await importJWK(jwk, "ES256");
   return new SignJWT({ email, role: AUDIENCE, app_metadata: { provider: "email" }, user_metadata: {} })
     .setProtectedHeader({ alg: "ES256", kid: jwk.kid, typ: "JWT" })
@@ -124,4 +164,15 @@ export async function issueDevToken(env: AuthEnv, email: string, ttlSeconds = SE
     .setIssuedAt()
     .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds)
     .sign(key);
+}
+
+/**
+ * A new dev sign-in key: the private JWK for AUTH_DEV_SIGNING_KEY and the public JWKS for
+ * AUTH_JWKS (`npm start` writes both to .dev.vars; the tests make their own).
+ */
+export async function generateDevSigningKey(kid = `dev-${new Date().toISOString().slice(0, 10)}`): Promise<{ privateJwk: JWK; jwks: { keys: JWK[] } }> {
+  const pair = (await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"])) as CryptoKeyPair;
+  const priv = (await crypto.subtle.exportKey("jwk", pair.privateKey)) as JsonWebKey;
+  const privateJwk = { kty: priv.kty, crv: priv.crv, x: priv.x, y: priv.y, d: priv.d, kid, alg: "ES256" } as JWK;
+  return { privateJwk, jwks: { keys: [publicJwk(privateJwk as JsonWebKey & { kid?: string })] } };
 }

@@ -2,6 +2,7 @@
 // from here so wrangler binds them.
 import type { Env } from "./env.ts";
 import { router } from "./router.ts";
+import { handleWebhookBatch, isWebhookQueue } from "./webhooks/consumer.ts";
 
 export { SellerKey } from "../objects/seller-key.ts";
 export { PoolIndex } from "../objects/pool-index.ts";
@@ -10,4 +11,10 @@ export { ProofStore } from "../objects/proof-store.ts";
 
 export default {
   fetch: (request, env, ctx) => router.fetch(request, env, ctx),
+  // Queue consumers, by queue name: seller webhook deliveries and their dead letters.
+  async queue(batch, env, ctx) {
+    if (isWebhookQueue(batch.queue)) return handleWebhookBatch(batch, env, ctx);
+    console.error(JSON.stringify({ evt: "queue_unknown", queue: batch.queue }));
+    batch.retryAll();
+  },
 } satisfies ExportedHandler<Env>;

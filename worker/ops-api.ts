@@ -4,7 +4,9 @@ import { PROVIDER_IDS } from "../schema/providers.ts";
 import { poolName, RegionSchema, TierSchema } from "../schema/wire.ts";
 import { poolStub } from "../objects/pool-index.ts";
 import type { Env } from "./env.ts";
-import { json, parseOr400, unwrap } from "./http.ts";
+import { asService } from "../schema/db.ts";
+import { withDb } from "./db.ts";
+import { ApiError, json, parseOr400, unwrap } from "./http.ts";
 import { existingKey } from "./keys-api.ts";
 
 export async function inspectKey(env: Env, keyId: string | undefined): Promise<Response> {
@@ -15,8 +17,16 @@ export async function disableKey(env: Env, keyId: string | undefined): Promise<R
   return json({ key: unwrap(await (await existingKey(env, keyId)).disable("disabled by operator")) });
 }
 
+/**
+ * Pause a key: the object at once (in an incident this must work even without the
+ * database), then its row in Postgres, the system of record for configuration, so the
+ * seller sees it paused and resumes it like any paused key.
+ */
 export async function drainKey(env: Env, keyId: string | undefined): Promise<Response> {
-  return json({ key: unwrap(await (await existingKey(env, keyId)).drain()) });
+  const key = unwrap(await (await existingKey(env, keyId)).drain());
+  await withDb(env, null, (sql) => asService(sql, (tx) => tx`update public.keys set status = 'paused' where key_id = ${key.keyId}`)).catch((error: unknown) =>
+    console.error(JSON.stringify({ evt: "drain_not_recorded", keyId: key.keyId, error: error instanceof ApiError ? error.code : "db_error" })));
+  return json({ key });
 }
 
 const PoolParams = v.object({ provider: v.picklist(PROVIDER_IDS, "unknown provider"), region: RegionSchema, tier: TierSchema });

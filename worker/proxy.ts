@@ -73,7 +73,7 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   let payment: Payment | null = null;
   let keys = capped;
   if (!operator) {
-    const { challengeResponse, charge, hasPaymentCredential, refund } = await payments();
+    const { challengeResponse, charge, hasPaymentCredential } = await payments();
     const quote = Math.min(...capped.map((c) => c.price));
     if (!hasPaymentCredential(request)) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
     const charged = await charge(request, env, route, requestId);
@@ -82,7 +82,7 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
     const paid = payment.amountMicros;
     keys = capped.filter((c) => c.price <= paid);
     if (keys.length === 0) {
-      await refund(env, payment, "prices_rose");
+      await safeRefund(env, payment, "prices_rose", requestId);
       return challengeResponse(request, env, { amountMicros: quote, route }, requestId, { code: "payment_required", detail: `prices rose since the challenge; your ${paid} micro-dollars were refunded; pay the new quote` });
     }
   }
@@ -113,12 +113,25 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
  * upstream error the buyer's request caused) is refunded at once, and the receipt says so.
  */
 async function settle(env: Env, payment: Payment, answer: Response, requestId: string): Promise<Response> {
-  const { RECEIPT_HEADER, receiptHeader, refund } = await payments();
-  const refunded = answer.status >= 400;
-  if (refunded) await refund(env, payment, answer.headers.get(H.refusal) ?? `status_${answer.status}`);
+  const { RECEIPT_HEADER, receiptHeader } = await payments();
+  const refunded = answer.status >= 400 && (await safeRefund(env, payment, answer.headers.get(H.refusal) ?? `status_${answer.status}`, requestId));
   const out = new Response(answer.body, answer);
   out.headers.set(RECEIPT_HEADER, receiptHeader(payment, { requestId, refunded }));
   return out;
+}
+
+/**
+ * Refund, never throwing: if the wallet is unreachable the receipt says "not refunded",
+ * and the log line (proof id, no buyer data) plus the buyer's dispute put it right.
+ */
+async function safeRefund(env: Env, payment: Payment, reason: string, requestId: string): Promise<boolean> {
+  try {
+    await (await payments()).refund(env, payment, reason);
+    return true;
+  } catch (err) {
+    console.error(JSON.stringify({ evt: "refund_failed", requestId, proofId: payment.proofId, error: err instanceof Error ? err.name : "unknown" }));
+    return false;
+  }
 }
 
 async function tryKey(env: Env, key: Candidate, request: Request, url: URL, path: string, body: ArrayBuffer | null, requestId: string, paid: number): Promise<Response> {

@@ -4,9 +4,16 @@ import { AutoRouter, type IRequest } from "itty-router";
 import { H } from "../schema/wire.ts";
 import type { Env } from "./env.ts";
 import { ApiError, errorResponse, json, safeEqual } from "./http.ts";
-import { createKey, deleteKey, getKey, listKeys, patchKey } from "./keys-api.ts";
+import * as account from "./account.ts";
+import * as auth from "./auth-api.ts";
+import * as earnings from "./earnings.ts";
+import * as keys from "./keys-api.ts";
+import * as kyc from "./kyc.ts";
+import * as payouts from "./payouts.ts";
+import * as sellers from "./sellers.ts";
 import { disableKey, drainKey, inspectKey, inspectPool } from "./ops-api.ts";
 import { proxy } from "./proxy.ts";
+import * as webhooks from "./webhooks/api.ts";
 import { parseVaultPrivateKeys, publicKeysOf } from "./vault.ts";
 
 type Req = IRequest & { requestId: string };
@@ -14,6 +21,8 @@ type Args = [Env, ExecutionContext];
 
 /** Payments (mppx) load with the first request that needs them. */
 const payments = () => import("./payments/index.ts");
+/** Disputes (P7) load with the first dispute call. */
+const disputes = () => import("./disputes.ts");
 
 const newRequestId = () => `req_${crypto.randomUUID().replaceAll("-", "")}`;
 
@@ -71,16 +80,49 @@ router
   .get("/api/credit/balance", async (req, env) => (await payments()).balanceHandler(req, env))
   .put("/api/credit/budget", async (req, env) => (await payments()).budgetHandler(req, env))
   .post("/webhooks/stripe", async (req, env) => (await payments()).stripeWebhookHandler(req, env))
-  .all("/api/*", requireOps)
-  .post("/api/keys", (req, env) => createKey(req, env))
-  .get("/api/keys", (req, env) => listKeys(req, env))
-  .get("/api/keys/:id", (req, env) => getKey(env, req.params.id))
-  .patch("/api/keys/:id", (req, env) => patchKey(req, env, req.params.id))
-  .delete("/api/keys/:id", (req, env) => deleteKey(env, req.params.id))
+  // Buyers: billing disputes from a receipt (signed by the buyer's key, P7).
+  .post("/api/disputes", async (req, env) => (await disputes()).openDisputeHandler(req, env))
+  .get("/api/disputes", async (req, env) => (await disputes()).listOwnDisputesHandler(req, env))
+  .get("/api/disputes/:id", async (req, env) => (await disputes()).getOwnDisputeHandler(req, env, req.params.id))
+  // Seller webhooks (S6, worker/webhooks/api.ts): the signed-in seller's own endpoints.
+  .post("/api/webhooks", webhooks.createWebhook)
+  .get("/api/webhooks", webhooks.listWebhooks)
+  .delete("/api/webhooks/:id", webhooks.deleteWebhook)
+  .post("/api/webhooks/:id/rotate", webhooks.rotateWebhookSecret)
+  .get("/api/webhooks/:id/deliveries", webhooks.listWebhookDeliveries)
+  // Seller sign-in (S1, worker/auth-api.ts) and the seller API: Bearer JWT or the session
+  // cookie (+ CSRF header on writes), row-level security in Postgres (docs/api.md).
+  .post("/auth/dev/sign-in", auth.devSignInPost)
+  .get("/auth/dev/sign-in", auth.devSignInLink)
+  .post("/auth/session", auth.createSession)
+  .post("/auth/sign-out", auth.signOut)
+  .get("/api/me", sellers.getMe)
+  .patch("/api/me", sellers.patchMe)
+  .post("/api/stats-opt-out", sellers.statsOptOut)
+  .post("/api/keys", keys.createKey)
+  .get("/api/keys", keys.listKeys)
+  .get("/api/keys/:id", keys.getKey)
+  .patch("/api/keys/:id", keys.patchKey)
+  .delete("/api/keys/:id", keys.deleteKey)
+  .post("/api/keys/:id/pause", keys.pauseKey)
+  .post("/api/keys/:id/resume", keys.resumeKey)
+  .get("/api/payout", payouts.getPayout)
+  .put("/api/payout", payouts.putPayout)
+  .delete("/api/payout", payouts.deletePayout)
+  .post("/api/payouts", payouts.requestPayout)
+  .post("/api/kyc/start", kyc.startKyc)
+  .post("/webhooks/persona", kyc.personaWebhook)
+  .get("/api/earnings", earnings.getEarnings)
+  .get("/api/export", account.exportData)
+  .delete("/api/account", account.deleteAccount)
+  .all("/api/*", (req) => errorResponse("not_found", `no route for ${req.method} ${new URL(req.url).pathname}`, { requestId: req.requestId }))
   .all("/ops/*", requireOps)
   .get("/ops/keys/:id", (req, env) => inspectKey(env, req.params.id))
   .post("/ops/keys/:id/disable", (req, env) => disableKey(env, req.params.id))
   .post("/ops/keys/:id/drain", (req, env) => drainKey(env, req.params.id))
   .get("/ops/pools/:provider/:region/:tier", (req, env) => inspectPool(env, req.params))
+  .get("/ops/disputes", async (req, env) => (await disputes()).listDisputesHandler(req, env))
+  .get("/ops/disputes/:id", async (req, env) => (await disputes()).getDisputeHandler(env, req.params.id))
+  .post("/ops/disputes/:id/resolve", async (req, env) => (await disputes()).resolveDisputeHandler(req, env, req.params.id))
   .all("/:provider/*", (req, env) => proxy(req, env, req.requestId, isOperator(req, env)))
   .all("/:provider", (req, env) => proxy(req, env, req.requestId, isOperator(req, env)));

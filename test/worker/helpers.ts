@@ -1,5 +1,7 @@
-// Shared steps for the workerd suites: make keys through the real API (the envelope is
-// encrypted here, as a seller's device would), call the proxy, drive the demo upstream.
+// Shared steps for the workerd suites: sign sellers in (dev sign-in), make keys through the
+// real seller API (the envelope is encrypted here, as a seller's device would), call the
+// proxy, drive the demo upstream. Durable Object and KV storage are per test file, the
+// Postgres database is shared by the run: every file signs in sellers with fresh emails.
 import { env, exports } from "cloudflare:workers";
 import type { KeyConfigInput, KeyInspection, KeyView } from "../../schema/wire.ts";
 import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../worker/vault.ts";
@@ -14,7 +16,42 @@ export function call(path: string, init: RequestInit = {}): Promise<Response> {
   return worker().fetch(`https://cn2.test${path}`, init);
 }
 
-export function api(path: string, init: RequestInit & { json?: unknown } = {}): Promise<Response> {
+export interface TestSeller {
+  id: string;
+  email: string;
+  token: string;
+}
+
+/** Every seller this file signed in, so removeAllKeys can clean up after all of them. */
+const signedIn = new Map<string, TestSeller>();
+let sellerCounter = 0;
+
+/** A seller through the dev sign-in (creates the account); a fresh email unless one is given. */
+export async function signIn(label = "seller", email?: string): Promise<TestSeller> {
+  const address = email ?? `${label}-${Date.now().toString(36)}${(sellerCounter++).toString(36)}${Math.random().toString(36).slice(2, 6)}@example.test`;
+  const res = await call("/auth/dev/sign-in", { method: "POST", headers: { "content-type": "application/json", "cn2-csrf": "1" }, body: JSON.stringify({ email: address }) });
+  if (res.status !== 200) throw new Error(`sign-in failed: ${res.status} ${await res.text()}`);
+  const body = (await res.json()) as { token: string; seller: { id: string; email: string } };
+  const seller = { id: body.seller.id, email: body.seller.email, token: body.token };
+  signedIn.set(seller.id, seller);
+  return seller;
+}
+
+let defaultSeller: Promise<TestSeller> | null = null;
+/** The file's default seller, signed in once. */
+export const testSeller = () => (defaultSeller ??= signIn("default"));
+
+/** Call the seller API as `seller` with its bearer token (as the CLI does). */
+export function as(seller: TestSeller, path: string, init: RequestInit & { json?: unknown } = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  headers.set("authorization", `Bearer ${seller.token}`);
+  if (init.json !== undefined) headers.set("content-type", "application/json");
+  return call(path, { ...init, headers, body: init.json !== undefined ? JSON.stringify(init.json) : init.body });
+}
+
+/** `/ops/*` with the ops token; anything else as the file's default seller. */
+export async function api(path: string, init: RequestInit & { json?: unknown } = {}): Promise<Response> {
+  if (!path.startsWith("/ops/")) return as(await testSeller(), path, init);
   const headers = new Headers(init.headers);
   headers.set("authorization", `Bearer ${OPS}`);
   if (init.json !== undefined) headers.set("content-type", "application/json");
@@ -28,16 +65,18 @@ export const baseConfig = (over: Partial<KeyConfigInput> = {}): KeyConfigInput =
   provider: "openai", priceMicros: 1000, requestsPerMinute: 1000, maxConcurrent: 50, region: "us", tier: "standard", ...over,
 });
 
-export async function addKey(opts: { config?: Partial<KeyConfigInput>; credential?: string; sellerId?: string; keyId?: string } = {}) {
+/** Upload a key as `seller` (default: the file's seller), sealed to that seller and key id. */
+export async function addKey(opts: { config?: Partial<KeyConfigInput>; credential?: string; seller?: TestSeller; keyId?: string } = {}) {
   const keyId = opts.keyId ?? newKeyId();
-  const sellerId = opts.sellerId ?? "seller_test";
+  const seller = opts.seller ?? (await testSeller());
+  const sellerId = seller.id;
   const credential = opts.credential ?? `sk-demo-${keyId}`;
   const [current] = publicKeysOf(parseVaultPrivateKeys(testEnv.VAULT_PRIVATE_KEYS));
   const envelope = await encryptCredential(credential, current!, { sellerId, keyId });
-  const res = await api("/api/keys", { method: "POST", json: { keyId, sellerId, envelope, config: baseConfig(opts.config) } });
+  const res = await as(seller, "/api/keys", { method: "POST", json: { keyId, sellerId, envelope, config: baseConfig(opts.config) } });
   if (res.status !== 201) throw new Error(`addKey failed: ${res.status} ${await res.text()}`);
   const { key } = (await res.json()) as { key: KeyView };
-  return { keyId, credential, sellerId, key };
+  return { keyId, credential, sellerId, seller, key };
 }
 
 export async function inspect(keyId: string): Promise<KeyInspection> {
@@ -66,8 +105,32 @@ export async function demo(path: string, body?: unknown, method = body === undef
 export const demoLog = async () => (await demo("/__demo/log")).requests as { credential: string; path: string; status: number; streamed: boolean; finished: boolean; aborted: boolean }[];
 export const resetDemo = () => demo("/__demo/behaviour", undefined, "DELETE");
 
-/** Remove every key so a suite starts from an empty marketplace. */
+/** Remove every key of every seller this file signed in, so a suite starts from an empty marketplace. */
 export async function removeAllKeys() {
-  const { keys } = (await (await api("/api/keys")).json()) as { keys: KeyView[] };
-  for (const k of keys) await api(`/api/keys/${k.keyId}`, { method: "DELETE" });
+  if (signedIn.size === 0) await testSeller();
+  for (const seller of signedIn.values()) {
+    const res = await as(seller, "/api/keys");
+    if (res.status === 401 || res.status === 410) continue; // account closed by the test
+    const { keys } = (await res.json()) as { keys: KeyView[] };
+    for (const k of keys) {
+      const del = await as(seller, `/api/keys/${k.keyId}`, { method: "DELETE" });
+      if (!del.ok) throw new Error(`removeAllKeys: ${del.status} ${await del.text()}`);
+    }
+  }
+}
+
+/** The test database as its owner (bypasses row-level security): to look behind the API. */
+export async function ownerDb<T>(fn: (sql: import("../../worker/db.ts").Db) => Promise<T>): Promise<T> {
+  const { withDb } = await import("../../worker/db.ts");
+  return withDb(env as unknown as { HYPERDRIVE: Hyperdrive }, null, fn);
+}
+
+/** A request as the router hands it to a key object: request id, and what the buyer paid. */
+export function keyRequest(opts: { paidMicros?: number; requestId?: string } = {}) {
+  const requestId = opts.requestId ?? `req_${crypto.randomUUID().replaceAll("-", "")}`;
+  return new Request("https://key.internal/v1/chat/completions", {
+    method: "POST",
+    headers: { "content-type": "application/json", "cn2-request-id": requestId, "cn2-paid-micros": String(opts.paidMicros ?? 0) },
+    body: chatBody(),
+  });
 }

@@ -1,7 +1,7 @@
 // M5: bad input always gets a clear 4xx with a stable code, and never changes state.
 import fc from "fast-check";
 import { beforeEach, describe, expect, it } from "vitest";
-import { addKey, api, baseConfig, call, chat, newKeyId, OPS, removeAllKeys } from "./helpers.ts";
+import { addKey, api, as, baseConfig, call, chat, newKeyId, OPS, removeAllKeys, signIn, testSeller } from "./helpers.ts";
 import { encryptCredential, generateVaultKey } from "../../worker/vault.ts";
 
 async function expectError(res: Response, status: number, code: string) {
@@ -52,8 +52,9 @@ describe("bad input on the proxy", () => {
 describe("bad input on the key API", () => {
   beforeEach(() => removeAllKeys());
 
-  it("needs the ops token", async () => {
+  it("needs a signed-in seller (and /ops the ops token)", async () => {
     await expectError(await call("/api/keys"), 401, "unauthorized");
+    await expectError(await call("/api/keys", { headers: { authorization: `Bearer ${OPS}` } }), 401, "unauthorized");
     await expectError(await call("/ops/keys/k_aaaaaaaaaaaa", { headers: { authorization: "Bearer nope" } }), 401, "unauthorized");
   });
   it("body that is not JSON", async () => {
@@ -97,20 +98,28 @@ describe("bad input on the key API", () => {
 describe("vault binding at upload", () => {
   beforeEach(() => removeAllKeys());
 
-  it("PR2: a ciphertext copied to another key id fails to decrypt and creates nothing", async () => {
+  it("PR2: a ciphertext copied to another key id or another seller fails to decrypt and creates nothing", async () => {
+    const a = await testSeller();
+    const b = await signIn("thief");
     const pub = ((await (await call("/api/vault/public-key")).json()) as { current: string; keys: { kid: string; jwk: JsonWebKey }[] }).keys[0]!;
-    const envelope = await encryptCredential("sk-demo-copied", pub, { sellerId: "seller_a", keyId: "k_original000001" });
-    const res = await api("/api/keys", { method: "POST", json: { keyId: newKeyId(), sellerId: "seller_a", envelope, config: baseConfig() } });
+    const envelope = await encryptCredential("sk-demo-copied", pub, { sellerId: a.id, keyId: "k_original000001" });
+    const res = await as(a, "/api/keys", { method: "POST", json: { keyId: newKeyId(), envelope, config: baseConfig() } });
     await expectError(res, 422, "decrypt_failed");
-    const moved = await api("/api/keys", { method: "POST", json: { keyId: "k_original000001", sellerId: "seller_b", envelope, config: baseConfig() } });
+    // Another account uploading the envelope under the original key id: bound to seller A.
+    const moved = await as(b, "/api/keys", { method: "POST", json: { keyId: "k_original000001", envelope, config: baseConfig() } });
     await expectError(moved, 422, "decrypt_failed");
-    expect(((await (await api("/api/keys")).json()) as { keys: unknown[] }).keys).toHaveLength(0);
+    // Claiming to be seller A does not help: the seller is the signed-in one.
+    const claimed = await as(b, "/api/keys", { method: "POST", json: { keyId: "k_original000001", sellerId: a.id, envelope, config: baseConfig() } });
+    await expectError(claimed, 400, "invalid_request");
+    expect(((await (await as(a, "/api/keys")).json()) as { keys: unknown[] }).keys).toHaveLength(0);
+    expect(((await (await as(b, "/api/keys")).json()) as { keys: unknown[] }).keys).toHaveLength(0);
   });
 
   it("an envelope for a vault key we do not hold is refused", async () => {
     const stranger = await generateVaultKey("someone-else");
     const keyId = newKeyId();
-    const envelope = await encryptCredential("sk-demo-x", stranger.publicKey, { sellerId: "s", keyId });
-    await expectError(await api("/api/keys", { method: "POST", json: { keyId, sellerId: "s", envelope, config: baseConfig() } }), 400, "vault_key_unknown");
+    const seller = await testSeller();
+    const envelope = await encryptCredential("sk-demo-x", stranger.publicKey, { sellerId: seller.id, keyId });
+    await expectError(await api("/api/keys", { method: "POST", json: { keyId, sellerId: seller.id, envelope, config: baseConfig() } }), 400, "vault_key_unknown");
   });
 });

@@ -6,7 +6,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import type { KeyView, PoolSnapshot } from "../../schema/wire.ts";
 import type { Env } from "../../worker/env.ts";
 import { keyStub } from "../../worker/keys.ts";
-import { addKey, api, chat, inspect, removeAllKeys, resetDemo } from "./helpers.ts";
+import { addKey, api, as, chat, inspect, removeAllKeys, resetDemo, signIn } from "./helpers.ts";
 
 const e = env as unknown as Env;
 const pool = async (region = "us", tier = "standard") => ((await (await api(`/ops/pools/openai/${region}/${tier}`)).json()) as { pool: PoolSnapshot }).pool;
@@ -18,15 +18,19 @@ describe("key lifecycle", () => {
   });
 
   it("PR5: upload, list by seller, read and edit a key's configuration", async () => {
-    const a = await addKey({ sellerId: "alice", config: { priceMicros: 1234, allowedRoutes: ["POST /v1/chat/completions"] } });
-    await addKey({ sellerId: "bob" });
-    expect(a.key).toMatchObject({ keyId: a.keyId, sellerId: "alice", home: "default", config: { priceMicros: 1234, region: "us", tier: "standard", status: "active" }, health: { state: "healthy" } });
+    const alice = await signIn("alice");
+    const bob = await signIn("bob");
+    const a = await addKey({ seller: alice, config: { priceMicros: 1234, allowedRoutes: ["POST /v1/chat/completions"] } });
+    const b = await addKey({ seller: bob });
+    expect(a.key).toMatchObject({ keyId: a.keyId, sellerId: alice.id, home: "default", config: { priceMicros: 1234, region: "us", tier: "standard", status: "active" }, health: { state: "healthy" } });
     expect(JSON.stringify(a.key)).not.toContain(a.credential);
-    const alice = (await (await api("/api/keys?sellerId=alice")).json()) as { keys: KeyView[] };
-    expect(alice.keys.map((k) => k.keyId)).toEqual([a.keyId]);
-    const all = (await (await api("/api/keys")).json()) as { keys: KeyView[] };
-    expect(all.keys).toHaveLength(2);
-    const edited = await api(`/api/keys/${a.keyId}`, { method: "PATCH", json: { priceMicros: 999, requestsPerMinute: 5 } });
+    // Each seller lists its own keys only (from Postgres, row-level security).
+    const aliceKeys = (await (await as(alice, "/api/keys")).json()) as { keys: KeyView[] };
+    expect(aliceKeys.keys.map((k) => k.keyId)).toEqual([a.keyId]);
+    expect(aliceKeys.keys[0]).toMatchObject({ sellerId: alice.id, config: { priceMicros: 1234, allowedRoutes: ["POST /v1/chat/completions"] }, health: { state: "healthy" } });
+    const bobKeys = (await (await as(bob, "/api/keys")).json()) as { keys: KeyView[] };
+    expect(bobKeys.keys.map((k) => k.keyId)).toEqual([b.keyId]);
+    const edited = await as(alice, `/api/keys/${a.keyId}`, { method: "PATCH", json: { priceMicros: 999, requestsPerMinute: 5 } });
     expect(((await edited.json()) as { key: KeyView }).key.config).toMatchObject({ priceMicros: 999, requestsPerMinute: 5, allowedRoutes: ["POST /v1/chat/completions"] });
     // The edit reached the pool before the API answered (S3: next request).
     expect((await pool()).members.find((m) => m.keyId === a.keyId)?.priceMicros).toBe(999);

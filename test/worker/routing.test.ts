@@ -126,12 +126,24 @@ describe("routing (through the Worker)", () => {
   });
 
   it("a region or tier edit moves the key between pools before the next request", async () => {
-    const { keyId } = await addKey({ config: { region: "us" } });
-    expect((await chat({ headers: { "cf-ipcountry": "FR" } })).status).toBe(503);
-    const edit = await api(`/api/keys/${keyId}`, { method: "PATCH", json: { region: "eu" } });
-    expect(edit.status).toBe(200);
+    // A key's home is fixed at creation, and an EU-tagged key must live in the EU: an EU
+    // key may be re-tagged and back, a key made elsewhere cannot become EU-tagged.
+    const { keyId } = await addKey({ config: { region: "eu" } });
     expect((await chat({ headers: { "cf-ipcountry": "FR" } })).status).toBe(200);
+    const toUs = await api(`/api/keys/${keyId}`, { method: "PATCH", json: { region: "us" } });
+    expect(toUs.status).toBe(200);
+    expect((await chat({ headers: { "cf-ipcountry": "FR" } })).status).toBe(503);
+    expect((await chat({ headers: { "cf-ipcountry": "US" } })).status).toBe(200);
+    const eu = (await (await api("/ops/pools/openai/eu/standard")).json()) as { pool: { members: unknown[] } };
+    expect(eu.pool.members).toHaveLength(0);
+    const back = await api(`/api/keys/${keyId}`, { method: "PATCH", json: { region: "eu", tier: "premium" } });
+    expect(back.status).toBe(200);
+    expect((await chat({ headers: { "cf-ipcountry": "FR", "cn2-tier": "premium" } })).status).toBe(200);
     const us = (await (await api("/ops/pools/openai/us/standard")).json()) as { pool: { members: unknown[] } };
     expect(us.pool.members).toHaveLength(0);
+    const elsewhere = await addKey({ config: { region: "us" } });
+    const refused = await api(`/api/keys/${elsewhere.keyId}`, { method: "PATCH", json: { region: "eu" } });
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as { error: { code: string; message: string } }).error.message).toMatch(/EU/);
   });
 });

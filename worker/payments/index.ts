@@ -6,6 +6,8 @@
 //                      -> charge(): verify (HMAC, expiry, route scope, method) + claim + debit, or a 402
 //   nothing served     -> refund(): credit back to the buyer's wallet, exactly once, recorded
 //   answer             -> receiptHeader(): the Payment-Receipt value
+import { Buffer } from "node:buffer";
+import { createHmac, timingSafeEqual } from "node:crypto";
 import { Challenge, Credential, Errors, PaymentRequest, Receipt } from "mppx";
 import type { Env } from "../env.ts";
 import { sha256Hex } from "./encoding.ts";
@@ -135,14 +137,14 @@ export async function charge(request: Request, env: Env, route: string, requestI
     if (challenge.method === CREDIT_METHOD) {
       const receipt = await p.mppx.verifyCredential(serialized, { scope: route });
       const v = receipt as unknown as VerifiedPayment;
-      return { ok: true, payment: { buyerId: v.buyerId, amountMicros: v.amountMicros, method: v.method, proofId: v.proofId } };
+      return { ok: true, payment: issued({ buyerId: v.buyerId, amountMicros: v.amountMicros, method: v.method, proofId: v.proofId }, p.secretKey) };
     }
     // Every other method claims its proof first (mppx core does not deduplicate on its own).
     if (!(await proofStore(env).tryClaim!(`cn2:proof:${challenge.id}`, expiresAt))) return rechallenge("replayed", "this payment credential was already used");
     await p.mppx.verifyCredential(serialized, { scope: route });
     // The payer's address (did:pkh) is hashed at once; refunds become credit under that id.
     const buyerId = await sha256Hex(credential.source ? credential.source.trim().toLowerCase() : `${challenge.method}:${challenge.id}`);
-    const payment: Payment = { buyerId, amountMicros, method: challenge.method, proofId: challenge.id };
+    const payment: Payment = issued({ buyerId, amountMicros, method: challenge.method, proofId: challenge.id }, p.secretKey);
     // The money has moved: recording it (spend, refundability) must not undo the answer.
     try {
       const recorded = await walletStub(env, buyerId).recordPayment({ buyerId, proofId: challenge.id, amountMicros, expiresAt, method: challenge.method });
@@ -188,9 +190,44 @@ export interface Cn2Receipt extends Record<string, unknown> {
   amountMicros: number;
   currency: typeof CURRENCY;
   refunded: boolean;
+  /**
+   * base64url HMAC-SHA256 over the fields above (RECEIPT_MAC_DOMAIN), under a key derived
+   * from MPP_SECRET_KEY: a dispute can trust which request a payment paid for (P7).
+   */
+  signature?: string;
 }
 
-/** The `Payment-Receipt` header value: mppx's Receipt format (base64url JSON). */
+/** The MPP secret of the server that verified each payment, for signing its receipt. */
+const receiptSecrets = new WeakMap<Payment, string>();
+
+function issued(payment: Payment, secretKey: string): Payment {
+  receiptSecrets.set(payment, secretKey);
+  return payment;
+}
+
+const RECEIPT_MAC_DOMAIN = "cn2-receipt/v1";
+const receiptKeys = new Map<string, Buffer>();
+
+/** A key of its own for receipts, derived from the MPP secret (never the challenge HMAC key itself). */
+function receiptKey(secretKey: string): Buffer {
+  let key = receiptKeys.get(secretKey);
+  if (!key) {
+    key = createHmac("sha256", secretKey).update("cn2-receipt-key/v1").digest();
+    receiptKeys.clear(); // one secret per deployment; a rotation replaces it
+    receiptKeys.set(secretKey, key);
+  }
+  return key;
+}
+
+function receiptMac(secretKey: string, r: Cn2Receipt): Buffer {
+  const fields = [RECEIPT_MAC_DOMAIN, r.method, r.reference, r.requestId, String(r.amountMicros), r.currency, String(r.refunded), r.timestamp];
+  return createHmac("sha256", receiptKey(secretKey)).update(fields.join("\n")).digest();
+}
+
+/**
+ * The `Payment-Receipt` header value: mppx's Receipt format (base64url JSON), signed when
+ * `payment` came from `charge` (which knows the server's secret).
+ */
 export function receiptHeader(payment: Payment, opts: { requestId: string; refunded: boolean }): string {
   const receipt: Cn2Receipt = {
     method: payment.method,
@@ -203,7 +240,22 @@ export function receiptHeader(payment: Payment, opts: { requestId: string; refun
     currency: CURRENCY,
     refunded: opts.refunded,
   };
+  const secretKey = receiptSecrets.get(payment);
+  if (secretKey !== undefined) receipt.signature = receiptMac(secretKey, receipt).toString("base64url");
   return Receipt.serialize(Receipt.from(receipt));
+}
+
+/**
+ * A Payment-Receipt value this server issued, unaltered (its signature verifies), or null.
+ * Disputes are opened from one (P7).
+ */
+export async function verifyReceipt(env: Env, value: string): Promise<Cn2Receipt | null> {
+  const receipt = parseReceipt(value);
+  if (!receipt || typeof receipt.signature !== "string" || typeof receipt.reference !== "string" || typeof receipt.method !== "string") return null;
+  const { secretKey } = await payments(env);
+  const expected = receiptMac(secretKey, receipt);
+  const given = Buffer.from(receipt.signature, "base64url");
+  return given.length === expected.length && timingSafeEqual(given, expected) ? receipt : null;
 }
 
 /** Read a Payment-Receipt value back (disputes are opened from one); null if it is not ours. */

@@ -1,0 +1,126 @@
+// `npm run bench -- --cpu-profile <file>`: a V8 CPU profile of the cn2 isolate (router and
+// Durable Objects share it in workerd) while load runs, taken through workerd's own
+// inspector (Miniflare's `inspectorPort`, 127.0.0.1). Writes a .cpuprofile for DevTools
+// and returns the functions that cost most, by self and by inclusive time.
+// Time a thread spends blocked outside JavaScript (an fsync, a socket) is not sampled.
+import { writeFileSync } from "node:fs";
+import { HOST } from "./processes.ts";
+
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+  columnNumber: number;
+}
+interface ProfileNode {
+  id: number;
+  callFrame: CallFrame;
+  children?: number[];
+}
+export interface CpuProfile {
+  nodes: ProfileNode[];
+  startTime: number;
+  endTime: number;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+export interface FunctionCost {
+  name: string;
+  selfMs: number;
+  totalMs: number;
+}
+
+/** Connect to workerd's inspector target for `workerName` and profile while `during` runs. */
+export async function profileWhile(inspectorPort: number, workerName: string, during: () => Promise<void>): Promise<CpuProfile> {
+  const list = (await (await fetch(`http://${HOST}:${inspectorPort}/json`, { signal: AbortSignal.timeout(5_000) })).json()) as {
+    id: string;
+    title?: string;
+    webSocketDebuggerUrl: string;
+  }[];
+  const target = list.find((t) => t.id === `core:user:${workerName}` || t.webSocketDebuggerUrl.endsWith(`/core:user:${workerName}`));
+  if (!target) throw new Error(`no inspector target for worker ${workerName} (have: ${list.map((t) => t.id).join(", ")})`);
+  const ws = new WebSocket(target.webSocketDebuggerUrl.replace("localhost", HOST));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("inspector connection timed out")), 5_000);
+    ws.addEventListener("open", () => (clearTimeout(timer), resolve()), { once: true });
+    ws.addEventListener("error", () => (clearTimeout(timer), reject(new Error("inspector connection failed"))), { once: true });
+  });
+  let nextId = 1;
+  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  ws.addEventListener("message", (event) => {
+    const msg = JSON.parse(String(event.data)) as { id?: number; result?: unknown; error?: { message: string } };
+    if (msg.id === undefined) return;
+    const p = pending.get(msg.id);
+    if (!p) return;
+    pending.delete(msg.id);
+    if (msg.error) p.reject(new Error(msg.error.message));
+    else p.resolve(msg.result);
+  });
+  const send = (method: string, params: Record<string, unknown> = {}) =>
+    new Promise<unknown>((resolve, reject) => {
+      const id = nextId++;
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        reject(new Error(`inspector ${method} timed out`));
+      }, 30_000);
+      pending.set(id, {
+        resolve: (v) => (clearTimeout(timer), resolve(v)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  try {
+    await send("Profiler.enable");
+    await send("Profiler.setSamplingInterval", { interval: 200 });
+    await send("Profiler.start");
+    await during();
+    const { profile } = (await send("Profiler.stop")) as { profile: CpuProfile };
+    return profile;
+  } finally {
+    ws.close();
+  }
+}
+
+const label = (f: CallFrame) => {
+  const name = f.functionName || "(anonymous)";
+  if (!f.url) return name;
+  const file = f.url.split("/").pop();
+  return `${name} ${file}:${f.lineNumber + 1}`;
+};
+
+/** Self and inclusive milliseconds per function (recursion counted once per sample). */
+export function summarize(profile: CpuProfile): { costs: FunctionCost[]; totalMs: number; idleMs: number } {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const self = new Map<string, number>();
+  const total = new Map<string, number>();
+  let totalMs = 0;
+  let idleMs = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const ms = (profile.timeDeltas[i + 1] ?? profile.timeDeltas[i] ?? 0) / 1000;
+    const node = byId.get(profile.samples[i]!);
+    if (!node) continue;
+    totalMs += ms;
+    const leaf = label(node.callFrame);
+    if (node.callFrame.functionName === "(idle)") {
+      idleMs += ms;
+      continue;
+    }
+    self.set(leaf, (self.get(leaf) ?? 0) + ms);
+    const seen = new Set<string>();
+    for (let id: number | undefined = node.id; id !== undefined; id = parent.get(id)) {
+      const l = label(byId.get(id)!.callFrame);
+      if (seen.has(l)) continue;
+      seen.add(l);
+      total.set(l, (total.get(l) ?? 0) + ms);
+    }
+  }
+  const costs = [...total.entries()].map(([name, totalMs]) => ({ name, selfMs: self.get(name) ?? 0, totalMs }));
+  return { costs, totalMs, idleMs };
+}
+
+export function writeProfile(path: string, profile: CpuProfile) {
+  writeFileSync(path, JSON.stringify(profile));
+}

@@ -1,0 +1,503 @@
+// `npm run bench`: what does cn2's proxy add on top of the upstream call, next to
+// Portkey's gateway doing the same job? Same machine, same fake upstream, same request.
+//
+//   npm run bench                       readable table on stdout, progress on stderr
+//   npm run bench -- --json             one JSON object per line per (system, concurrency)
+//   npm run bench -- --profile          also time probe Workers that isolate the costs
+//                                       (Worker hop, Durable Object hop, SQL, streaming)
+//   npm run bench -- --cpu-profile F    also profile the cn2 isolate under load (V8, F.cpuprofile)
+//   npm run bench -- --tmpfs-storage    Durable Object SQLite files on /dev/shm (no disk sync)
+//   options: --duration 6 --rounds 2 --warmup 1.5 --concurrency 1,10,50 --only cn2,portkey
+//            --wait-quiet 60 (wait up to 60 s for the shared machine to calm down first)
+//   docs/bench.md explains what is measured and how to read it.
+//
+// Processes (2 cores here, so each gets its own event loop):
+//   this process   autocannon (the load generator) and Miniflare's control side
+//   child          tools/demo-upstream.ts, the fake OpenAI API every system calls
+//   child          tools/db.ts serve --memory: Postgres (PGlite) behind cn2's Hyperdrive
+//                  binding, for seller sign-in, key rows and the earnings flush
+//   workerd        the cn2 Worker bundle via Miniflare's API (no wrangler dev proxy)
+//   child          Portkey's gateway (node start-server.js), pinned to 127.0.0.1
+// Everything listens on 127.0.0.1; every run is time-bounded; children die with us.
+import { mkdtempSync, readFileSync } from "node:fs";
+import { cpus, loadavg } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { upstreamBaseUrls } from "../tools/demo-upstream.ts";
+import { connect } from "../tools/db.ts";
+import { generateDevSigningKey } from "../worker/auth.ts";
+import { encryptCredential, generateVaultKey } from "../worker/vault.ts";
+import { profileWhile, summarize, writeProfile } from "./cpu-profile.ts";
+import { failures, load, merge, type RunStats, type Target } from "./load.ts";
+import { HOST, freePort, installCleanup, log, removeDirOnExit, shutdown, spawnNode, waitForPort } from "./processes.ts";
+import { PROBE_WORKER, profileTargets } from "./probe.ts";
+import { startWorker } from "./workerd.ts";
+
+const ROOT = join(import.meta.dirname, "..");
+const REPLY = "Hello from the cn2 demo upstream, a deterministic reply.";
+const BODY = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] });
+const KEYS = 3;
+
+const { values: args } = parseArgs({
+  options: {
+    json: { type: "boolean", default: false },
+    profile: { type: "boolean", default: false },
+    duration: { type: "string", default: "6" },
+    rounds: { type: "string", default: "2" },
+    warmup: { type: "string", default: "1.5" },
+    concurrency: { type: "string", default: "1,10,50" },
+    only: { type: "string" },
+    "tmpfs-storage": { type: "boolean", default: false },
+    "cpu-profile": { type: "string" },
+    "wait-quiet": { type: "string", default: "0" },
+    help: { type: "boolean", default: false },
+  },
+});
+if (args.help) {
+  process.stdout.write(
+    "npm run bench [-- --json] [--profile] [--duration 6] [--rounds 2] [--warmup 1.5] [--concurrency 1,10,50]\n" +
+      "              [--only cn2,probe:do] [--tmpfs-storage] [--cpu-profile /tmp/cn2.cpuprofile] [--wait-quiet 60]\n",
+  );
+  process.exit(0);
+}
+const DURATION = boundedNumber(args.duration, 1, 60, "--duration");
+const WARMUP = boundedNumber(args.warmup, 0, 30, "--warmup");
+const WAIT_QUIET = boundedNumber(args["wait-quiet"], 0, 600, "--wait-quiet");
+const ROUNDS = Math.round(boundedNumber(args.rounds, 1, 10, "--rounds"));
+const CONCURRENCY = args.concurrency.split(",").map((c) => boundedNumber(c, 1, 1000, "--concurrency"));
+
+function boundedNumber(raw: string, min: number, max: number, name: string): number {
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${name} must be a number in [${min}, ${max}]`);
+  return n;
+}
+
+const ONLY = args.only ? new Set(["direct", ...args.only.split(",")]) : null;
+const wanted = (system: string) => ONLY === null || ONLY.has(system);
+
+const randomHex = (bytes: number) => Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+const verify = (body: string) => body.includes(REPLY);
+
+interface Row {
+  system: string;
+  concurrency: number;
+  /** No upstream call behind it (health checks): no "added" figure. */
+  local: boolean;
+  stats: RunStats;
+}
+
+async function main() {
+  installCleanup();
+  if (WAIT_QUIET > 0) await waitQuiet(WAIT_QUIET);
+  const loadBefore = loadavg()[0]!;
+  const pressureBefore = cpuPressure();
+  const machine = `${cpus().length} CPU(s), Node ${process.version}`;
+  log(`${machine}, load average ${loadavg().map((l) => l.toFixed(2)).join(" ")}, CPU pressure ${pressureBefore ?? "n/a"}%`);
+  const busy = pressureBefore !== null ? pressureBefore > 20 : loadBefore > cpus().length / 2;
+  if (busy) log(`!! the machine is already busy (CPU pressure ${pressureBefore ?? "n/a"}%, 1-min load ${loadBefore.toFixed(2)} on ${cpus().length} CPUs): expect noisy figures`);
+
+  // 1. The fake upstream, its own process.
+  const upstream = spawnNode("demo upstream", [join(ROOT, "tools/demo-upstream.ts"), "--port", "0", "--host", HOST]);
+  const upstreamUrl = (await upstream.waitForLine(/listening on (http:\/\/\S+)/, 15_000))[1]!;
+  const bases = upstreamBaseUrls(upstreamUrl);
+  log(`demo upstream at ${upstreamUrl} (pid ${upstream.proc.pid})`);
+
+  // 2. Postgres for the Worker (PGlite, migrated, in memory), its own process.
+  const db = spawnNode("database", [join(ROOT, "tools/db.ts"), "serve", "--memory", "--port", "0"]);
+  const databaseUrl = (await db.waitForLine(/serving on (postgres:\/\/\S+)/, 60_000))[1]!;
+  log(`database at ${databaseUrl.replace(/\/\/[^@]*@/, "//")} (pid ${db.proc.pid})`);
+
+  // 3. cn2 in workerd, seeded with three keys by a seller signed in through the dev sign-in.
+  const opsToken = randomHex(24);
+  const vault = await generateVaultKey("bench-1");
+  const devKey = await generateDevSigningKey("bench");
+  const inspectorPort = args["cpu-profile"] ? await freePort() : undefined;
+  const worker = await startWorker({
+    inspectorPort,
+    databaseUrl,
+    bindings: {
+      OPS_TOKEN: opsToken,
+      VAULT_PRIVATE_KEYS: JSON.stringify([vault.privateKey]),
+      UPSTREAM_BASE_URLS: JSON.stringify(bases),
+      // POOL_CACHE_MS and POOL_DEBOUNCE_MS keep wrangler.toml's values (production's):
+      // health publishes under load then cost what they would deployed.
+      UPSTREAM_TIMEOUT_MS: "10000",
+      // Not used by the proxy path while the ops token opens it; set so startup never trips on it.
+      MPP_SECRET_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"),
+      // Seller accounts: the dev sign-in with a throwaway key (never enabled when DEPLOYED=1).
+      AUTH_DEV_SIGNING_KEY: JSON.stringify(devKey.privateJwk),
+      AUTH_JWKS: JSON.stringify(devKey.jwks),
+    },
+    storageDir: args["tmpfs-storage"] ? tmpfsDir() : undefined,
+    extra: args.profile ? [PROBE_WORKER(bases.openai, `sk-demo-bench-probe-${randomHex(4)}`)] : [],
+  });
+  log(`cn2 in workerd at ${worker.url} (Miniflare ${worker.miniflareVersion}, direct socket)`);
+  const keyIds = await seedKeys(worker.url, opsToken, vault.publicKey);
+  log(`seeded ${keyIds.length} openai keys: ${keyIds.join(", ")}`);
+
+  // 4. Portkey's gateway, its own process, loopback only.
+  const portkeyPort = await freePort();
+  if (wanted("portkey")) {
+    const portkey = spawnNode(
+      "portkey gateway",
+      ["--import", join(ROOT, "bench/loopback.ts"), join(ROOT, "node_modules/@portkey-ai/gateway/build/start-server.js"), `--port=${portkeyPort}`, "--headless"],
+      { NODE_ENV: "production" },
+    );
+    await waitForPort(portkeyPort, 20_000, portkey);
+    log(`portkey gateway at http://${HOST}:${portkeyPort} (pid ${portkey.proc.pid})`);
+  }
+
+  const systems: Record<string, Target> = {
+    direct: {
+      url: `${bases.openai}/v1/chat/completions`,
+      headers: { "content-type": "application/json", authorization: `Bearer sk-demo-bench-direct-${randomHex(4)}` },
+      body: BODY,
+      verify,
+    },
+    cn2: {
+      url: `${worker.url}/openai/v1/chat/completions`,
+      headers: { "content-type": "application/json", "cn2-ops-token": opsToken },
+      body: BODY,
+      verify,
+    },
+    portkey: {
+      url: `http://${HOST}:${portkeyPort}/v1/chat/completions`,
+      headers: {
+        "content-type": "application/json",
+        "x-portkey-provider": "openai",
+        "x-portkey-custom-host": `${bases.openai}/v1`,
+        authorization: `Bearer sk-demo-bench-portkey-${randomHex(4)}`,
+      },
+      body: BODY,
+      verify,
+    },
+  };
+  if (args.profile && worker.extra.probe) Object.assign(systems, profileTargets(worker.extra.probe, worker.url, BODY, verify));
+
+  for (const name of Object.keys(systems)) if (!wanted(name)) delete systems[name];
+
+  // 5. One request each before any timing: a broken setup fails here, clearly. cn2 first
+  // waits for its pool snapshot to reach KV (written after POOL_DEBOUNCE_MS).
+  if (systems.cn2) await waitForPool(systems.cn2);
+  for (const [name, target] of Object.entries(systems)) await smoke(name, target);
+  log(`smoke requests answered correctly by: ${Object.keys(systems).join(", ")}`);
+
+  // 6. The runs. Per concurrency, every system warms up, then the systems take turns in
+  // ROUNDS rounds of DURATION/ROUNDS seconds each, so a burst of load from elsewhere on a
+  // shared machine lands on all of them rather than on one.
+  const rows: Row[] = [];
+  let cn2Answered = 2; // waitForPool's first 200 and the smoke request
+  let cn2Runs = 0;
+  const counted = (system: string, r: RunStats) => {
+    if (system !== "cn2") return;
+    cn2Answered += r.ok;
+    cn2Runs++;
+  };
+  const warmupFailures: string[] = [];
+  const names = Object.keys(systems);
+  const slice = DURATION / ROUNDS;
+  const estimate = CONCURRENCY.length * names.length * (WARMUP + DURATION + 0.2 * (ROUNDS + 1));
+  log(`${CONCURRENCY.length * names.length} measurements (${WARMUP} s warm-up, ${ROUNDS} x ${slice} s): about ${Math.ceil(estimate / 10) * 10} s`);
+  for (const concurrency of CONCURRENCY) {
+    const rounds = new Map<string, RunStats[]>(names.map((n) => [n, []]));
+    for (const [system, target] of Object.entries(systems)) {
+      if (WARMUP === 0) continue;
+      const w = await load(target, concurrency, WARMUP);
+      counted(system, w);
+      if (failures(w) > 0) {
+        warmupFailures.push(`warm-up of ${system} at c=${concurrency}: ${describeFailures(w)}`);
+        log(`!! ${warmupFailures.at(-1)}`);
+      }
+    }
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [system, target] of Object.entries(systems)) {
+        const r = await load(target, concurrency, slice);
+        counted(system, r);
+        rounds.get(system)!.push(r);
+      }
+    }
+    for (const [system, target] of Object.entries(systems)) {
+      const stats = merge(rounds.get(system)!);
+      rows.push({ system, concurrency, local: target.local === true, stats });
+      log(`${system.padEnd(14)} c=${String(concurrency).padEnd(3)} p50 ${fmt(stats.p50)} ms  p99 ${fmt(stats.p99)} ms  ${Math.round(stats.rps)} req/s${failures(stats) ? `  FAILURES: ${describeFailures(stats)}` : ""}`);
+    }
+  }
+
+  if (inspectorPort && args["cpu-profile"] && systems.cn2) {
+    counted("cn2", await cpuProfile(inspectorPort, args["cpu-profile"], systems.cn2));
+  }
+
+  // 7. Cross-check with cn2's own books: every good answer was served by a key (runs cut
+  // in-flight requests at their end, so the keys may have served up to c more per run).
+  const served = await servedCount(worker.url, opsToken, keyIds, databaseUrl, cn2Answered);
+  const slack = cn2Runs * Math.max(...CONCURRENCY);
+  const booksOk = !systems.cn2 || (served.total >= cn2Answered && served.total - cn2Answered <= slack);
+  if (systems.cn2) {
+    log(`cn2 keys report ${served.total} served (${served.perKey.join(" + ")}), the load generator counted ${cn2Answered} good answers${booksOk ? "" : "  <-- MISMATCH"}`);
+    for (const line of served.details) log(`  ${line}`);
+  }
+
+  if (args.json) printJson(rows);
+  const conditions = `1-min load average ${loadBefore.toFixed(2)} before, ${loadavg()[0]!.toFixed(2)} after; CPU pressure (some, avg10) ${pressureBefore ?? "n/a"}% before, ${cpuPressure() ?? "n/a"}% after`;
+  if (args.json) process.stderr.write(`[bench] ${conditions}\n`);
+  else printTable(rows, { machine: `${machine}; ${conditions}`, miniflare: worker.miniflareVersion });
+
+  const failed = rows.filter((r) => failures(r.stats) > 0);
+  if (failed.length > 0 || warmupFailures.length > 0 || !booksOk) {
+    const lines = [
+      "",
+      "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+      "!!! THIS RUN HAD ERRORS: the figures above are not trustworthy",
+      ...failed.map((r) => `!!! ${r.system} c=${r.concurrency}: ${describeFailures(r.stats)}\n${r.stats.samples.map((s) => `!!!     ${s}`).join("\n")}`),
+      ...warmupFailures.map((w) => `!!! ${w}`),
+      ...(booksOk ? [] : [`!!! cn2 served ${served.total} requests but the load generator counted ${cn2Answered} good answers`]),
+      "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+    ];
+    process.stderr.write(lines.join("\n") + "\n");
+    process.exitCode = 1;
+  }
+}
+
+/** Linux PSI: share of the last 10 s in which some runnable task waited for a CPU. */
+function cpuPressure(): number | null {
+  try {
+    const m = /some avg10=([\d.]+)/.exec(readFileSync("/proc/pressure/cpu", "utf8"));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** On a shared machine: wait (bounded) until other work leaves the CPUs mostly idle. */
+async function waitQuiet(maxSeconds: number) {
+  const deadline = Date.now() + maxSeconds * 1000;
+  for (;;) {
+    const p = cpuPressure();
+    if (p === null || p < 20) return;
+    if (Date.now() > deadline) return log(`!! still busy after ${maxSeconds} s (CPU pressure ${p}%): running anyway`);
+    await new Promise((r) => setTimeout(r, 2_000));
+  }
+}
+
+/** Storage on tmpfs: SQLite commits then cost no disk sync (to tell sync cost from CPU). */
+function tmpfsDir(): string {
+  const dir = mkdtempSync("/dev/shm/cn2-bench-");
+  removeDirOnExit(dir);
+  return dir;
+}
+
+/** One more cn2 run at the highest concurrency, with workerd's CPU profiler on. */
+async function cpuProfile(port: number, path: string, target: Target): Promise<RunStats> {
+  const concurrency = Math.max(...CONCURRENCY);
+  let stats: RunStats | undefined;
+  const profile = await profileWhile(port, "cn2", async () => {
+    stats = await load(target, concurrency, DURATION);
+  });
+  if (!stats) throw new Error("profiled run did not finish");
+  writeProfile(path, profile);
+  const { costs, totalMs, idleMs } = summarize(profile);
+  const served = (stats as RunStats).ok;
+  const busy = totalMs - idleMs;
+  const perReq = served > 0 ? (busy * 1000) / served : NaN;
+  const lines = [
+    `CPU profile of the cn2 isolate (router + Durable Objects), c=${concurrency}, ${served} requests: ` +
+      `${busy.toFixed(0)} ms busy of ${totalMs.toFixed(0)} ms sampled, ${perReq.toFixed(0)} us of JS-thread time per request. Written to ${path}`,
+    "  by inclusive time (us per request, self in brackets):",
+    ...costs
+      .filter((c) => !c.name.startsWith("(root)"))
+      .sort((a, b) => b.totalMs - a.totalMs)
+      .slice(0, 30)
+      .map((c) => `    ${((c.totalMs * 1000) / served).toFixed(1).padStart(7)}  [${((c.selfMs * 1000) / served).toFixed(1).padStart(6)}]  ${c.name}`),
+    "  by self time:",
+    ...costs
+      .sort((a, b) => b.selfMs - a.selfMs)
+      .slice(0, 20)
+      .map((c) => `    ${((c.selfMs * 1000) / served).toFixed(1).padStart(7)}  ${c.name}`),
+  ];
+  process.stderr.write(lines.join("\n") + "\n");
+  return stats;
+}
+
+/** A seller (dev sign-in) lists KEYS openai keys through the seller API, as the CLI would. */
+async function seedKeys(base: string, opsToken: string, publicKey: { kid: string; jwk: JsonWebKey }): Promise<string[]> {
+  const signIn = await fetch(`${base}/auth/dev/sign-in`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "cn2-csrf": "1" },
+    body: JSON.stringify({ email: `bench-${randomHex(6)}@example.test` }),
+    signal: AbortSignal.timeout(20_000),
+  });
+  if (signIn.status !== 200) throw new Error(`dev sign-in: ${signIn.status} ${await signIn.text()}`);
+  const { token, seller } = (await signIn.json()) as { token: string; seller: { id: string } };
+  const sellerId = seller.id;
+  const ids: string[] = [];
+  for (let i = 0; i < KEYS; i++) {
+    const keyId = `k_bench${randomHex(6)}`;
+    const envelope = await encryptCredential(`sk-demo-bench-${i}-${randomHex(8)}`, publicKey, { sellerId, keyId });
+    const config = { provider: "openai", priceMicros: 1000, requestsPerMinute: 100_000, maxConcurrent: 10_000, region: "us", tier: "standard" };
+    const res = await fetch(`${base}/api/keys`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ keyId, sellerId, envelope, config }),
+      signal: AbortSignal.timeout(20_000),
+    });
+    if (res.status !== 201) throw new Error(`seeding key ${keyId}: ${res.status} ${await res.text()}`);
+    ids.push(keyId);
+  }
+  const pool = await fetch(`${base}/ops/pools/openai/us/standard`, { headers: { authorization: `Bearer ${opsToken}` }, signal: AbortSignal.timeout(10_000) });
+  const members = ((await pool.json()) as { pool?: { members?: unknown[] } }).pool?.members?.length ?? 0;
+  if (members !== KEYS) throw new Error(`pool openai/us/standard lists ${members} keys after seeding, expected ${KEYS}`);
+  return ids;
+}
+
+/** Seeding publishes the pool after POOL_DEBOUNCE_MS; a router that looked too early caches "empty" for POOL_CACHE_MS. */
+async function waitForPool(cn2: Target) {
+  const deadline = Date.now() + 15_000;
+  await new Promise((r) => setTimeout(r, 800));
+  for (;;) {
+    const res = await fetch(cn2.url, { method: "POST", headers: cn2.headers, body: cn2.body, signal: AbortSignal.timeout(10_000) });
+    const text = await res.text();
+    if (res.status === 200) return;
+    if (Date.now() > deadline || !text.includes("no_key_available")) throw new Error(`cn2 does not serve after seeding: ${res.status} ${text.slice(0, 300)}`);
+    await new Promise((r) => setTimeout(r, 1_000));
+  }
+}
+
+async function smoke(name: string, target: Target) {
+  const method = target.method ?? "POST";
+  const res = await fetch(target.url, { method, headers: target.headers, body: method === "GET" ? undefined : target.body, signal: AbortSignal.timeout(10_000) });
+  const text = await res.text();
+  if (res.status !== 200 || !target.verify(text)) throw new Error(`smoke request to ${name} (${target.url}) answered ${res.status}: ${text.slice(0, 500)}`);
+}
+
+/**
+ * What the keys say they served: one request_meta row per served request, in the key
+ * object until its earnings flush (EARNINGS_FLUSH_MS) moves it to Postgres request_log.
+ * A flush in progress holds rows in neither for a moment, so this is read again (bounded)
+ * until it reaches `expected`.
+ */
+async function servedCount(base: string, opsToken: string, keyIds: string[], databaseUrl: string, expected: number) {
+  const sql = connect(databaseUrl, { max: 1 });
+  try {
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const perKey: number[] = [];
+      const details: string[] = [];
+      const flushedRows = await sql<{ key_id: string; n: string }[]>`
+        select key_id, count(*) as n from public.request_log
+        where key_id = any(${keyIds}) and status between 200 and 299 group by key_id`;
+      const flushed = new Map(flushedRows.map((r) => [r.key_id, Number(r.n)]));
+      for (const id of keyIds) {
+        const res = await fetch(`${base}/ops/keys/${id}`, { headers: { authorization: `Bearer ${opsToken}` }, signal: AbortSignal.timeout(10_000) });
+        const k = ((await res.json()) as {
+          key?: { limiter?: { windowCount?: number }; bufferedMetadata?: number; health?: { state?: string; latencyMs?: number } };
+        }).key;
+        const buffered = k?.bufferedMetadata ?? 0;
+        const inDb = flushed.get(id) ?? 0;
+        perKey.push(buffered + inDb);
+        details.push(
+          `${id}: ${inDb} requests flushed to Postgres + ${buffered} buffered in the object; limiter window ${k?.limiter?.windowCount} rows; health ${k?.health?.state} (${k?.health?.latencyMs} ms EWMA)`,
+        );
+      }
+      const total = perKey.reduce((a, b) => a + b, 0);
+      if (total >= expected || Date.now() > deadline) return { total, perKey, details };
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+  } finally {
+    await sql.end({ timeout: 2 });
+  }
+}
+
+// ---- output ----------------------------------------------------------------------------
+
+const fmt = (ms: number) => (Number.isFinite(ms) ? ms.toFixed(ms < 10 ? 2 : 1) : "-");
+const describeFailures = (s: RunStats) =>
+  `non-2xx ${s.non2xx} ${JSON.stringify(s.statuses)}, errors ${s.errors} (timeouts ${s.timeouts}), bad bodies ${Math.max(0, s.mismatches - s.non2xx)}`;
+
+function added(rows: Row[], r: Row) {
+  const base = rows.find((x) => x.system === "direct" && x.concurrency === r.concurrency);
+  if (!base || r.system === "direct" || r.local) return null;
+  return { p50: r.stats.p50 - base.stats.p50, p99: r.stats.p99 - base.stats.p99 };
+}
+
+function printJson(rows: Row[]) {
+  for (const r of rows) {
+    const a = added(rows, r);
+    const s = r.stats;
+    const out = {
+      system: r.system,
+      concurrency: r.concurrency,
+      p50_ms: round(s.p50),
+      p99_ms: round(s.p99),
+      rps: Math.round(s.rps),
+      ...(a ? { added_p50_ms: round(a.p50), added_p99_ms: round(a.p99) } : {}),
+      p90_ms: round(s.p90),
+      mean_ms: round(s.mean),
+      requests: s.ok,
+      seconds: Math.round(s.seconds * 100) / 100,
+      non2xx: s.non2xx,
+      errors: s.errors,
+      bad_bodies: Math.max(0, s.mismatches - s.non2xx),
+    };
+    process.stdout.write(JSON.stringify(out) + "\n");
+  }
+}
+
+const round = (x: number) => (Number.isFinite(x) ? Math.round(x * 1000) / 1000 : null);
+
+function printTable(rows: Row[], meta: { machine: string; miniflare: string }) {
+  const out: string[] = [];
+  out.push("");
+  out.push(`cn2 proxy bench: POST /v1/chat/completions (non-streaming), ${DURATION} s per system and concurrency (${ROUNDS} interleaved rounds) after ${WARMUP} s warm-up`);
+  out.push(`${meta.machine}; cn2 in workerd via Miniflare ${meta.miniflare} (no wrangler dev proxy)`);
+  out.push("latency in ms (client side, sub-ms resolution); added = minus direct upstream at the same concurrency");
+  out.push("");
+  const head = ["conc", "system", "p50", "p99", "req/s", "added p50", "added p99", "failures"];
+  const table: string[][] = [head];
+  for (const r of rows) {
+    const a = added(rows, r);
+    table.push([
+      String(r.concurrency),
+      r.system,
+      fmt(r.stats.p50),
+      fmt(r.stats.p99),
+      String(Math.round(r.stats.rps)),
+      a ? signed(a.p50) : "-",
+      a ? signed(a.p99) : "-",
+      String(failures(r.stats)),
+    ]);
+  }
+  const widths = head.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  for (const [i, row] of table.entries()) {
+    out.push(row.map((cell, j) => (j === 1 ? cell.padEnd(widths[j]!) : cell.padStart(widths[j]!))).join("  "));
+    if (i === 0) out.push(widths.map((w) => "-".repeat(w)).join("  "));
+  }
+  out.push("");
+  out.push("cn2 vs Portkey:");
+  for (const c of CONCURRENCY) {
+    const cn2 = rows.find((r) => r.system === "cn2" && r.concurrency === c);
+    const pk = rows.find((r) => r.system === "portkey" && r.concurrency === c);
+    if (!cn2 || !pk) continue;
+    const a = added(rows, cn2)!;
+    const b = added(rows, pk)!;
+    out.push(
+      `  c=${String(c).padEnd(3)} added p50 ${signed(a.p50)} vs ${signed(b.p50)} ms (${ratio(a.p50, b.p50)}), ` +
+        `added p99 ${signed(a.p99)} vs ${signed(b.p99)} ms (${ratio(a.p99, b.p99)}), ` +
+        `req/s ${Math.round(cn2.stats.rps)} vs ${Math.round(pk.stats.rps)} (${ratio(cn2.stats.rps, pk.stats.rps)})`,
+    );
+  }
+  process.stdout.write(out.join("\n") + "\n");
+}
+
+const signed = (x: number) => (x >= 0 ? "+" : "") + fmt(x);
+const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? `${(a / b).toFixed(2)}x` : "n/a");
+
+try {
+  await main();
+} catch (err) {
+  process.stderr.write(`\n!!! bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+} finally {
+  await shutdown();
+}
+// Miniflare and undici may keep handles open; everything is stopped, so leave now.
+process.exit(process.exitCode ?? 0);

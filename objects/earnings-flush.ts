@@ -1,0 +1,218 @@
+// A key object's earnings and request metadata, moved to Postgres (S7, PR16, PR12).
+//
+// SellerKey accumulates what a key earns (its `earnings` row) and one metadata row per
+// request (`request_meta`) in its own SQLite storage, on the hot path, with no network.
+// From an alarm it flushes them, exactly once in effect, even across crashes:
+//
+//   1 take     in one synchronous storage transaction: the accumulator and up to
+//              FLUSH_ROWS metadata rows move into a *pending flush* with the next sequence
+//              number, and the accumulator restarts at zero. The flush id is
+//              `<keyId>.<epoch>.<seq>` (epoch: random, per object lifetime, so a key id
+//              reused after removal never collides with an old flush).
+//   2 send     one Postgres transaction as service_role: public.record_earnings (idempotent
+//              on the flush id: a second delivery with the same figures is a no-op) and the
+//              metadata rows with `on conflict (request_id, key_id) do nothing`.
+//   3 complete the pending flush is deleted locally.
+//
+// A crash (or a lost answer) between 2 and 3 leaves the pending flush in storage; the
+// next run sends the very same flush again, which changes nothing in Postgres, then
+// completes it. Earnings made meanwhile wait in the accumulator for the next flush.
+import { RequestLogEntrySchema, asService, dbErrorName, recordEarnings } from "../schema/db.ts";
+import type { RequestMeta } from "../schema/wire.ts";
+import { connectDb, type DbEnv } from "../worker/db.ts";
+import * as v from "valibot";
+
+/** Metadata rows per flush; more wait for the next run (scheduled at once). */
+export const FLUSH_ROWS = 1000;
+
+export interface PendingFlush {
+  flushId: string;
+  seq: number;
+  keyId: string;
+  sellerId: string;
+  provider: string;
+  periodStart: number;
+  periodEnd: number;
+  /** What buyers paid for this key's served requests: the seller's share plus the fee. */
+  amountMicros: number;
+  feeMicros: number;
+  requestCount: number;
+  meta: RequestMeta[];
+}
+
+export interface FlushOutcome {
+  /** A flush was sent and completed this time (false: nothing to flush). */
+  flushed: boolean;
+  flushId: string | null;
+  /** The ledger row was written now (false: nothing earned, or it was already recorded). */
+  recordedNow: boolean;
+  amountMicros: number;
+  metadataRows: number;
+  /** More metadata rows are waiting for another run. */
+  more: boolean;
+}
+
+export interface FlushTarget {
+  keyId: string;
+  sellerId: string;
+  provider: string;
+  createdAt: number;
+}
+
+type State = {
+  epoch: string;
+  seq: number;
+  last_end: number;
+  pending: string | null;
+};
+
+export class EarningsFlusher {
+  readonly #storage: DurableObjectStorage;
+  readonly #sql: SqlStorage;
+  /** One flush at a time per object: the alarm and an RPC must not interleave. */
+  #running: Promise<FlushOutcome> | null = null;
+
+  constructor(storage: DurableObjectStorage) {
+    this.#storage = storage;
+    this.#sql = storage.sql;
+    this.#ensureTable();
+  }
+
+  /** Also after the object's storage was wiped (key removed, id reused): the table comes back. */
+  #ensureTable() {
+    this.#sql.exec(`CREATE TABLE IF NOT EXISTS earnings_flush (
+      id INTEGER PRIMARY KEY CHECK (id = 1), epoch TEXT NOT NULL, seq INTEGER NOT NULL, last_end INTEGER NOT NULL, pending TEXT)`);
+  }
+
+  /** Take (or resume) a flush, send it and complete it. Throws if Postgres refused or was unreachable. */
+  flush(env: DbEnv, target: FlushTarget): Promise<FlushOutcome> {
+    const run = (this.#running ?? Promise.resolve(null)).catch(() => null).then(() => this.#flushOnce(env, target));
+    this.#running = run;
+    const clear = () => {
+      if (this.#running === run) this.#running = null;
+    };
+    run.then(clear, clear);
+    return run;
+  }
+
+  /** The flush taken but not yet confirmed, if any (ops inspection, tests). */
+  pending(): PendingFlush | null {
+    const raw = this.#state()?.pending;
+    return raw ? (JSON.parse(raw) as PendingFlush) : null;
+  }
+
+  async #flushOnce(env: DbEnv, target: FlushTarget): Promise<FlushOutcome> {
+    const pending = this.take(target);
+    if (!pending) return { flushed: false, flushId: null, recordedNow: false, amountMicros: 0, metadataRows: 0, more: false };
+    let recordedNow = false;
+    try {
+      recordedNow = await send(env, pending);
+    } catch (error) {
+      // A closed account takes no new ledger rows (CN005): what a closing seller's key
+      // earned after the closing flush cannot be credited to anyone. Drop it, loudly.
+      if (dbErrorName(error) !== "seller_closed") throw error;
+      console.error(JSON.stringify({ evt: "earnings_flush_dropped", keyId: pending.keyId, flushId: pending.flushId, reason: "seller_closed", amountMicros: pending.amountMicros }));
+    }
+    this.complete(pending);
+    return {
+      flushed: true, flushId: pending.flushId, recordedNow, amountMicros: pending.amountMicros,
+      metadataRows: pending.meta.length, more: this.#bufferedRows() > 0,
+    };
+  }
+
+  /** Step 1 (synchronous, atomic): the pending flush, taken now unless one is waiting. */
+  take(target: FlushTarget): PendingFlush | null {
+    return this.#storage.transactionSync(() => {
+      const state = this.#state() ?? this.#initState(target.createdAt);
+      if (state.pending) return JSON.parse(state.pending) as PendingFlush;
+      const earned = this.#sql.exec<{ unflushed_micros: number; fee_micros: number; served_count: number }>(
+        "SELECT unflushed_micros, fee_micros, served_count FROM earnings WHERE id = 1").toArray()[0];
+      const rows = this.#sql.exec<Record<string, string | number>>("SELECT * FROM request_meta ORDER BY at, request_id LIMIT ?", FLUSH_ROWS).toArray();
+      const amount = (earned?.unflushed_micros ?? 0) + (earned?.fee_micros ?? 0);
+      if (amount === 0 && rows.length === 0) {
+        // Unpaid (operator) traffic leaves only a count: nothing to credit.
+        if (earned) this.#sql.exec("UPDATE earnings SET served_count = 0 WHERE id = 1");
+        return null;
+      }
+      const seq = state.seq + 1;
+      const periodEnd = Math.max(Date.now(), state.last_end);
+      const pending: PendingFlush = {
+        flushId: `${target.keyId}.${state.epoch}.${seq}`,
+        seq, keyId: target.keyId, sellerId: target.sellerId, provider: target.provider,
+        periodStart: state.last_end, periodEnd,
+        amountMicros: amount, feeMicros: earned?.fee_micros ?? 0, requestCount: earned?.served_count ?? 0,
+        meta: rows.map(toMeta),
+      };
+      this.#sql.exec("UPDATE earnings SET unflushed_micros = 0, fee_micros = 0, served_count = 0 WHERE id = 1");
+      for (const m of pending.meta) this.#sql.exec("DELETE FROM request_meta WHERE request_id = ?", m.requestId);
+      this.#sql.exec("UPDATE earnings_flush SET seq = ?, last_end = ?, pending = ? WHERE id = 1", seq, periodEnd, JSON.stringify(pending));
+      return pending;
+    });
+  }
+
+  /** Step 3: forget a flush Postgres has confirmed (only that one: a newer one stays). */
+  complete(pending: PendingFlush): void {
+    const state = this.#state();
+    if (!state?.pending) return;
+    if ((JSON.parse(state.pending) as PendingFlush).seq === pending.seq) this.#sql.exec("UPDATE earnings_flush SET pending = NULL WHERE id = 1");
+  }
+
+  #state(): State | undefined {
+    this.#ensureTable();
+    return this.#sql.exec<State>("SELECT epoch, seq, last_end, pending FROM earnings_flush WHERE id = 1").toArray()[0];
+  }
+
+  #initState(createdAt: number): State {
+    const epoch = [...crypto.getRandomValues(new Uint8Array(5))].map((b) => b.toString(16).padStart(2, "0")).join("");
+    this.#sql.exec("INSERT INTO earnings_flush (id, epoch, seq, last_end, pending) VALUES (1, ?, 0, ?, NULL)", epoch, createdAt);
+    return { epoch, seq: 0, last_end: createdAt, pending: null };
+  }
+
+  #bufferedRows(): number {
+    return this.#sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta").one().n;
+  }
+}
+
+function toMeta(row: Record<string, string | number>): RequestMeta {
+  return {
+    requestId: String(row.request_id), at: Number(row.at), method: String(row.method), route: String(row.route),
+    status: Number(row.status), latencyMs: Number(row.latency_ms), amountMicros: Number(row.amount_micros),
+    outcome: row.outcome as RequestMeta["outcome"],
+  };
+}
+
+/** Step 2: one transaction; true when the ledger row was written now. */
+async function send(env: DbEnv, p: PendingFlush): Promise<boolean> {
+  // Metadata the database would refuse (no request id: a call that did not come through
+  // the router) is not worth failing the earnings for.
+  const rows = p.meta.flatMap((m) => {
+    const parsed = v.safeParse(RequestLogEntrySchema, {
+      requestId: m.requestId, keyId: p.keyId, provider: p.provider, route: m.route, method: m.method,
+      at: new Date(m.at), latencyMs: m.latencyMs, status: m.status, amountMicros: m.amountMicros, outcome: m.outcome,
+    });
+    return parsed.success ? [parsed.output] : [];
+  });
+  if (rows.length < p.meta.length) console.log(JSON.stringify({ evt: "request_meta_skipped", keyId: p.keyId, rows: p.meta.length - rows.length }));
+  const sql = connectDb(env, 1);
+  try {
+    return await asService(sql, async (tx) => {
+      const recorded = p.amountMicros > 0
+        ? await recordEarnings(tx, {
+          flushId: p.flushId, keyId: p.keyId, sellerId: p.sellerId,
+          periodStart: new Date(p.periodStart), periodEnd: new Date(p.periodEnd),
+          amountMicros: p.amountMicros, feeMicros: p.feeMicros, requestCount: p.requestCount,
+        })
+        : false;
+      if (rows.length > 0) {
+        const values = rows.map((r) => ({
+          request_id: r.requestId, key_id: r.keyId, provider: r.provider, route: r.route, method: r.method,
+          at: r.at, latency_ms: r.latencyMs, status: r.status, amount_micros: r.amountMicros, outcome: r.outcome,
+        }));
+        await tx`insert into public.request_log ${tx(values)} on conflict (request_id, key_id) do nothing`;
+      }
+      return recorded;
+    });
+  } finally {
+    await sql.end({ timeout: 5 }).catch(() => {});
+  }
+}

@@ -1,0 +1,127 @@
+// S7, PR16, PR12: key objects flush what they earned (and the requests' metadata) to
+// Postgres from an alarm, idempotently: running the alarm twice, or repeating a flush
+// after a crash between the database commit and the local reset, never counts twice.
+import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import type { EarningsFlusher } from "../../objects/earnings-flush.ts";
+import type { SellerKey } from "../../objects/seller-key.ts";
+import type { Env } from "../../worker/env.ts";
+import { keyStub } from "../../worker/keys.ts";
+import { addKey, as, inspect, keyRequest, ownerDb, signIn, type TestSeller } from "./helpers.ts";
+
+const e = env as unknown as Env;
+
+interface Earnings {
+  balance: { earnedMicros: number; withdrawnMicros: number; availableMicros: number };
+  history: { keyId: string; grossMicros: number; feeMicros: number; netMicros: number; requestCount: number }[];
+}
+const earningsOf = async (s: TestSeller) => (await (await as(s, "/api/earnings")).json()) as Earnings;
+
+/** Paid requests as the router hands them to the key object (price 1000, fee 10%). */
+async function serve(keyId: string, n: number) {
+  for (let i = 0; i < n; i++) {
+    const res = await keyStub(e, keyId, "default").fetch(keyRequest({ paidMicros: 1000 }));
+    expect(res.status).toBe(200);
+    await res.text();
+  }
+}
+
+const requestLogRows = (keyId: string) => ownerDb(async (sql) => (await sql`select count(*)::int as n from public.request_log where key_id = ${keyId}`)[0]!.n as number);
+
+describe("earnings flush", () => {
+  it("PR16: a served request schedules the flush alarm; the alarm credits the ledger and moves the metadata", async () => {
+    const s = await signIn("earner");
+    const { keyId } = await addKey({ seller: s, config: { priceMicros: 1000 } });
+    const stub = keyStub(e, keyId, "default");
+    expect(await runInDurableObject(stub, (_i, state) => state.storage.getAlarm())).toBeNull();
+    await serve(keyId, 3);
+    expect(await runInDurableObject(stub, (_i, state) => state.storage.getAlarm())).toBeGreaterThan(Date.now());
+    expect((await inspect(keyId)).earnings).toEqual({ unflushedMicros: 2700, feeMicros: 300, servedCount: 3 });
+    expect((await earningsOf(s)).balance.earnedMicros).toBe(0);
+
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    const after = await earningsOf(s);
+    expect(after.balance).toEqual({ earnedMicros: 2700, withdrawnMicros: 0, availableMicros: 2700 });
+    expect(after.history).toMatchObject([{ keyId, grossMicros: 3000, feeMicros: 300, netMicros: 2700, requestCount: 3 }]);
+    expect(await requestLogRows(keyId)).toBe(3);
+    expect(await inspect(keyId)).toMatchObject({ earnings: { unflushedMicros: 0, feeMicros: 0, servedCount: 0 }, bufferedMetadata: 0 });
+
+    // The alarm again, and an explicit flush: nothing left, nothing counted twice.
+    expect(await runDurableObjectAlarm(stub)).toBe(false);
+    expect(await stub.flushEarnings()).toMatchObject({ ok: true, value: { flushed: false } });
+    expect((await earningsOf(s)).balance.earnedMicros).toBe(2700);
+    expect((await earningsOf(s)).history).toHaveLength(1);
+    expect(await requestLogRows(keyId)).toBe(3);
+  });
+
+  it("a flush repeated after a crash between the database commit and the local reset does not double count", async () => {
+    const s = await signIn("crash");
+    const { keyId } = await addKey({ seller: s, config: { priceMicros: 1000 } });
+    const stub = keyStub(e, keyId, "default");
+    await serve(keyId, 2);
+
+    // Crash: the flush reaches Postgres, then the object dies before forgetting it.
+    const crashed = await runInDurableObject(stub, async (instance: SellerKey) => {
+      const flusher = (instance as unknown as { flusher: EarningsFlusher }).flusher;
+      const complete = flusher.complete;
+      flusher.complete = () => {
+        throw new Error("crash after commit");
+      };
+      try {
+        return await instance.flushEarnings();
+      } finally {
+        flusher.complete = complete;
+      }
+    });
+    expect(crashed.ok).toBe(false);
+    expect((await earningsOf(s)).balance.earnedMicros).toBe(1800); // committed
+    const pending = await runInDurableObject(stub, (instance: SellerKey) => (instance as unknown as { flusher: EarningsFlusher }).flusher.pending());
+    expect(pending).toMatchObject({ keyId, amountMicros: 2000, feeMicros: 200, requestCount: 2 });
+
+    // Meanwhile the key earns more; then the alarm runs: the pending flush is sent again
+    // (a no-op in Postgres), completed, and the new earnings follow in the next flush.
+    await serve(keyId, 1);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    const afterRetry = await earningsOf(s);
+    expect(afterRetry.balance.earnedMicros).toBe(1800);
+    expect(afterRetry.history).toHaveLength(1);
+    const rest = await stub.flushEarnings();
+    expect(rest).toMatchObject({ ok: true, value: { flushed: true, recordedNow: true, amountMicros: 1000 } });
+    const final = await earningsOf(s);
+    expect(final.balance.earnedMicros).toBe(2700);
+    expect(final.history.map((h) => h.netMicros).sort()).toEqual([1800, 900]);
+    expect(await requestLogRows(keyId)).toBe(3);
+    const ledger = await ownerDb((sql) => sql`select flush_id from public.earnings_ledger where key_id = ${keyId} order by id`);
+    expect(ledger.map((r) => r.flush_id)).toEqual([pending!.flushId, expect.stringMatching(new RegExp(`^${keyId}\\.[0-9a-f]{10}\\.2$`))]);
+  });
+
+  it("a database that cannot be reached keeps the earnings for a later flush", async () => {
+    const s = await signIn("offline");
+    const { keyId } = await addKey({ seller: s, config: { priceMicros: 1000 } });
+    const stub = keyStub(e, keyId, "default");
+    await serve(keyId, 1);
+    const failed = await runInDurableObject(stub, async (instance: SellerKey) => {
+      const self = instance as unknown as { env: Env };
+      const real = self.env;
+      self.env = { ...real, HYPERDRIVE: { connectionString: "postgres://postgres:postgres@127.0.0.1:1/postgres" } as Hyperdrive };
+      try {
+        return await instance.flushEarnings();
+      } finally {
+        self.env = real;
+      }
+    });
+    expect(failed).toMatchObject({ ok: false, code: "db_unavailable" });
+    expect((await earningsOf(s)).balance.earnedMicros).toBe(0);
+    expect(await stub.flushEarnings()).toMatchObject({ ok: true, value: { flushed: true } });
+    expect((await earningsOf(s)).balance.earnedMicros).toBe(900);
+  });
+
+  it("removing a key flushes it first: nothing earned is lost", async () => {
+    const s = await signIn("remover");
+    const { keyId } = await addKey({ seller: s, config: { priceMicros: 1000 } });
+    await serve(keyId, 2);
+    expect((await as(s, `/api/keys/${keyId}`, { method: "DELETE" })).status).toBe(200);
+    expect((await earningsOf(s)).balance.earnedMicros).toBe(1800);
+  });
+});

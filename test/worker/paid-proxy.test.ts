@@ -1,0 +1,554 @@
+// The paid proxy end to end inside workerd, through the Worker's real entry: a buyer with
+// no account (a keypair and prepaid credit) gets a 402 quoting the cheapest key it may
+// use, pays with the credit method, is served with a Payment-Receipt, and the serving key
+// earns its price minus the marketplace fee (B1, B6, P2, P6, S7). Refusals debit nothing
+// and never reach the upstream; failed requests are refunded; the money adds up exactly
+// over random request sequences with injected upstream failures (fast-check).
+//
+// The demo upstream is shared with the other workerd suites: this file never resets it,
+// uses fresh keys (so fresh credentials) per test, and reads its log by credential.
+import { env } from "cloudflare:workers";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import fc from "fast-check";
+import { Challenge, Credential, Receipt } from "mppx";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { creditClient, generateBuyerKey, type BuyerKey } from "../../buyer/keys.ts";
+import * as v from "valibot";
+import { KeyConfigSchema, type KeyConfigInput } from "../../schema/wire.ts";
+import { poolStub } from "../../objects/pool-index.ts";
+import type { Env } from "../../worker/env.ts";
+import { keyStub } from "../../worker/keys.ts";
+import { ACCOUNT_HEADERS, accountMessage } from "../../worker/payments/method.ts";
+import { sign } from "../../worker/payments/did.ts";
+import { sha256Hex, toBase64Url } from "../../worker/payments/encoding.ts";
+import { parseReceipt, split, type Cn2Receipt } from "../../worker/payments/index.ts";
+import { issueChallenges } from "../../worker/payments/server.ts";
+import { PROOF_SHARDS, proofShardName } from "../../worker/payments/store.ts";
+import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../worker/vault.ts";
+import { homeFor } from "../../worker/keys.ts";
+import { baseConfig, call, demo, demoLog, inspect, newKeyId } from "./helpers.ts";
+
+const e = env as unknown as Env;
+const CHAT = "/openai/v1/chat/completions";
+const EMBEDDINGS = "/openai/v1/embeddings";
+const ROUTE = `POST ${CHAT}`;
+const FEE_BPS = 1000;
+
+const chatJson = (opts: { stream?: boolean; model?: string | null } = {}) =>
+  JSON.stringify({ ...(opts.model === null ? {} : { model: opts.model ?? "gpt-4o-mini" }), stream: opts.stream ?? false, messages: [{ role: "user", content: "Hello" }] });
+
+type Problem = { type: string; status: number; code: string; detail: string; requestId: string; error: { code: string; message: string } };
+
+interface Attempt {
+  headers?: Record<string, string>;
+  path?: string;
+  body?: string;
+}
+
+/** One request through the Worker's entry, unpaid unless `authorization` is given. */
+function ask(a: Attempt = {}, authorization?: string) {
+  return call(a.path ?? CHAT, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...a.headers, ...(authorization ? { authorization } : {}) },
+    body: a.body ?? chatJson(),
+  });
+}
+
+/** The credit credential for a 402's challenge, signed by `key`. */
+async function credentialFrom(res: Response, key: BuyerKey) {
+  expect(res.status).toBe(402);
+  const [challenge] = Challenge.fromResponseList(res);
+  await res.body?.cancel();
+  return { challenge: challenge!, credential: await creditClient(key).createCredential({ challenge: challenge! as never }) };
+}
+
+/** Ask, pay the 402 with `key`, send again: what a paying client does. */
+async function paid(key: BuyerKey, a: Attempt = {}) {
+  const { challenge, credential } = await credentialFrom(await ask(a), key);
+  return { challenge, credential, res: await ask(a, credential) };
+}
+
+async function newBuyer(fundMicros: number): Promise<BuyerKey> {
+  const key = await generateBuyerKey();
+  if (fundMicros > 0) {
+    // The dev faucet route (DEV_FAUCET=1 in the test bindings), as a buyer would use it.
+    const res = await call("/api/credit/faucet", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ buyerId: key.buyerId, amountMicros: fundMicros }) });
+    expect(res.status, await res.clone().text()).toBe(200);
+  }
+  return key;
+}
+
+const wallet = (buyerId: string) => e.BUYER_WALLET.get(e.BUYER_WALLET.idFromName(buyerId));
+const balanceOf = async (buyerId: string) => (await wallet(buyerId).summary()).balanceMicros;
+const claimCount = (buyerId: string) => runInDurableObject(wallet(buyerId), (_i, state) => state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM claims").one().n);
+const hitsOf = async (...credentials: string[]) => (await demoLog()).filter((entry) => entry.credential !== null && credentials.includes(entry.credential));
+const earningsOf = async (keyId: string) => (await inspect(keyId)).earnings;
+const receiptOf = (res: Response): Cn2Receipt => {
+  const value = res.headers.get("payment-receipt");
+  expect(value, "Payment-Receipt header").not.toBeNull();
+  return parseReceipt(value!)!;
+};
+const problemOf = async (res: Response) => {
+  expect(res.headers.get("content-type")).toBe("application/problem+json");
+  return (await res.json()) as Problem;
+};
+
+/** Drain a body; a stream cut shows as a rejected read. */
+async function drain(res: Response): Promise<{ text: string; cut: boolean }> {
+  try {
+    return { text: await res.text(), cut: false };
+  } catch {
+    return { text: "", cut: true };
+  }
+}
+
+// Keys are made on their SellerKey objects directly, as the seller API does after its own
+// checks: these suites are about payments, not about who may list a key.
+const made: { keyId: string; home: "eu" | "default" }[] = [];
+
+async function key(over: Partial<KeyConfigInput>) {
+  const keyId = newKeyId();
+  const sellerId = crypto.randomUUID();
+  const credential = `sk-demo-${keyId}`;
+  const [current] = publicKeysOf(parseVaultPrivateKeys(e.VAULT_PRIVATE_KEYS));
+  const envelope = await encryptCredential(credential, current!, { sellerId, keyId });
+  const config = v.parse(KeyConfigSchema, baseConfig({ priceMicros: 2000, ...over }));
+  const home = homeFor(config.region);
+  const created = await keyStub(e, keyId, home).create({ keyId, sellerId, envelope, config }, home);
+  if (!created.ok) throw new Error(`key: ${created.code} ${created.message}`);
+  made.push({ keyId, home });
+  return { keyId, credential, home };
+}
+
+async function reprice(k: { keyId: string; home: "eu" | "default" }, priceMicros: number) {
+  const result = await keyStub(e, k.keyId, k.home).configure({ priceMicros });
+  expect(result.ok).toBe(true);
+}
+
+async function removeKey(k: { keyId: string; home: "eu" | "default" }) {
+  await keyStub(e, k.keyId, k.home).remove();
+}
+
+beforeEach(async () => {
+  for (const k of made.splice(0)) await removeKey(k);
+});
+
+describe("the 402 quote (B1, P2, B3)", () => {
+  it("PR8: an unpaid request gets 402 + WWW-Authenticate: Payment quoting the cheapest key it may use, by tier, region, route and price cap", async () => {
+    const cheap = await key({ priceMicros: 2000, region: "us", routePrices: [{ route: "POST /v1/embeddings", priceMicros: 500 }] });
+    const dear = await key({ priceMicros: 3000, region: "us" });
+    const eu = await key({ priceMicros: 2500, region: "eu" });
+    const premium = await key({ priceMicros: 1200, region: "us", tier: "premium" });
+    const economy = await key({ priceMicros: 800, region: "asia", tier: "economy" });
+
+    const quote = async (a: Attempt) => {
+      const res = await ask(a);
+      expect(res.status, await res.clone().text()).toBe(402);
+      expect(res.headers.get("www-authenticate")).toMatch(/^Payment /);
+      const body = await problemOf(res.clone());
+      expect(body).toMatchObject({ status: 402, code: "payment_required" });
+      expect(body.requestId).toBe(res.headers.get("cn2-request-id"));
+      const [challenge, ...more] = Challenge.fromResponseList(res);
+      expect(more).toHaveLength(0);
+      expect(challenge!.method).toBe("credit");
+      expect(Challenge.verify(challenge!, { secretKey: e.MPP_SECRET_KEY! })).toBe(true);
+      return Number((challenge!.request as { amount: string }).amount);
+    };
+    expect(await quote({})).toBe(2000);
+    expect(await quote({ headers: { "cn2-tier": "premium" } })).toBe(1200);
+    expect(await quote({ headers: { "cn2-tier": "economy" } })).toBe(800);
+    expect(await quote({ headers: { "cf-ipcountry": "DE" } })).toBe(2500); // EU buyers: EU keys only
+    expect(await quote({ headers: { "cf-ipcountry": "US" } })).toBe(2000);
+    expect(await quote({ path: EMBEDDINGS, body: JSON.stringify({ model: "text-embedding-3-small", input: "hi" }) })).toBe(500);
+    expect(await quote({ headers: { "cn2-max-price": "2000" } })).toBe(2000);
+    expect(await quote({ headers: { "cn2-max-price": "2500", "cf-ipcountry": "FR" } })).toBe(2500);
+
+    // No eligible key: a clear error, not a challenge the buyer cannot use.
+    for (const [headers, status, code] of [
+      [{ "cn2-max-price": "1999" }, 422, "price_cap_too_low"],
+      [{ "cn2-max-price": "2499", "cf-ipcountry": "DE" }, 422, "price_cap_too_low"],
+      [{ "cf-ipcountry": "IT", "cn2-tier": "premium" }, 503, "no_eu_key_available"],
+    ] as const) {
+      const res = await ask({ headers });
+      expect(res.status).toBe(status);
+      expect(res.headers.has("www-authenticate")).toBe(false);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe(code);
+    }
+    // Quoting contacts no upstream.
+    expect(await hitsOf(cheap.credential, dear.credential, eu.credential, premium.credential, economy.credential)).toHaveLength(0);
+  });
+});
+
+describe("paying through the proxy (B1, S7)", () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it("PR8 PR16: a paid retry is served with a Payment-Receipt; the wallet pays exactly the quote; the key earns its price minus the fee, the fee is the rest", async () => {
+    expect(e.MARKETPLACE_FEE_BPS).toBe(String(FEE_BPS));
+    const served = await key({ priceMicros: 2000 });
+    const dear = await key({ priceMicros: 5000 });
+    const buyer = await newBuyer(10_000);
+    const { challenge, res } = await paid(buyer);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { choices: { message: { content: string } }[] };
+    expect(body.choices[0]!.message.content).toContain("cn2 demo upstream");
+    const receipt = receiptOf(res);
+    expect(receipt).toMatchObject({ method: "credit", status: "success", reference: challenge.id, amountMicros: 2000, currency: "usd", refunded: false });
+    expect(receipt.requestId).toBe(res.headers.get("cn2-request-id"));
+    expect(receipt.signature).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(Receipt.fromResponse(res)).toMatchObject({ reference: challenge.id });
+
+    expect(await balanceOf(buyer.buyerId)).toBe(8000);
+    const { history } = await wallet(buyer.buyerId).summary();
+    expect(history.map((h) => [h.kind, h.amountMicros])).toEqual([["debit", 2000], ["topup", 10_000]]);
+    const { sellerMicros, feeMicros } = split(2000, 2000, FEE_BPS);
+    expect([sellerMicros, feeMicros]).toEqual([1800, 200]);
+    expect(await earningsOf(served.keyId)).toEqual({ unflushedMicros: 1800, feeMicros: 200, servedCount: 1 });
+    expect(await earningsOf(dear.keyId)).toEqual({ unflushedMicros: 0, feeMicros: 0, servedCount: 0 });
+    expect(await hitsOf(served.credential)).toHaveLength(1);
+    expect(await hitsOf(dear.credential)).toHaveLength(0);
+  });
+
+  it("PR16: a key that got cheaper after the quote serves at its own price; the fee keeps the difference", async () => {
+    const k = await key({ priceMicros: 2000 });
+    const buyer = await newBuyer(10_000);
+    const { credential } = await credentialFrom(await ask(), buyer);
+    await reprice(k, 1500);
+    const res = await ask({}, credential);
+    expect(res.status).toBe(200);
+    await res.text();
+    expect(receiptOf(res)).toMatchObject({ amountMicros: 2000, refunded: false });
+    expect(await balanceOf(buyer.buyerId)).toBe(8000);
+    // 1500 - 10% = 1350 to the seller; 2000 - 1350 = 650 to the marketplace.
+    expect(await earningsOf(k.keyId)).toEqual({ unflushedMicros: 1350, feeMicros: 650, servedCount: 1 });
+  });
+
+  it("B6: prices that rose after the quote: the payment is refunded at once and a fresh challenge quotes the new price", async () => {
+    const k = await key({ priceMicros: 2000 });
+    const buyer = await newBuyer(10_000);
+    const { credential } = await credentialFrom(await ask(), buyer);
+    await reprice(k, 2600);
+    const res = await ask({}, credential);
+    expect(res.status).toBe(402);
+    const [fresh] = Challenge.fromResponseList(res);
+    expect((fresh!.request as { amount: string }).amount).toBe("2600");
+    expect((await problemOf(res)).detail).toMatch(/refunded/);
+    expect(await balanceOf(buyer.buyerId)).toBe(10_000);
+    expect((await wallet(buyer.buyerId).summary()).history.map((h) => h.kind)).toEqual(["refund", "debit", "topup"]);
+    expect(await hitsOf(k.credential)).toHaveLength(0);
+    expect(await earningsOf(k.keyId)).toMatchObject({ servedCount: 0, unflushedMicros: 0, feeMicros: 0 });
+  });
+});
+
+describe("stale pool snapshots", () => {
+  it("B6: a key repriced above what was paid, still listed at its old price, refuses before calling upstream; the buyer is refunded and the key keeps nothing", async () => {
+    const k = await key({ priceMicros: 2000 });
+    const buyer = await newBuyer(10_000);
+    const { credential } = await credentialFrom(await ask(), buyer);
+    const stale = await e.POOLS.get("pool:openai:us:standard");
+    await reprice(k, 2600);
+    // The router still reads the old price, as an isolate cache or KV lag would show it.
+    await e.POOLS.put("pool:openai:us:standard", stale!);
+    const res = await ask({}, credential);
+    expect(res.status).toBe(409);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("price_above_paid");
+    expect(receiptOf(res)).toMatchObject({ amountMicros: 2000, refunded: true });
+    expect(await balanceOf(buyer.buyerId)).toBe(10_000);
+    expect(await hitsOf(k.credential)).toHaveLength(0);
+    const info = await inspect(k.keyId);
+    expect(info).toMatchObject({ inFlight: 0, spend: { dayMicros: 0 }, earnings: { servedCount: 0, unflushedMicros: 0, feeMicros: 0 } });
+  });
+});
+
+describe("single-use credentials (P6)", () => {
+  it("PR23: 12 concurrent requests with one credential: exactly one is served, 11 are refused as replayed, one debit, one upstream call", async () => {
+    const k = await key({ priceMicros: 2000 });
+    const buyer = await newBuyer(100_000);
+    const { credential } = await credentialFrom(await ask(), buyer);
+    const results = await Promise.all(Array.from({ length: 12 }, () => ask({}, credential)));
+    const ok = results.filter((r) => r.status === 200);
+    expect(results.map((r) => r.status).sort()).toEqual([200, ...Array<number>(11).fill(402)]);
+    await ok[0]!.text();
+    for (const r of results.filter((x) => x.status === 402)) {
+      expect((await problemOf(r)).code).toBe("replayed");
+      expect(r.headers.get("www-authenticate")).toMatch(/^Payment /); // pay a fresh one instead
+    }
+    expect(await balanceOf(buyer.buyerId)).toBe(98_000);
+    expect(await claimCount(buyer.buyerId)).toBe(1);
+    expect(await hitsOf(k.credential)).toHaveLength(1);
+    expect(await earningsOf(k.keyId)).toEqual({ unflushedMicros: 1800, feeMicros: 200, servedCount: 1 });
+  });
+
+  it("PR23: a credential for one route cannot pay another (wrong_route): nothing debited, no upstream call", async () => {
+    const k = await key({ priceMicros: 2000 });
+    const buyer = await newBuyer(10_000);
+    const { credential } = await credentialFrom(await ask(), buyer);
+    const res = await ask({ path: EMBEDDINGS, body: JSON.stringify({ model: "text-embedding-3-small", input: "hi" }) }, credential);
+    expect(res.status).toBe(402);
+    expect((await problemOf(res)).code).toBe("wrong_route");
+    expect(await balanceOf(buyer.buyerId)).toBe(10_000);
+    expect(await claimCount(buyer.buyerId)).toBe(0);
+    expect(await hitsOf(k.credential)).toHaveLength(0);
+    // Still good for its own route.
+    const own = await ask({}, credential);
+    expect(own.status).toBe(200);
+    await own.text();
+  });
+});
+
+describe("refused credentials through the proxy: a stable code, nothing debited, no upstream call (P6)", () => {
+  const cases: { name: string; fund?: number; make(key: BuyerKey, other: BuyerKey): Promise<string>; code: string }[] = [
+    {
+      name: "expired",
+      code: "expired",
+      async make(key) {
+        const [challenge] = await issueChallenges(e, { amountMicros: 2000, route: ROUTE, expires: new Date(Date.now() - 1000) });
+        return creditClient(key).createCredential({ challenge: challenge as never });
+      },
+    },
+    {
+      name: "tampered (a lower amount)",
+      code: "tampered",
+      async make(key) {
+        const c = Credential.deserialize((await credentialFrom(await ask(), key)).credential);
+        return Credential.serialize({ ...c, challenge: { ...c.challenge, request: { ...c.challenge.request, amount: "1" } } });
+      },
+    },
+    {
+      name: "wrong signature (another key signed, this key's DID as source)",
+      code: "bad_signature",
+      async make(key, other) {
+        const { challenge } = await credentialFrom(await ask(), key);
+        const c = Credential.deserialize(await creditClient(other).createCredential({ challenge: challenge as never }));
+        return Credential.serialize({ ...c, source: key.did });
+      },
+    },
+    {
+      name: "unknown method",
+      code: "unknown_method",
+      async make(key) {
+        const c = Credential.deserialize((await credentialFrom(await ask(), key)).credential);
+        return Credential.serialize({ ...c, challenge: { ...c.challenge, method: "bitcoin" } });
+      },
+    },
+    {
+      name: "malformed",
+      code: "malformed_credential",
+      make: async () => "Payment not-a-credential!",
+    },
+    {
+      name: "insufficient balance",
+      code: "insufficient_balance",
+      fund: 1999,
+      async make(key) {
+        return (await credentialFrom(await ask(), key)).credential;
+      },
+    },
+  ];
+
+  for (const c of cases) {
+    it(`PR23: ${c.name} -> 402 ${c.code}`, async () => {
+      const k = await key({ priceMicros: 2000 });
+      const buyer = await newBuyer(c.fund ?? 10_000);
+      const other = await newBuyer(10_000);
+      const authorization = await c.make(buyer, other);
+      const before = { balance: await balanceOf(buyer.buyerId), other: await balanceOf(other.buyerId) };
+      const res = await ask({}, authorization);
+      expect(res.status).toBe(402);
+      const body = await problemOf(res);
+      expect(body.code).toBe(c.code);
+      expect(body.error.code).toBe(c.code);
+      expect(body.requestId).toBe(res.headers.get("cn2-request-id"));
+      expect(res.headers.has("payment-receipt")).toBe(false);
+      expect(await balanceOf(buyer.buyerId)).toBe(before.balance);
+      expect(await balanceOf(other.buyerId)).toBe(before.other);
+      expect(await claimCount(buyer.buyerId)).toBe(0);
+      expect(await hitsOf(k.credential)).toHaveLength(0);
+      expect((await earningsOf(k.keyId)).servedCount).toBe(0);
+    });
+  }
+});
+
+describe("B6: a buyer pays only for a successful answer", () => {
+  it("B6: every key failing before the first byte: the buyer gets the error with a refunded receipt, and the wallet is whole", async () => {
+    const a = await key({ priceMicros: 2000 });
+    const b = await key({ priceMicros: 2000 });
+    for (const k of [a, b]) await demo("/__demo/behaviour", { credential: k.credential, status: 500 });
+    const buyer = await newBuyer(10_000);
+    const { res } = await paid(buyer);
+    expect(res.status).toBe(502);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("upstream_error");
+    expect(receiptOf(res)).toMatchObject({ amountMicros: 2000, refunded: true, requestId: res.headers.get("cn2-request-id") });
+    expect(await balanceOf(buyer.buyerId)).toBe(10_000);
+    const { history } = await wallet(buyer.buyerId).summary();
+    expect(history.map((h) => [h.kind, h.amountMicros])).toEqual([["refund", 2000], ["debit", 2000], ["topup", 10_000]]);
+    // Both keys were tried (the failures were real), and neither earned.
+    expect((await hitsOf(a.credential, b.credential)).map((h) => h.status)).toEqual([500, 500]);
+    for (const k of [a, b]) expect(await earningsOf(k.keyId)).toEqual({ unflushedMicros: 0, feeMicros: 0, servedCount: 0 });
+  });
+
+  it("B6: an upstream 400 (the buyer's own bad request) is passed through and refunded", async () => {
+    const k = await key({ priceMicros: 2000 });
+    const buyer = await newBuyer(10_000);
+    const { res } = await paid(buyer, { body: chatJson({ model: null }) });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/model/);
+    expect(receiptOf(res)).toMatchObject({ amountMicros: 2000, refunded: true });
+    expect(await balanceOf(buyer.buyerId)).toBe(10_000);
+    expect(await earningsOf(k.keyId)).toEqual({ unflushedMicros: 0, feeMicros: 0, servedCount: 0 });
+    expect((await hitsOf(k.credential)).map((h) => h.status)).toEqual([400]);
+  });
+
+  it("a stream cut after bytes were sent stays charged, and the key records stream_cut for the request id (the dispute trail)", async () => {
+    const k = await key({ priceMicros: 2000 });
+    await demo("/__demo/behaviour", { credential: k.credential, cutAfterChunks: 2 });
+    const buyer = await newBuyer(10_000);
+    const { res } = await paid(buyer, { body: chatJson({ stream: true }) });
+    expect(res.status).toBe(200);
+    const receipt = receiptOf(res);
+    expect(receipt).toMatchObject({ amountMicros: 2000, refunded: false });
+    expect((await drain(res)).cut).toBe(true);
+    expect(await balanceOf(buyer.buyerId)).toBe(8000);
+    const requestId = res.headers.get("cn2-request-id")!;
+    expect(receipt.requestId).toBe(requestId);
+    const stub = keyStub(e, k.keyId, "default");
+    let row: { outcome: string; amountMicros: number; status: number } | undefined;
+    for (let i = 0; i < 100 && row?.outcome !== "stream_cut"; i++) {
+      row = (await stub.bufferedMeta()).find((m) => m.requestId === requestId);
+      if (row?.outcome !== "stream_cut") await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(row).toMatchObject({ outcome: "stream_cut", amountMicros: 2000, status: 200 });
+    expect((await inspect(k.keyId)).events).toContainEqual(expect.objectContaining({ kind: "request.stream_cut", detail: requestId }));
+    expect(await earningsOf(k.keyId)).toEqual({ unflushedMicros: 1800, feeMicros: 200, servedCount: 1 });
+  });
+});
+
+describe("the raw principal (B2)", () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it("PR9: after paid runs (served, replayed, refunded, refused, account calls) the buyer's DID is in no storage, KV or log line", async () => {
+    const logged: string[] = [];
+    for (const level of ["log", "info", "warn", "error", "debug"] as const) {
+      vi.spyOn(console, level).mockImplementation((...args: unknown[]) => void logged.push(args.map(String).join(" ")));
+    }
+    const good = await key({ priceMicros: 2000 });
+    const failing = await key({ priceMicros: 3000, region: "eu" });
+    await demo("/__demo/behaviour", { credential: failing.credential, status: 500 });
+    const buyer = await newBuyer(50_000);
+    const first = await paid(buyer);
+    expect(first.res.status).toBe(200);
+    await first.res.text();
+    const replay = await ask({}, first.credential);
+    expect((await problemOf(replay)).code).toBe("replayed");
+    const refunded = await paid(buyer, { headers: { "cf-ipcountry": "DE" } });
+    expect(receiptOf(refunded.res).refunded).toBe(true);
+    await refunded.res.text();
+    const badRequest = await paid(buyer, { body: chatJson({ model: null }) });
+    expect(receiptOf(badRequest.res).refunded).toBe(true);
+    await badRequest.res.text();
+    const tampered = Credential.deserialize((await credentialFrom(await ask(), buyer)).credential);
+    await (await ask({}, Credential.serialize({ ...tampered, payload: { signature: "A".repeat(86) } }))).text();
+    // A signed account call carries the DID in a header too.
+    const time = String(Math.floor(Date.now() / 1000));
+    const message = accountMessage({ method: "GET", pathAndQuery: "/api/credit/balance", time, bodySha256: await sha256Hex("") });
+    const balance = await call("/api/credit/balance", {
+      headers: { [ACCOUNT_HEADERS.did]: buyer.did, [ACCOUNT_HEADERS.time]: time, [ACCOUNT_HEADERS.signature]: toBase64Url(await sign(buyer.alg, buyer.privateKey, message)) },
+    });
+    expect(balance.status).toBe(200);
+    expect(((await balance.json()) as { buyerId: string }).buyerId).toBe(buyer.buyerId);
+    await runDurableObjectAlarm(wallet(buyer.buyerId));
+
+    const dump = (stub: DurableObjectStub) => runInDurableObject(stub, async (_i, state) => {
+      const tables = state.storage.sql.exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_cf_%' AND name NOT LIKE 'sqlite_%'").toArray();
+      return JSON.stringify({ rows: tables.map((t) => state.storage.sql.exec(`SELECT * FROM "${t.name}"`).toArray()), kv: [...(await state.storage.list()).entries()] });
+    });
+    const dumpKv = async (ns: KVNamespace) => {
+      const out: unknown[] = [];
+      for (const k of (await ns.list()).keys) out.push(k, await ns.get(k.name));
+      return JSON.stringify(out);
+    };
+    const sinks: Record<string, string> = {
+      wallet: await dump(wallet(buyer.buyerId)),
+      keys: (await Promise.all([good, failing].map((k) => dump(keyStub(e, k.keyId, k.home))))).join("\n"),
+      pools: (await Promise.all(["openai:us:standard", "openai:eu:standard"].map((n) => dump(poolStub(e, n))))).join("\n"),
+      proofs: (await Promise.all(Array.from({ length: PROOF_SHARDS }, (_, i) => dump(e.PROOF_STORE.get(e.PROOF_STORE.idFromName(proofShardName(i))))))).join("\n"),
+      spendKv: await dumpKv(e.SPEND),
+      vaultKv: await dumpKv(e.VAULT),
+      poolsKv: await dumpKv(e.POOLS),
+      disputesKv: await dumpKv(e.DISPUTES),
+      logs: logged.join("\n"),
+    };
+    // The hash is where it belongs (so we looked in the right places)...
+    expect(sinks.wallet).toContain(buyer.buyerId);
+    expect(sinks.spendKv).toContain(buyer.buyerId);
+    // ...and the principal, in none of its spellings, anywhere.
+    const multibase = buyer.did.slice("did:key:".length);
+    const x = buyer.file.privateJwk.x!;
+    const needles = [buyer.did, multibase, multibase.slice(1), x, Buffer.from(x, "base64url").toString("hex"), Buffer.from(x, "base64url").toString("base64")];
+    for (const [sink, text] of Object.entries(sinks)) {
+      for (const needle of needles) expect(text.includes(needle), `${sink} contains the buyer's principal (${needle.slice(0, 12)}…)`).toBe(false);
+    }
+  });
+});
+
+describe("money adds up (B6, S7)", () => {
+  type Outcome = "ok" | "bad_request" | "rate_limited" | "server_error" | "cut";
+  const outcome = fc.constantFrom<Outcome>("ok", "bad_request", "rate_limited", "server_error", "cut");
+  const behaviourFor = (credential: string, o: Outcome) =>
+    o === "ok" ? { credential }
+    : o === "bad_request" ? { credential, status: 400 }
+    : o === "rate_limited" ? { credential, status: 429, retryAfter: 1 }
+    : o === "server_error" ? { credential, status: 500 }
+    : { credential, cutAfterChunks: 2 };
+
+  it("PR16: over random requests with injected upstream failures, buyer debits - refunds == seller earnings + fees exactly, and no request is both served and refunded (fast-check)", async () => {
+    const FUNDS = 1_000_000;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.constantFrom(1000, 1500, 2000), { minLength: 2, maxLength: 3 }),
+        fc.array(fc.record({ outcomes: fc.array(outcome, { minLength: 3, maxLength: 3 }), stream: fc.boolean() }), { minLength: 1, maxLength: 4 }),
+        async (prices, requests) => {
+          const keys = [];
+          for (const priceMicros of prices) keys.push(await key({ priceMicros }));
+          const buyer = await newBuyer(FUNDS);
+          let paidRequests = 0;
+          for (const r of requests) {
+            for (const [i, k] of keys.entries()) await demo("/__demo/behaviour", behaviourFor(k.credential, r.outcomes[i]!));
+            const attempt = { body: chatJson({ stream: r.stream }) };
+            const unpaid = await ask(attempt);
+            if (unpaid.status !== 402) {
+              // Every key cooling after earlier failures: refused before any payment.
+              expect(unpaid.status).toBe(503);
+              await unpaid.text();
+              continue;
+            }
+            const { credential } = await credentialFrom(unpaid, buyer);
+            const res = await ask(attempt, credential);
+            await drain(res);
+            if (!res.headers.has("payment-receipt")) {
+              // Refused before the charge (every key cooling by now) or re-challenged: nothing was debited.
+              expect([402, 503]).toContain(res.status);
+              continue;
+            }
+            paidRequests++;
+            const receipt = receiptOf(res);
+            // Served (< 400) and refunded are exclusive, and every failure is refunded.
+            expect(receipt.refunded, `status ${res.status}`).toBe(res.status >= 400);
+          }
+          const summary = await wallet(buyer.buyerId).summary(500);
+          const debits = summary.history.filter((h) => h.kind === "debit").reduce((s, h) => s + h.amountMicros, 0);
+          const refunds = summary.history.filter((h) => h.kind === "refund").reduce((s, h) => s + h.amountMicros, 0);
+          expect(summary.history.filter((h) => h.kind === "debit")).toHaveLength(paidRequests);
+          expect(FUNDS - summary.balanceMicros).toBe(debits - refunds);
+          let earned = 0;
+          for (const k of keys) {
+            const { unflushedMicros, feeMicros } = await earningsOf(k.keyId);
+            earned += unflushedMicros + feeMicros;
+          }
+          expect(earned).toBe(debits - refunds);
+          for (const k of keys) await removeKey(k);
+        },
+      ),
+      { numRuns: 15 },
+    );
+  }, 120_000);
+});
