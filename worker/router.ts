@@ -31,7 +31,7 @@ function bearer(request: Request): string | null {
   return auth?.startsWith("Bearer ") ? auth.slice(7) : null;
 }
 
-/** Ops endpoints, and for now the seller API, need the ops token. */
+/** Ops endpoints need the ops token. */
 function requireOps(request: Req, env: Env) {
   const token = bearer(request);
   if (!env.OPS_TOKEN || token === null || !safeEqual(token, env.OPS_TOKEN)) throw new ApiError("unauthorized", "this endpoint needs the ops token (Authorization: Bearer …)");
