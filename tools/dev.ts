@@ -70,6 +70,12 @@ export async function ensureDevVars(path = DEV_VARS_PATH): Promise<{ opsToken: s
   // Payments (docs/payments.md): challenge ids and receipts are HMACs under this key.
   if (!vars.MPP_SECRET_KEY) added.push(`MPP_SECRET_KEY=${randomHex(32)}`);
 
+  // Seller webhooks (docs/webhooks.md): signing secrets are sealed under this key at rest.
+  if (!vars.WEBHOOK_SECRET_KEYS) {
+    const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
+    added.push(`WEBHOOK_SECRET_KEYS='${JSON.stringify([{ kid: `dev-${new Date().toISOString().slice(0, 10)}`, key }])}'`);
+  }
+
   // Seller sign-in (worker/auth.ts): the dev sign-in's ES256 key and the JWKS that verifies it.
   if (!vars.AUTH_DEV_SIGNING_KEY || !vars.AUTH_JWKS) {
     const { privateJwk, jwks } = await generateDevSigningKey();
@@ -136,6 +142,8 @@ function startWrangler(upstreams: Record<string, string>, services: DevServices)
     "--var", `UPSTREAM_BASE_URLS:${JSON.stringify(upstreams)}`,
     // Free credit at POST /api/credit/faucet: local development only, never in wrangler.toml.
     "--var", "DEV_FAUCET:1",
+    // Webhook receivers on http://127.0.0.1 for local testing; refused when DEPLOYED=1.
+    "--var", "DEV_WEBHOOKS_ALLOW_HTTP:1",
     // KYC against the fake Persona (tools/fake-persona.ts): throwaway credentials per start.
     "--var", `PERSONA_API_BASE:${services.persona.url}`,
     "--var", `PERSONA_TEMPLATE_ID:${services.persona.templateId}`,
