@@ -59,6 +59,11 @@ export class SellerKey extends DurableObject<Env> {
   private hits: number[] = [];
   private hitsStart = 0;
   private readonly spendCache = new Map<string, number>();
+  // Admissions are counted in memory at once and written once the upstream has answered,
+  // together with that request's other rows: one storage commit per request, and none
+  // holding back the call to the provider (a commit gates the object's outgoing I/O).
+  private pendingHits: number[] = [];
+  private readonly pendingSpend = new Map<string, number>();
   private metaRows = 0;
   // Earnings + metadata flush to Postgres (objects/earnings-flush.ts), from an alarm.
   private readonly flusher: EarningsFlusher;
@@ -262,6 +267,8 @@ export class SellerKey extends DurableObject<Env> {
     this.hits = [];
     this.hitsStart = 0;
     this.spendCache.clear();
+    this.pendingHits = [];
+    this.pendingSpend.clear();
     this.metaRows = 0;
     this.flushAlarmSet = false;
     await this.ctx.storage.deleteAlarm();
@@ -319,7 +326,7 @@ export class SellerKey extends DurableObject<Env> {
 
     // Admitted: count it and reserve the budget; released if nothing is served.
     this.hits.push(now);
-    this.sql.exec("INSERT INTO hits (at) VALUES (?)", now);
+    this.pendingHits.push(now);
     this.addSpend(day, price);
     this.addSpend(month, price);
     this.inFlight++;
@@ -344,6 +351,7 @@ export class SellerKey extends DurableObject<Env> {
       credential = this.credential ?? (await this.loadCredential(r));
     } catch (err) {
       release(false);
+      this.persistAdmissions();
       const code: ErrorCode = err instanceof VaultError && err.code === "vault_key_unknown" ? "key_disabled" : "decrypt_failed";
       this.setHealth(health.disabled(this.health, "credential_undecryptable"), "key.disabled", "credential could not be decrypted");
       return refusal(code, "key credential unavailable", requestId);
@@ -408,23 +416,21 @@ export class SellerKey extends DurableObject<Env> {
     this.setHealth(health.onSuccess(this.health, latency), this.health.state === "cooling" ? "key.recovered" : null, "probe succeeded");
     const headers = buyerResponseHeaders(provider, upstream.headers);
     headers.set(H.price, String(price));
+    // Recorded now, in the same commit as the earnings; a cut stream amends the outcome.
+    record(status, latency, "served", charged);
     if (!upstream.body) {
       release(served);
-      record(status, latency, "served", charged);
       return new Response(null, { status, headers });
     }
     // Stream through untouched; the pipe's outcome tells a clean end from a cut.
     const { readable, writable } = new TransformStream();
     upstream.body.pipeTo(writable).then(
-      () => {
-        release(served);
-        record(status, latency, "served", charged);
-      },
+      () => release(served),
       () => {
         const buyerLeft = request.signal.aborted;
         // A stream cut after bytes were sent stays charged; the metadata row is the dispute trail.
         release(served);
-        record(status, latency, buyerLeft ? "client_abort" : "stream_cut", charged);
+        this.sql.exec("UPDATE request_meta SET outcome = ? WHERE request_id = ?", buyerLeft ? "client_abort" : "stream_cut", requestId);
         if (!buyerLeft) {
           this.failure("stream_cut", false);
           this.event("request.stream_cut", requestId);
@@ -524,7 +530,17 @@ export class SellerKey extends DurableObject<Env> {
   private addSpend(period: string, micros: number) {
     if (micros === 0) return;
     this.spendCache.set(period, this.spent(period) + micros);
-    this.sql.exec("INSERT INTO spend (period, micros) VALUES (?, ?) ON CONFLICT (period) DO UPDATE SET micros = micros + excluded.micros", period, micros);
+    this.pendingSpend.set(period, (this.pendingSpend.get(period) ?? 0) + micros);
+  }
+
+  /** Write the admissions counted in memory since the last write (see pendingHits). */
+  private persistAdmissions() {
+    for (const at of this.pendingHits) this.sql.exec("INSERT INTO hits (at) VALUES (?)", at);
+    this.pendingHits = [];
+    for (const [period, micros] of this.pendingSpend) {
+      if (micros !== 0) this.sql.exec("INSERT INTO spend (period, micros) VALUES (?, ?) ON CONFLICT (period) DO UPDATE SET micros = micros + excluded.micros", period, micros);
+    }
+    this.pendingSpend.clear();
   }
 
   /** Credit a served request: the seller's share of what the buyer paid, and the fee (S7). */
@@ -539,6 +555,7 @@ export class SellerKey extends DurableObject<Env> {
   }
 
   private recordMeta(m: RequestMeta) {
+    this.persistAdmissions();
     this.sql.exec(
       "INSERT OR REPLACE INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome,
