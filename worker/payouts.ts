@@ -8,6 +8,7 @@ import * as v from "valibot";
 import { asService, PayoutPreferenceSchema, type KycStatus, type PayoutPreferenceRow, type PayoutRow } from "../schema/db.ts";
 import { json, parseOr400, readJson } from "./http.ts";
 import { sellerRoute, type SellerContext } from "./sellers.ts";
+import { emitSellerEvent } from "./webhooks/producer.ts";
 
 export interface PayoutPreferenceView {
   method: PayoutPreferenceRow["method"];
@@ -67,5 +68,8 @@ export const requestPayout = sellerRoute(async (c) => {
   const { amountMicros } = parseOr400(WithdrawalSchema, await readJson(c.request), "withdrawal");
   const [row] = await asService(c.sql, (tx) => tx<PayoutRow[]>`
     insert into public.payouts (seller_id, amount_micros) values (${c.identity.id}, ${amountMicros}) returning *`);
-  return json({ payout: payoutView(row!) }, 201);
+  const payout = payoutView(row!);
+  // S6: the seller's webhooks hear about it (payout.paid / payout.failed come with execution).
+  c.ctx.waitUntil(emitSellerEvent(c.env, c.identity.id, { type: "payout.created", data: { payoutId: payout.id, amountMicros: payout.amountMicros, method: payout.method, status: payout.status } }));
+  return json({ payout }, 201);
 });
