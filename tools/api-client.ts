@@ -6,6 +6,7 @@
 // seller API, /api/*). Each goes into the Authorization header of its own calls and
 // nowhere else. Errors never include request headers, and `redact` scrubs both from any
 // message before a CLI prints it.
+import type { SellerProfile } from "../worker/sellers.ts";
 import { chmodSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -201,15 +202,7 @@ export function apiClient(options: ApiClientOptions = {}) {
 }
 
 /** GET /api/me */
-export interface SellerProfile {
-  id: string;
-  email: string | null;
-  displayName: string | null;
-  githubId: string | null;
-  statsOptOut: boolean;
-  createdAt: string;
-  kyc: { status: string; updatedAt: string | null };
-}
+export type { SellerProfile } from "../worker/sellers.ts";
 
 const seg = (s: string) => encodeURIComponent(s);
 

@@ -27,7 +27,7 @@ import {
 } from "../objects/buyer-wallet.ts";
 import type { Env } from "./env.ts";
 import { ApiError, json, parseOr400 } from "./http.ts";
-import { verifyAccountRequest } from "./payments/account.ts";
+import { readSignedJson, verifyAccountRequest } from "./payments/account.ts";
 import { verifyReceipt } from "./payments/index.ts";
 import { toHex } from "./payments/encoding.ts";
 import { walletStub } from "./payments/wallet.ts";
@@ -82,17 +82,7 @@ export function newDisputeId(now = Date.now()): string {
 
 /** POST /api/disputes (buyer-signed): open a dispute from a receipt. */
 export async function openDisputeHandler(request: Request, env: Env): Promise<Response> {
-  const length = Number(request.headers.get("content-length") ?? "0");
-  if (length > MAX_BODY_BYTES) throw new ApiError("body_too_large", `dispute body over ${MAX_BODY_BYTES} bytes`);
-  const text = await request.text();
-  if (text.length > MAX_BODY_BYTES) throw new ApiError("body_too_large", `dispute body over ${MAX_BODY_BYTES} bytes`);
-  const buyerId = await verifyAccountRequest(request, text);
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw new ApiError("invalid_json", "body is not valid JSON");
-  }
+  const { buyerId, body } = await readSignedJson(request, MAX_BODY_BYTES);
   const input = parseOr400(OpenSchema, body, "dispute");
   const receipt = await verifyReceipt(env, input.receipt);
   if (!receipt || !REQUEST_ID.test(receipt.requestId)) {

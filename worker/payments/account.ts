@@ -38,15 +38,7 @@ export async function balanceHandler(request: Request, env: Env): Promise<Respon
 
 /** PUT /api/credit/budget (signed) { dailyCapMicros: number | null }. */
 export async function budgetHandler(request: Request, env: Env): Promise<Response> {
-  const text = await request.text();
-  if (text.length > 4096) throw new ApiError("body_too_large", "budget body over 4096 bytes");
-  const buyerId = await verifyAccountRequest(request, text);
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw new ApiError("invalid_json", "body is not valid JSON");
-  }
+  const { buyerId, body } = await readSignedJson(request, 4096);
   const input = parseOr400(BudgetSchema, body, "budget");
   const result = await walletStub(env, buyerId).setDailyCap(buyerId, input.dailyCapMicros);
   if (!result.ok) throw new ApiError("invalid_request", result.message);
@@ -54,6 +46,20 @@ export async function budgetHandler(request: Request, env: Env): Promise<Respons
 }
 
 /** Check a buyer-signed request; returns the buyer id. */
+/** A buyer-signed JSON body: the signature covers the raw text, so read it once, bounded. */
+export async function readSignedJson(request: Request, maxBytes: number): Promise<{ buyerId: string; body: unknown }> {
+  const length = Number(request.headers.get("content-length") ?? "0");
+  if (length > maxBytes) throw new ApiError("body_too_large", `body over ${maxBytes} bytes`);
+  const text = await request.text();
+  if (text.length > maxBytes) throw new ApiError("body_too_large", `body over ${maxBytes} bytes`);
+  const buyerId = await verifyAccountRequest(request, text);
+  try {
+    return { buyerId, body: JSON.parse(text) };
+  } catch {
+    throw new ApiError("invalid_json", "body is not valid JSON");
+  }
+}
+
 export async function verifyAccountRequest(request: Request, body: string): Promise<string> {
   const did = request.headers.get(ACCOUNT_HEADERS.did);
   const time = request.headers.get(ACCOUNT_HEADERS.time);
