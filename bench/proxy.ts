@@ -30,6 +30,7 @@ import { encryptCredential, generateVaultKey } from "../worker/vault.ts";
 import { profileWhile, summarize, writeProfile } from "./cpu-profile.ts";
 import { failures, load, merge, type RunStats, type Target } from "./load.ts";
 import { HOST, freePort, installCleanup, log, removeDirOnExit, shutdown, spawnNode, waitForPort } from "./processes.ts";
+import { fundedBuyer, loadPaid, type PaidStats } from "./paid.ts";
 import { PROBE_WORKER, profileTargets } from "./probe.ts";
 import { startWorker } from "./workerd.ts";
 
@@ -86,6 +87,13 @@ interface Row {
   stats: RunStats;
 }
 
+/** The paid path at one concurrency, beside the unpaid cn2 figures at the same one. */
+interface PaidRow {
+  stats: PaidStats;
+  unpaidP50: number;
+  unpaidP99: number;
+}
+
 async function main() {
   installCleanup();
   if (WAIT_QUIET > 0) await waitQuiet(WAIT_QUIET);
@@ -122,8 +130,9 @@ async function main() {
       // POOL_CACHE_MS and POOL_DEBOUNCE_MS keep wrangler.toml's values (production's):
       // health publishes under load then cost what they would deployed.
       UPSTREAM_TIMEOUT_MS: "10000",
-      // Not used by the proxy path while the ops token opens it; set so startup never trips on it.
+      // The paid path (bench/paid.ts): challenges keyed by a throwaway secret, credit from the dev faucet.
       MPP_SECRET_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"),
+      DEV_FAUCET: "1",
       // Seller accounts: the dev sign-in with a throwaway key (never enabled when DEPLOYED=1).
       AUTH_DEV_SIGNING_KEY: JSON.stringify(devKey.privateJwk),
       AUTH_JWKS: JSON.stringify(devKey.jwks),
@@ -227,6 +236,24 @@ async function main() {
     counted("cn2", await cpuProfile(inspectorPort, args["cpu-profile"], systems.cn2));
   }
 
+  // 6b. The paid path against the unpaid ops-token path, at the concurrencies up to 10
+  // (one buyer = one wallet object; more connections only queue on it).
+  const paidRows: PaidRow[] = [];
+  if (systems.cn2 && wanted("cn2-paid")) {
+    const buyer = await fundedBuyer(worker.url, 100_000_000);
+    for (const concurrency of CONCURRENCY.filter((c) => c <= 10)) {
+      const target = { baseUrl: worker.url, path: "/openai/v1/chat/completions", body: BODY, verify, key: buyer, concurrency };
+      const warm = await loadPaid({ ...target, seconds: WARMUP });
+      const stats = await loadPaid({ ...target, seconds: DURATION / ROUNDS });
+      // Paid answers are served by the same keys: they belong in the books check below.
+      cn2Answered += warm.ok + stats.ok;
+      cn2Runs += 2;
+      const unpaid = rows.find((r) => r.system === "cn2" && r.concurrency === concurrency)?.stats;
+      paidRows.push({ stats, unpaidP50: unpaid?.p50 ?? NaN, unpaidP99: unpaid?.p99 ?? NaN });
+      log(`cn2-paid       c=${String(concurrency).padEnd(3)} p50 ${fmt(stats.p50)} ms  p99 ${fmt(stats.p99)} ms  ${Math.round(stats.rps)} req/s${stats.failures ? `  FAILURES: ${stats.failures} ${stats.samples.join(" | ")}` : ""}`);
+    }
+  }
+
   // 7. Cross-check with cn2's own books: every good answer was served by a key (runs cut
   // in-flight requests at their end, so the keys may have served up to c more per run).
   const served = await servedCount(worker.url, opsToken, keyIds, databaseUrl, cn2Answered);
@@ -237,19 +264,35 @@ async function main() {
     for (const line of served.details) log(`  ${line}`);
   }
 
-  if (args.json) printJson(rows);
+  if (args.json) {
+    printJson(rows);
+    for (const { stats, unpaidP50 } of paidRows) {
+      process.stdout.write(JSON.stringify({ system: "cn2-paid", concurrency: stats.concurrency, p50_ms: round(stats.p50), p99_ms: round(stats.p99), rps: Math.round(stats.rps), added_vs_unpaid_p50_ms: round(stats.p50 - unpaidP50) }) + "\n");
+    }
+  }
   const conditions = `1-min load average ${loadBefore.toFixed(2)} before, ${loadavg()[0]!.toFixed(2)} after; CPU pressure (some, avg10) ${pressureBefore ?? "n/a"}% before, ${cpuPressure() ?? "n/a"}% after`;
   if (args.json) process.stderr.write(`[bench] ${conditions}\n`);
-  else printTable(rows, { machine: `${machine}; ${conditions}`, miniflare: worker.miniflareVersion });
+  else {
+    printTable(rows, { machine: `${machine}; ${conditions}`, miniflare: worker.miniflareVersion });
+    if (paidRows.length > 0) {
+      const lines = ["", "paid path (402 challenge + credit credential + verification + wallet debit, one buyer) vs the unpaid ops-token path:"];
+      for (const { stats, unpaidP50, unpaidP99 } of paidRows) {
+        lines.push(`  c=${String(stats.concurrency).padEnd(3)} p50 ${fmt(stats.p50)} ms (+${fmt(stats.p50 - unpaidP50)} vs unpaid)  p99 ${fmt(stats.p99)} ms (+${fmt(stats.p99 - unpaidP99)})  ${Math.round(stats.rps)} req/s  failures ${stats.failures}`);
+      }
+      process.stdout.write(lines.join("\n") + "\n");
+    }
+  }
 
   const failed = rows.filter((r) => failures(r.stats) > 0);
-  if (failed.length > 0 || warmupFailures.length > 0 || !booksOk) {
+  const paidFailed = paidRows.filter((r) => r.stats.failures > 0);
+  if (failed.length > 0 || paidFailed.length > 0 || warmupFailures.length > 0 || !booksOk) {
     const lines = [
       "",
       "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
       "!!! THIS RUN HAD ERRORS: the figures above are not trustworthy",
       ...failed.map((r) => `!!! ${r.system} c=${r.concurrency}: ${describeFailures(r.stats)}\n${r.stats.samples.map((s) => `!!!     ${s}`).join("\n")}`),
       ...warmupFailures.map((w) => `!!! ${w}`),
+      ...paidFailed.map((r) => `!!! cn2-paid c=${r.stats.concurrency}: ${r.stats.failures} failed: ${r.stats.samples.join(" | ")}`),
       ...(booksOk ? [] : [`!!! cn2 served ${served.total} requests but the load generator counted ${cn2Answered} good answers`]),
       "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
     ];
