@@ -20,6 +20,7 @@ const ROOT = join(import.meta.dirname, "..");
 interface MiniflareInstance {
   ready: Promise<URL>;
   unsafeGetDirectURL(workerName?: string, entrypoint?: string): Promise<URL>;
+  getDurableObjectNamespace(binding: string, workerName?: string): Promise<DurableObjectNamespace>;
   dispose(): Promise<void>;
 }
 interface MiniflareModule {
@@ -92,6 +93,9 @@ export interface RunningWorker {
   /** Direct URLs of extra workers (profiling probes), by name. */
   extra: Record<string, string>;
   miniflareVersion: string;
+  /** A Durable Object namespace of the cn2 Worker, for seeding from outside. */
+  durableObjectNamespace(binding: string): Promise<DurableObjectNamespace>;
+  dispose(): Promise<void>;
 }
 
 export async function startWorker(opts: {
@@ -170,5 +174,11 @@ export async function startWorker(opts: {
   const url = (await mf.unsafeGetDirectURL(config.name)).href.replace(/\/$/, "");
   const extra: Record<string, string> = {};
   for (const w of extras) extra[w.name] = (await mf.unsafeGetDirectURL(w.name)).href.replace(/\/$/, "");
-  return { url, extra, miniflareVersion: version };
+  return {
+    url,
+    extra,
+    miniflareVersion: version,
+    durableObjectNamespace: (binding) => mf.getDurableObjectNamespace(binding, config.name),
+    dispose: () => mf.dispose(),
+  };
 }

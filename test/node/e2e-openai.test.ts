@@ -1,10 +1,8 @@
 // End to end (B1, P1, PR8): the official `openai` SDK, paying through `createPayingFetch`,
 // streams a chat completion from the running cn2 Worker. The Worker is the deployable
-// bundle (`wrangler deploy --dry-run`) running in workerd through Miniflare's API, the way
-// bench/workerd.ts runs it (its Miniflare and wrangler config readers are reused), with
-// the demo upstream on loopback. One key is seeded on its SellerKey object, the buyer is
+// bundle running in workerd through Miniflare's API, started exactly as the bench starts
+// it (bench/workerd.ts `startWorker`), with the demo upstream on loopback. One key is seeded on its SellerKey object, the buyer is
 // funded through the dev faucet, and nothing but HTTP reaches the Worker after that.
-import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,10 +10,9 @@ import OpenAI from "openai";
 import { Receipt } from "mppx";
 import * as v from "valibot";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadMiniflare, readWranglerConfig } from "../../bench/workerd.ts";
+import { startWorker, type RunningWorker } from "../../bench/workerd.ts";
 import { createPayingFetch, generateBuyerKey, getBalance, requestFaucet, serializeBuyerKey } from "../../buyer/index.ts";
 import { KeyConfigSchema } from "../../schema/wire.ts";
-import { REPO_ROOT } from "../../tools/api-client.ts";
 import { startDemoUpstream, upstreamBaseUrls, type DemoUpstream } from "../../tools/demo-upstream.ts";
 import { encryptCredential, generateVaultKey } from "../../worker/vault.ts";
 
@@ -23,81 +20,37 @@ const REPLY = "Hello from the cn2 demo upstream, a deterministic reply.";
 const OPS_TOKEN = `e2e-${crypto.randomUUID()}`;
 const PRICE = 2000;
 
-interface Miniflare {
-  ready: Promise<URL>;
-  unsafeGetDirectURL(workerName?: string): Promise<URL>;
-  getDurableObjectNamespace(binding: string, workerName?: string): Promise<DurableObjectNamespace>;
-  dispose(): Promise<void>;
-}
-
 let dir: string;
 let upstream: DemoUpstream | undefined;
-let mf: Miniflare | undefined;
+let worker: RunningWorker | undefined;
 let baseUrl: string;
 let keyId: string;
 let credential: string;
 
-/** The bundle wrangler would deploy, in our own temporary directory. */
-function bundle(outdir: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [join(REPO_ROOT, "node_modules/wrangler/bin/wrangler.js"), "deploy", "--dry-run", "--outdir", outdir, "--config", join(REPO_ROOT, "wrangler.toml")],
-      { cwd: REPO_ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", NO_COLOR: "1" }, timeout: 60_000 },
-      (err, _stdout, stderr) => (err ? reject(new Error(`wrangler build failed: ${stderr.slice(-2000)}`)) : resolve()),
-    );
-  });
-}
-
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "cn2-e2e-"));
-  const outdir = join(dir, "bundle");
-  const [{ mod }, config, vault] = await Promise.all([loadMiniflare(), readWranglerConfig(), generateVaultKey("e2e-1"), bundle(outdir)]);
+  const vault = await generateVaultKey("e2e-1");
   upstream = await startDemoUpstream({ port: 0 });
-
-  const sqlite = new Set(config.migrations.flatMap((m) => m.new_sqlite_classes ?? []));
-  const vars = Object.fromEntries(Object.entries(config.vars).map(([k, val]) => [k, typeof val === "string" ? val : JSON.stringify(val)]));
-  mf = new (mod.Miniflare as unknown as new (o: unknown) => Miniflare)(
-    mod.convertV4MiniflareOptions({
-      host: "127.0.0.1",
-      port: 0,
-      logRequests: false,
-      handleStructuredLogs: () => {},
-      resourcePersistencePath: join(dir, "state"),
-      workers: [{
-        name: config.name,
-        modules: true,
-        modulesRoot: outdir,
-        scriptPath: join(outdir, "index.js"),
-        compatibilityDate: config.compatibility_date,
-        compatibilityFlags: config.compatibility_flags,
-        durableObjects: Object.fromEntries(config.durable_objects.bindings.map((b) => [b.name, { className: b.class_name, useSQLite: sqlite.has(b.class_name) }])),
-        kvNamespaces: Object.fromEntries(config.kv_namespaces.map((k) => [k.binding, k.id ?? k.binding])),
-        bindings: {
-          ...vars,
-          OPS_TOKEN,
-          VAULT_PRIVATE_KEYS: JSON.stringify([vault.privateKey]),
-          MPP_SECRET_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("hex"),
-          DEV_FAUCET: "1",
-          UPSTREAM_BASE_URLS: JSON.stringify(upstreamBaseUrls(upstream.url)),
-          POOL_CACHE_MS: "0",
-          POOL_DEBOUNCE_MS: "0",
-        },
-        // A socket straight on the Worker: no Miniflare entry worker, so no made-up
-        // request.cf (whose country would steer EU routing).
-        unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
-      }],
-    }),
-  );
-  await mf.ready;
-  baseUrl = (await mf.unsafeGetDirectURL(config.name)).href.replace(/\/$/, "");
+  worker = await startWorker({
+    storageDir: join(dir, "state"),
+    bindings: {
+      OPS_TOKEN,
+      VAULT_PRIVATE_KEYS: JSON.stringify([vault.privateKey]),
+      MPP_SECRET_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("hex"),
+      DEV_FAUCET: "1",
+      UPSTREAM_BASE_URLS: JSON.stringify(upstreamBaseUrls(upstream.url)),
+      POOL_CACHE_MS: "0",
+      POOL_DEBOUNCE_MS: "0",
+    },
+  });
+  baseUrl = worker.url;
 
   // One seller key, made on its object exactly as the seller API does after its checks.
   keyId = `k_e2e${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
   credential = `sk-demo-${keyId}`;
   const sellerId = crypto.randomUUID();
   const envelope = await encryptCredential(credential, vault.publicKey, { sellerId, keyId });
-  const ns = await mf.getDurableObjectNamespace("SELLER_KEY");
+  const ns = await worker.durableObjectNamespace("SELLER_KEY");
   const stub = ns.get(ns.idFromName(keyId)) as unknown as { create(input: unknown, home: string): Promise<{ ok: boolean; code?: string }> };
   const config_ = v.parse(KeyConfigSchema, { provider: "openai", priceMicros: PRICE, requestsPerMinute: 600, maxConcurrent: 8, region: "us" });
   const created = await stub.create({ keyId, sellerId, envelope, config: config_ }, "default");
@@ -105,7 +58,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await mf?.dispose().catch(() => {});
+  await worker?.dispose().catch(() => {});
   await upstream?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
