@@ -56,6 +56,8 @@ export interface Env {
   PERSONA_WEBHOOK_SECRET?: string;
   /** Milliseconds a key object waits after earning before flushing to Postgres. */
   EARNINGS_FLUSH_MS?: string;
+  /** Milliseconds a key object keeps per-request bookkeeping in memory before one batched commit (0: commit per request). */
+  PERSIST_MS?: string;
   // seller webhooks (worker/webhooks/, docs/webhooks.md)
   /** Queue `cn2-webhooks`: seller events and their per-endpoint deliveries. */
   WEBHOOKS: Queue<WebhookMessage>;

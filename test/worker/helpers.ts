@@ -3,6 +3,7 @@
 // proxy, drive the demo upstream. Durable Object and KV storage are per test file, the
 // Postgres database is shared by the run: every file signs in sellers with fresh emails.
 import { env, exports } from "cloudflare:workers";
+import { runInDurableObject } from "cloudflare:test";
 import type { KeyConfigInput, KeyInspection, KeyView } from "../../schema/wire.ts";
 import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../worker/vault.ts";
 
@@ -133,4 +134,17 @@ export function keyRequest(opts: { paidMicros?: number; requestId?: string } = {
     headers: { "content-type": "application/json", "cn2-request-id": requestId, "cn2-paid-micros": String(opts.paidMicros ?? 0) },
     body: chatBody(),
   });
+}
+
+/**
+ * Wait until a key object has written its batched per-request bookkeeping (it commits at
+ * most every PERSIST_MS, objects/seller-key.ts), without forcing the write.
+ */
+export async function persisted(stub: DurableObjectStub, timeoutMs = 5_000): Promise<void> {
+  const started = Date.now();
+  const pending = () => runInDurableObject(stub, (instance) => (instance as unknown as { persistPending: boolean }).persistPending);
+  while (await pending()) {
+    if (Date.now() - started > timeoutMs) throw new Error(`key object did not persist within ${timeoutMs} ms`);
+    await new Promise((done) => setTimeout(done, 20));
+  }
 }

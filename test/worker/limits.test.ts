@@ -1,11 +1,11 @@
 // P3/PR17: each key enforces its own requests per minute, concurrency, route allow-list
 // and budget, exactly, because its object admits requests one at a time.
 import { env } from "cloudflare:workers";
-import { evictDurableObject } from "cloudflare:test";
+import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { Env } from "../../worker/env.ts";
 import { keyStub } from "../../worker/keys.ts";
-import { addKey, api, call, chat, demo, inspect, OPS, removeAllKeys, resetDemo } from "./helpers.ts";
+import { addKey, api, call, chat, demo, inspect, OPS, persisted, removeAllKeys, resetDemo } from "./helpers.ts";
 
 const codeOf = async (res: Response) => ((await res.json()) as { error?: { code: string } }).error?.code;
 
@@ -30,14 +30,24 @@ describe("per-key limits", () => {
     expect((await inspect(keyId)).limiter.windowCount).toBe(7);
   });
 
-  it("PR17: the minute's count and the day's spend survive the object being evicted", async () => {
+  it("PR17: the minute's count and the day's spend reach storage within PERSIST_MS and survive the object being evicted", async () => {
     const { keyId } = await addKey({ config: { requestsPerMinute: 3, priceMicros: 10 } });
     for (let i = 0; i < 3; i++) {
       const ok = await chat();
       expect(ok.status).toBe(200);
       await ok.text();
     }
-    await evictDurableObject(keyStub(env as unknown as Env, keyId, "default"));
+    // Kept in memory first, then one batched commit within PERSIST_MS (objects/seller-key.ts).
+    const stub = keyStub(env as unknown as Env, keyId, "default");
+    const started = Date.now();
+    await persisted(stub);
+    expect(Date.now() - started).toBeLessThan(Number((env as unknown as Env).PERSIST_MS) + 1_000);
+    const stored = await runInDurableObject(stub, (_o, state) => ({
+      hits: state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM hits").one().n,
+      spend: state.storage.sql.exec<{ s: number }>("SELECT coalesce(sum(micros), 0) AS s FROM spend WHERE period LIKE 'd:%'").one().s,
+    }));
+    expect(stored).toEqual({ hits: 3, spend: 30 });
+    await evictDurableObject(stub);
     const res = await chat();
     expect(res.status).toBe(429);
     expect(await codeOf(res)).toBe("rate_limited");

@@ -4,7 +4,7 @@
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { addKey, api, call, chat, demo, OPS, removeAllKeys, resetDemo } from "./helpers.ts";
+import { addKey, api, call, chat, demo, OPS, persisted, removeAllKeys, resetDemo } from "./helpers.ts";
 import { keyStub } from "../../worker/keys.ts";
 import { poolStub } from "../../objects/pool-index.ts";
 import type { Env } from "../../worker/env.ts";
@@ -60,6 +60,8 @@ describe("secrets and bodies stay out of every sink", () => {
     await record(await api(`/ops/pools/openai/eu/standard`));
     await record(await api("/api/vault/public-key"));
 
+    await persisted(keyStub(e, keyId, "eu"));
+    await persisted(keyStub(e, other.keyId, "eu"));
     const sinks = {
       keyObject: await dumpObject(keyStub(e, keyId, "eu")),
       otherKeyObject: await dumpObject(keyStub(e, other.keyId, "eu")),
@@ -92,6 +94,7 @@ describe("secrets and bodies stay out of every sink", () => {
     const answer = await res.text();
     expect(res.status).toBe(200);
     const replyFragment = (JSON.parse(answer) as { choices: { message: { content: string } }[] }).choices[0]!.message.content.slice(0, 20);
+    await persisted(keyStub(e, keyId, "default"));
     const sinks = [await dumpObject(keyStub(e, keyId, "default")), await dumpKv(e.VAULT), await dumpKv(e.POOLS), logged.join("\n")].join("\n");
     expect(sinks).not.toContain(marker);
     expect(sinks).not.toContain(replyFragment);
