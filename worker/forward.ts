@@ -29,11 +29,30 @@ export function upstreamHeaders(provider: Provider, incoming: Headers, credentia
   return out;
 }
 
+/**
+ * The upstream's answer headers for the buyer. Our own `cn2-` names and the payment
+ * receipt are dropped too: an upstream must not be able to fake a refusal (which the
+ * router would act on), a price or a receipt.
+ */
 export function buyerResponseHeaders(provider: Provider, upstream: Headers): Headers {
   const out = new Headers();
   for (const [name, value] of upstream) {
-    if (HOP_BY_HOP.has(name) || provider.stripResponseHeaders.includes(name)) continue;
+    if (HOP_BY_HOP.has(name) || name.startsWith("cn2-") || name === "payment-receipt" || provider.stripResponseHeaders.includes(name)) continue;
     out.append(name, value);
   }
+  return out;
+}
+
+/**
+ * What the router sends a key object: the provider's allow-listed buyer headers only (the
+ * object forwards no other), then our internal ones, always set by us.
+ */
+export function keyRequestHeaders(provider: Provider, incoming: Headers, internal: Readonly<Record<string, string>>): Headers {
+  const out = new Headers();
+  for (const name of provider.forwardHeaders) {
+    const value = incoming.get(name);
+    if (value !== null) out.set(name, value);
+  }
+  for (const name in internal) out.set(name, internal[name]!);
   return out;
 }

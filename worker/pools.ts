@@ -10,6 +10,18 @@ const cache = new Map<string, { at: number; snapshot: PoolSnapshot | null }>();
 export async function readPools(env: Env, provider: string, regions: readonly Region[], tier: Tier): Promise<PoolSnapshot[]> {
   const ttl = numberSetting(env.POOL_CACHE_MS, 3000);
   const now = Date.now();
+  // The common case, every pool fresh in memory: no promise per region.
+  const cached: PoolSnapshot[] = [];
+  let fresh = true;
+  for (const region of regions) {
+    const hit = cache.get(poolName(provider, region, tier));
+    if (!hit || now - hit.at >= ttl) {
+      fresh = false;
+      break;
+    }
+    if (hit.snapshot) cached.push(hit.snapshot);
+  }
+  if (fresh) return cached;
   const snaps = await Promise.all(
     regions.map(async (region) => {
       const name = poolName(provider, region, tier);

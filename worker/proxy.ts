@@ -1,10 +1,11 @@
 // The buyer-facing proxy (P1, P2, B3): validate, pick keys, hand the request to a key
 // object, fail over while no byte has reached the buyer, stream the answer back.
 import * as v from "valibot";
-import { isProviderId } from "../schema/providers.ts";
+import { isProviderId, PROVIDERS, type Provider } from "../schema/providers.ts";
 import { H, RETRYABLE, TierSchema, type ErrorCode } from "../schema/wire.ts";
 import type { Env } from "./env.ts";
 import { ApiError, errorResponse } from "./http.ts";
+import { keyRequestHeaders } from "./forward.ts";
 import { keyStub } from "./keys.ts";
 import { localLoad, readPools, trackLoad } from "./pools.ts";
 import type { Payment } from "./payments/index.ts";
@@ -23,7 +24,7 @@ const payments = () => import("./payments/index.ts");
 const MaxPrice = v.pipe(v.string(), v.regex(/^\d{1,15}$/));
 
 export interface ProxyTarget {
-  provider: string;
+  provider: keyof typeof PROVIDERS;
   /** The provider's own path, e.g. /v1/chat/completions. */
   path: string;
 }
@@ -91,10 +92,11 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   const refusals: Response[] = [];
   let answer: Response | null = null;
   for (const key of order) {
-    const res = await tryKey(env, key, request, url, path, body, requestId, payment?.amountMicros ?? 0);
+    const res = await tryKey(env, PROVIDERS[provider], key, request, url, path, body, requestId, payment?.amountMicros ?? 0);
+    // A served answer carries no refusal code (SellerKey drops any cn2- header an upstream sends).
     const code = res.headers.get(H.refusal) as ErrorCode | null;
     if (code === null) {
-      answer = served(res);
+      answer = res;
       break;
     }
     if (!RETRYABLE.has(code)) {
@@ -134,11 +136,9 @@ async function safeRefund(env: Env, payment: Payment, reason: string, requestId:
   }
 }
 
-async function tryKey(env: Env, key: Candidate, request: Request, url: URL, path: string, body: ArrayBuffer | null, requestId: string, paid: number): Promise<Response> {
-  const headers = new Headers(request.headers);
+async function tryKey(env: Env, provider: Provider, key: Candidate, request: Request, url: URL, path: string, body: ArrayBuffer | null, requestId: string, paid: number): Promise<Response> {
   // Always set: a buyer's own copies of our internal headers must never reach the key.
-  headers.set(H.requestId, requestId);
-  headers.set(H.paid, String(paid));
+  const headers = keyRequestHeaders(provider, request.headers, { [H.requestId]: requestId, [H.paid]: String(paid) });
   trackLoad(key.keyId, 1);
   try {
     return await keyStub(env, key.keyId, key.home).fetch(`https://key${path}${url.search}`, {
@@ -161,12 +161,6 @@ async function bufferBody(request: Request): Promise<ArrayBuffer | null> {
   const buf = await request.arrayBuffer();
   if (buf.byteLength > MAX_BODY_BYTES) throw new ApiError("body_too_large", `request body exceeds ${MAX_BODY_BYTES} bytes`);
   return buf;
-}
-
-function served(res: Response): Response {
-  const out = new Response(res.body, res);
-  out.headers.delete(H.refusal);
-  return out;
 }
 
 /** Every tried key refused: one refusal kind is passed on as is, a mix becomes 503. */

@@ -13,6 +13,7 @@ import * as payouts from "./payouts.ts";
 import * as sellers from "./sellers.ts";
 import { disableKey, drainKey, inspectKey, inspectPool } from "./ops-api.ts";
 import { proxy } from "./proxy.ts";
+import { PROVIDER_IDS } from "../schema/providers.ts";
 import * as webhooks from "./webhooks/api.ts";
 import { parseVaultPrivateKeys, publicKeysOf } from "./vault.ts";
 
@@ -67,6 +68,11 @@ export const router = AutoRouter<Req, Args>({
     return out;
   }],
 });
+
+const proxyRoute = (req: Req, env: Env) => proxy(req, env, req.requestId, isOperator(req, env));
+
+// The proxy's known providers are matched first: the hot path skips the API routes.
+for (const id of PROVIDER_IDS) router.all(`/${id}/*`, proxyRoute).all(`/${id}`, proxyRoute);
 
 router
   .get("/healthz", () => json({ ok: true }))
@@ -124,5 +130,6 @@ router
   .get("/ops/disputes", async (req, env) => (await disputes()).listDisputesHandler(req, env))
   .get("/ops/disputes/:id", async (req, env) => (await disputes()).getDisputeHandler(env, req.params.id))
   .post("/ops/disputes/:id/resolve", async (req, env) => (await disputes()).resolveDisputeHandler(req, env, req.params.id))
-  .all("/:provider/*", (req, env) => proxy(req, env, req.requestId, isOperator(req, env)))
-  .all("/:provider", (req, env) => proxy(req, env, req.requestId, isOperator(req, env)));
+  // Anything else under a first path segment: an unknown provider, answered with its error.
+  .all("/:provider/*", proxyRoute)
+  .all("/:provider", proxyRoute);
