@@ -144,7 +144,8 @@ export class EarningsFlusher {
         meta: rows.map(toMeta),
       };
       this.#sql.exec("UPDATE earnings SET unflushed_micros = 0, fee_micros = 0, served_count = 0 WHERE id = 1");
-      for (const m of pending.meta) this.#sql.exec("DELETE FROM request_meta WHERE request_id = ?", m.requestId);
+      // The rows just read are the oldest (same order, same limit): delete them in one go.
+      if (rows.length > 0) this.#sql.exec("DELETE FROM request_meta WHERE request_id IN (SELECT request_id FROM request_meta ORDER BY at, request_id LIMIT ?)", rows.length);
       this.#sql.exec("UPDATE earnings_flush SET seq = ?, last_end = ?, pending = ? WHERE id = 1", seq, periodEnd, JSON.stringify(pending));
       return pending;
     });
@@ -204,11 +205,17 @@ async function send(env: DbEnv, p: PendingFlush): Promise<boolean> {
         })
         : false;
       if (rows.length > 0) {
-        const values = rows.map((r) => ({
-          request_id: r.requestId, key_id: r.keyId, provider: r.provider, route: r.route, method: r.method,
-          at: r.at, latency_ms: r.latencyMs, status: r.status, amount_micros: r.amountMicros, outcome: r.outcome,
-        }));
-        await tx`insert into public.request_log ${tx(values)} on conflict (request_id, key_id) do nothing`;
+        // One statement, one array per column: ten parameters for any number of rows,
+        // where a VALUES list would send and parse ten per row.
+        const col = <T,>(pick: (r: (typeof rows)[number]) => T) => rows.map((r) => String(pick(r)));
+        await tx`
+          insert into public.request_log (request_id, key_id, provider, route, method, at, latency_ms, status, amount_micros, outcome)
+          select r.request_id, ${p.keyId}, ${p.provider}, r.route, r.method, to_timestamp(r.at_ms / 1000.0), r.latency_ms, r.status, r.amount_micros, r.outcome
+          from unnest(${col((r) => r.requestId)}::text[], ${col((r) => r.route)}::text[], ${col((r) => r.method)}::text[],
+                      ${col((r) => r.at.getTime())}::bigint[], ${col((r) => r.latencyMs)}::int[], ${col((r) => r.status)}::int[],
+                      ${col((r) => r.amountMicros)}::bigint[], ${col((r) => r.outcome)}::text[])
+            as r(request_id, route, method, at_ms, latency_ms, status, amount_micros, outcome)
+          on conflict (request_id, key_id) do nothing`;
       }
       return recorded;
     });

@@ -39,12 +39,24 @@ describe("earnings flush", () => {
     expect(await runInDurableObject(stub, (_i, state) => state.storage.getAlarm())).toBeGreaterThan(Date.now());
     expect((await inspect(keyId)).earnings).toEqual({ unflushedMicros: 2700, feeMicros: 300, servedCount: 3 });
     expect((await earningsOf(s)).balance.earnedMicros).toBe(0);
+    const buffered = await stub.bufferedMeta();
+    expect(buffered).toHaveLength(3);
 
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     const after = await earningsOf(s);
     expect(after.balance).toEqual({ earnedMicros: 2700, withdrawnMicros: 0, availableMicros: 2700 });
     expect(after.history).toMatchObject([{ keyId, grossMicros: 3000, feeMicros: 300, netMicros: 2700, requestCount: 3 }]);
     expect(await requestLogRows(keyId)).toBe(3);
+    // PR12: each row arrives as it was recorded, metadata only.
+    const logged = await ownerDb((sql) => sql`
+      select request_id, provider, route, method, (extract(epoch from at) * 1000)::bigint::text as at_ms, latency_ms, status, amount_micros::text, outcome
+      from public.request_log where key_id = ${keyId} order by at, request_id`);
+    expect(logged.map((r) => ({ ...r }))).toEqual(
+      [...buffered].sort((a, b) => a.at - b.at || a.requestId.localeCompare(b.requestId)).map((m) => ({
+        request_id: m.requestId, provider: "openai", route: m.route, method: m.method, at_ms: String(m.at),
+        latency_ms: m.latencyMs, status: m.status, amount_micros: String(m.amountMicros), outcome: m.outcome,
+      })),
+    );
     expect(await inspect(keyId)).toMatchObject({ earnings: { unflushedMicros: 0, feeMicros: 0, servedCount: 0 }, bufferedMetadata: 0 });
 
     // The alarm again, and an explicit flush: nothing left, nothing counted twice.
