@@ -7,6 +7,8 @@
 //   probe:do              Worker -> Durable Object (SQLite-backed) -> upstream
 //   probe:do+signal       + SellerKey's call handling: timeout timer + AbortSignal.any on the
 //                           upstream fetch, a fresh copy of the response headers
+//   probe:do-rpc          the same hop as a JS RPC call (stub.serve(...)) returning the
+//                           Response, instead of stub.fetch(Request): an alternative
 //   probe:do+stream       + the body piped through a TransformStream (SellerKey watches the
 //                           pipe to tell a clean end from a cut)
 //   probe:do+identity     the same pipe through workerd's native IdentityTransformStream
@@ -71,6 +73,12 @@ export class Probe extends DurableObject {
 
   addSpend(period, micros) {
     this.sql.exec("INSERT INTO spend (period, micros) VALUES (?, ?) ON CONFLICT (period) DO UPDATE SET micros = micros + excluded.micros", period, micros);
+  }
+
+  // probe:do-rpc: what "plain" does, reached over JS RPC instead of fetch().
+  async serve(path, method, headerList, body) {
+    const up = await upstreamRequest(this.env, method, path, new Headers(headerList), body);
+    return new Response(up.body, up);
   }
 
   async fetch(request) {
@@ -181,6 +189,12 @@ export default {
     }
     // DO layers: buffer the body (cn2 does, for failover), copy the headers, pick one of
     // three objects at random (cn2 spreads over three keys).
+    if (layer === "do-rpc") {
+      const body = await request.arrayBuffer();
+      const stub = env.PROBE.get(env.PROBE.idFromName("rpc:" + Math.floor(Math.random() * KEYS)));
+      const res = await stub.serve(path, request.method, [...request.headers], body);
+      return new Response(res.body, res);
+    }
     const mode = { "do": "plain", "do-signal": "signal", "do-stream": "stream", "do-identity": "identity", "do-buffer": "buffer", "do-sqlA": "sqlA", "do-sqlB": "sqlB", "do-sqlB-full": "sqlBfull" }[layer];
     if (!mode) return new Response("unknown probe layer", { status: 404 });
     const body = await request.arrayBuffer();
@@ -215,6 +229,7 @@ export function profileTargets(probeUrl: string, cn2Url: string, body: string, v
     "probe:bare": post("bare"),
     "probe:bare+kv": post("bare-kv"),
     "probe:do": post("do"),
+    "probe:do-rpc": post("do-rpc"),
     "probe:do+signal": post("do-signal"),
     "probe:do+stream": post("do-stream"),
     "probe:do+identity": post("do-identity"),

@@ -51,13 +51,15 @@ const { values: args } = parseArgs({
     "tmpfs-storage": { type: "boolean", default: false },
     "cpu-profile": { type: "string" },
     "wait-quiet": { type: "string", default: "0" },
+    var: { type: "string", multiple: true, default: [] },
     help: { type: "boolean", default: false },
   },
 });
 if (args.help) {
   process.stdout.write(
     "npm run bench [-- --json] [--profile] [--duration 6] [--rounds 2] [--warmup 1.5] [--concurrency 1,10,50]\n" +
-      "              [--only cn2,probe:do] [--tmpfs-storage] [--cpu-profile /tmp/cn2.cpuprofile] [--wait-quiet 60]\n",
+      "              [--only cn2,probe:do] [--tmpfs-storage] [--cpu-profile /tmp/cn2.cpuprofile] [--wait-quiet 60]\n" +
+      "              [--var NAME=VALUE ...]   (a Worker var over wrangler.toml's, e.g. --var PERSIST_MS=0)\n",
   );
   process.exit(0);
 }
@@ -65,6 +67,14 @@ const DURATION = boundedNumber(args.duration, 1, 60, "--duration");
 const WARMUP = boundedNumber(args.warmup, 0, 30, "--warmup");
 const WAIT_QUIET = boundedNumber(args["wait-quiet"], 0, 600, "--wait-quiet");
 const ROUNDS = Math.round(boundedNumber(args.rounds, 1, 10, "--rounds"));
+/** `--var NAME=VALUE`: override a wrangler.toml var for an experiment (printed in the header). */
+const VAR_OVERRIDES = Object.fromEntries(
+  args.var.map((pair) => {
+    const m = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(pair);
+    if (!m) throw new Error(`--var takes NAME=VALUE, got "${pair}"`);
+    return [m[1]!, m[2]!];
+  }),
+);
 const CONCURRENCY = args.concurrency.split(",").map((c) => boundedNumber(c, 1, 1000, "--concurrency"));
 
 function boundedNumber(raw: string, min: number, max: number, name: string): number {
@@ -136,6 +146,7 @@ async function main() {
       // Seller accounts: the dev sign-in with a throwaway key (never enabled when DEPLOYED=1).
       AUTH_DEV_SIGNING_KEY: JSON.stringify(devKey.privateJwk),
       AUTH_JWKS: JSON.stringify(devKey.jwks),
+      ...VAR_OVERRIDES,
     },
     storageDir: args["tmpfs-storage"] ? tmpfsDir() : undefined,
     extra: args.profile ? [PROBE_WORKER(bases.openai, `sk-demo-bench-probe-${randomHex(4)}`)] : [],
@@ -492,6 +503,7 @@ function printTable(rows: Row[], meta: { machine: string; miniflare: string }) {
   out.push("");
   out.push(`cn2 proxy bench: POST /v1/chat/completions (non-streaming), ${DURATION} s per system and concurrency (${ROUNDS} interleaved rounds) after ${WARMUP} s warm-up`);
   out.push(`${meta.machine}; cn2 in workerd via Miniflare ${meta.miniflare} (no wrangler dev proxy)`);
+  if (Object.keys(VAR_OVERRIDES).length > 0) out.push(`vars over wrangler.toml's: ${Object.entries(VAR_OVERRIDES).map(([k, v]) => `${k}=${v}`).join(" ")}`);
   out.push("latency in ms (client side, sub-ms resolution); added = minus direct upstream at the same concurrency");
   out.push("");
   const head = ["conc", "system", "p50", "p99", "req/s", "added p50", "added p99", "failures"];
