@@ -4,12 +4,12 @@
 // memory, never in storage). Admission checks run synchronously before the first await,
 // so concurrent requests cannot both pass a limit that only one of them fits.
 //
-// Per-request bookkeeping (admissions, spend, earnings, metadata, the health EWMA) is
-// kept in memory and written to SQLite in one batched commit at most every PERSIST_MS:
-// a commit holds back the object's outgoing messages until it is durable (and locally
-// is an fsync on workerd's only thread), so one per request would cost every answer
-// that wait. Rare state changes (key disabled, cooling, config, events) commit at once.
-// What a crash can forget is bounded by the window; see docs/operations.md.
+// Per-request bookkeeping (admissions, spend, metadata, the health EWMA) is kept in
+// memory and written to SQLite in one batched commit at most every PERSIST_MS: a commit
+// holds back the object's outgoing messages until it is durable (and locally is an fsync
+// on workerd's only thread), so one per request would make every answer wait for it.
+// Paid answers (money) and rare state changes (key disabled, cooling, config, events)
+// commit at once. What a crash can forget is bounded by the window: docs/operations.md.
 import { DurableObject } from "cloudflare:workers";
 import * as v from "valibot";
 import { PROVIDERS, upstreamBase, type Provider } from "../schema/providers.ts";
@@ -320,9 +320,8 @@ export class SellerKey extends DurableObject<Env> {
     if (!r) return refusal("key_not_found", "no such key", requestId);
     const { config } = r;
     const provider = PROVIDERS[config.provider];
-    const url = new URL(request.url);
+    const { path, search } = pathAndQuery(request.url);
     const method = request.method;
-    const path = url.pathname;
     const now = Date.now();
 
     // Admission: synchronous, so it is exact under concurrency.
@@ -394,7 +393,7 @@ export class SellerKey extends DurableObject<Env> {
     const started = Date.now();
     let upstream: Response;
     try {
-      upstream = await fetch(upstreamUrl(upstreamBase(provider, upstreamOverrides(this.env)), path, url.search, provider), {
+      upstream = await fetch(upstreamUrl(upstreamBase(provider, upstreamOverrides(this.env)), path, search, provider), {
         method,
         headers: upstreamHeaders(provider, request.headers, credential),
         body: method === "GET" || method === "HEAD" ? undefined : request.body,
@@ -466,6 +465,9 @@ export class SellerKey extends DurableObject<Env> {
     headers.set(H.requestId, requestId);
     // Recorded now, in the same batch as the earnings; a cut stream amends the outcome.
     const row = record(status, latency, "served", charged);
+    // Money is never left to the batch: a paid answer's earnings and its metadata row (the
+    // dispute trail) commit before the answer goes out (the output gate holds it until then).
+    if (charged > 0) this.persist();
     if (whole !== null || !upstream.body) {
       release(served);
       return new Response(whole, { status, headers });
@@ -642,8 +644,11 @@ export class SellerKey extends DurableObject<Env> {
    */
   private persist() {
     this.cancelPersist();
-    for (const at of this.pendingHits) this.sql.exec("INSERT INTO hits (at) VALUES (?)", at);
-    this.pendingHits = [];
+    // Rows go in as one JSON array per table: one statement per batch, not one per row.
+    if (this.pendingHits.length > 0) {
+      this.sql.exec("INSERT INTO hits (at) SELECT value FROM json_each(?)", JSON.stringify(this.pendingHits));
+      this.pendingHits = [];
+    }
     if (this.hitsExpiredAt > 0) {
       this.sql.exec("DELETE FROM hits WHERE at <= ?", this.hitsExpiredAt);
       this.hitsExpiredAt = 0;
@@ -664,12 +669,11 @@ export class SellerKey extends DurableObject<Env> {
     const rows = this.pendingMeta;
     if (rows.length > 0) {
       this.pendingMeta = [];
-      for (const m of rows) {
-        this.sql.exec(
-          "INSERT OR REPLACE INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-          m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome,
-        );
-      }
+      this.sql.exec(
+        `INSERT OR REPLACE INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?)`,
+        JSON.stringify(rows.map((m) => [m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome])),
+      );
       this.metaRows += rows.length;
       // Past the cap, drop the oldest rows down to it, in batches rather than per request.
       if (this.metaRows > MAX_BUFFERED_META + 500) {
@@ -722,6 +726,14 @@ export class SellerKey extends DurableObject<Env> {
   private writeMeta(k: string, value: unknown) {
     this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, JSON.stringify(value));
   }
+}
+
+/** Path and query of the (already normalised) URL the router addressed this object with. */
+function pathAndQuery(url: string): { path: string; search: string } {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return { path: "/", search: "" };
+  const q = url.indexOf("?", start);
+  return q < 0 ? { path: url.slice(start), search: "" } : { path: url.slice(start, q), search: url.length > q + 1 ? url.slice(q) : "" };
 }
 
 /** Answers read whole instead of piped: a known, small length, not an event stream. */

@@ -173,6 +173,8 @@ export interface DemoLogEntry {
   startedAt: number;
   /** Request body size: proves a body was forwarded without keeping it. */
   bodyBytes: number;
+  /** Names of the request headers received (never their values), sorted. */
+  headerNames: string[];
 }
 
 const LOG_LIMIT = 500;
@@ -424,6 +426,7 @@ async function serveProvider(state: DemoState, spec: ProviderSpec, req: Incoming
   const entry: DemoLogEntry = {
     credential, provider: spec.name, method, path, query, status: 0,
     streamed: false, finished: false, aborted: false, startedAt: Date.now(), bodyBytes: 0,
+    headerNames: Object.keys(req.headers).sort(),
   };
   record(state, entry);
   let cut = false; // we cut the connection on purpose: that is not the client aborting

@@ -53,13 +53,17 @@ export async function readJson(request: Request): Promise<unknown> {
   }
 }
 
-/** Constant-time comparison for tokens. */
-export function safeEqual(a: string, b: string): boolean {
-  const enc = new TextEncoder();
-  const x = enc.encode(a);
-  const y = enc.encode(b);
+const encoder = new TextEncoder();
+
+/**
+ * Constant-time comparison of a candidate with a secret: the time depends on the
+ * candidate's length only, never on where they differ or on the secret's length.
+ */
+export function safeEqual(candidate: string, secret: string): boolean {
+  const x = encoder.encode(candidate);
+  const y = encoder.encode(secret);
   let diff = x.length ^ y.length;
-  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i % x.length] ?? 0) ^ (y[i % y.length] ?? 0);
+  for (let i = 0; i < x.length; i++) diff |= x[i]! ^ (y[i] ?? 0);
   return diff === 0 && x.length > 0;
 }
 

@@ -1,7 +1,7 @@
 // The Worker's entry: HTTP through the router; the Durable Object classes are exported
 // from here so wrangler binds them.
 import type { Env } from "./env.ts";
-import { router } from "./router.ts";
+import { handle } from "./router.ts";
 import { handleWebhookBatch, isWebhookQueue } from "./webhooks/consumer.ts";
 
 export { SellerKey } from "../objects/seller-key.ts";
@@ -10,7 +10,7 @@ export { BuyerWallet } from "../objects/buyer-wallet.ts";
 export { ProofStore } from "../objects/proof-store.ts";
 
 export default {
-  fetch: (request, env, ctx) => router.fetch(request, env, ctx),
+  fetch: (request, env, ctx) => handle(request, env, ctx),
   // Queue consumers, by queue name: seller webhook deliveries and their dead letters.
   async queue(batch, env, ctx) {
     if (isWebhookQueue(batch.queue)) return handleWebhookBatch(batch, env, ctx);

@@ -14,9 +14,21 @@ export const vaultEntryKey = (keyId: string) => `key:${keyId}`;
 
 export const homeFor = (region: Region): Home => (region === "eu" ? "eu" : "default");
 
+/** Object ids by home and key id: idFromName hashes the name, a cost per proxied request. */
+const ids = new Map<string, DurableObjectId>();
+const IDS_MAX = 10_000;
+
 export function keyStub(env: Env, keyId: string, home: Home) {
-  const ns = home === "eu" && env.DEPLOYED === "1" ? env.SELLER_KEY.jurisdiction("eu") : env.SELLER_KEY;
-  return ns.get(ns.idFromName(keyId));
+  const eu = home === "eu" && env.DEPLOYED === "1";
+  const ns = eu ? env.SELLER_KEY.jurisdiction("eu") : env.SELLER_KEY;
+  const cacheKey = (eu ? "eu:" : "") + keyId;
+  let id = ids.get(cacheKey);
+  if (!id) {
+    if (ids.size >= IDS_MAX) ids.clear();
+    id = ns.idFromName(keyId);
+    ids.set(cacheKey, id);
+  }
+  return ns.get(id);
 }
 
 /** The stub for an existing key, or null when the key is unknown. */

@@ -33,7 +33,7 @@ function bearer(request: Request): string | null {
 }
 
 /** Ops endpoints need the ops token. */
-function requireOps(request: Req, env: Env) {
+function requireOps(request: Request, env: Env) {
   const token = bearer(request);
   if (!env.OPS_TOKEN || token === null || !safeEqual(token, env.OPS_TOKEN)) throw new ApiError("unauthorized", "this endpoint needs the ops token (Authorization: Bearer …)");
 }
@@ -42,7 +42,7 @@ function requireOps(request: Req, env: Env) {
  * Operators may call the proxy unpaid with the ops token (health checks, benchmarks).
  * A wrong `cn2-ops-token` is an error, not a silent fall back to paying.
  */
-function isOperator(request: Req, env: Env): boolean {
+function isOperator(request: Request, env: Env): boolean {
   const header = request.headers.get(H.opsToken);
   if (header !== null) {
     if (!env.OPS_TOKEN || !safeEqual(header, env.OPS_TOKEN)) throw new ApiError("unauthorized", `wrong ${H.opsToken}`);
@@ -52,27 +52,54 @@ function isOperator(request: Req, env: Env): boolean {
   return token !== null && !!env.OPS_TOKEN && safeEqual(token, env.OPS_TOKEN);
 }
 
+function failed(err: unknown, requestId: string): Response {
+  if (err instanceof ApiError) return errorResponse(err.code, err.message, { status: err.status, requestId });
+  // Log the kind of failure only: error messages can carry request data.
+  console.error(JSON.stringify({ evt: "unhandled", requestId, error: err instanceof Error ? err.name : "unknown" }));
+  return errorResponse("internal_error", "internal error", { requestId });
+}
+
+/** Every answer carries its request id. */
+function withRequestId(response: Response, requestId: string): Response {
+  if (response.headers.get(H.requestId) === requestId) return response;
+  const out = new Response(response.body, response);
+  out.headers.set(H.requestId, requestId);
+  return out;
+}
+
 export const router = AutoRouter<Req, Args>({
   before: [(request) => { request.requestId = newRequestId(); }],
   missing: (request) => errorResponse("not_found", `no route for ${request.method} ${new URL(request.url).pathname}`, { requestId: request.requestId }),
-  catch: (err, request) => {
-    if (err instanceof ApiError) return errorResponse(err.code, err.message, { status: err.status, requestId: request.requestId });
-    // Log the kind of failure only: error messages can carry request data.
-    console.error(JSON.stringify({ evt: "unhandled", requestId: request.requestId, error: err instanceof Error ? err.name : "unknown" }));
-    return errorResponse("internal_error", "internal error", { requestId: request.requestId });
-  },
-  finally: [(response: Response, request) => {
-    if (response.headers.get(H.requestId) === request.requestId) return response;
-    const out = new Response(response.body, response);
-    out.headers.set(H.requestId, request.requestId);
-    return out;
-  }],
+  catch: (err, request) => failed(err, request.requestId),
+  finally: [(response: Response, request) => withRequestId(response, request.requestId)],
 });
 
-const proxyRoute = (req: Req, env: Env) => proxy(req, env, req.requestId, isOperator(req, env));
+const KNOWN_PROVIDERS: ReadonlySet<string> = new Set(PROVIDER_IDS);
 
-// The proxy's known providers are matched first: the hot path skips the API routes.
-for (const id of PROVIDER_IDS) router.all(`/${id}/*`, proxyRoute).all(`/${id}`, proxyRoute);
+/**
+ * The Worker's fetch. Proxy calls to a known provider (the hot path) go straight to the
+ * proxy, with the router's request id and error handling; everything else to the router.
+ */
+export async function handle(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
+  if (!KNOWN_PROVIDERS.has(firstSegment(request.url))) return router.fetch(request, env, ctx);
+  const requestId = newRequestId();
+  try {
+    return withRequestId(await proxy(request, env, requestId, isOperator(request, env)), requestId);
+  } catch (err) {
+    return failed(err, requestId);
+  }
+}
+
+/** The first path segment of an absolute URL, as written (no decoding). */
+function firstSegment(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2) + 1;
+  if (start === 0) return "";
+  let end = start;
+  while (end < url.length && url[end] !== "/" && url[end] !== "?" && url[end] !== "#") end++;
+  return url.slice(start, end);
+}
+
+const proxyRoute = (req: Req, env: Env) => proxy(req, env, req.requestId, isOperator(req, env));
 
 router
   .get("/healthz", () => json({ ok: true }))
@@ -130,6 +157,6 @@ router
   .get("/ops/disputes", async (req, env) => (await disputes()).listDisputesHandler(req, env))
   .get("/ops/disputes/:id", async (req, env) => (await disputes()).getDisputeHandler(env, req.params.id))
   .post("/ops/disputes/:id/resolve", async (req, env) => (await disputes()).resolveDisputeHandler(req, env, req.params.id))
-  // Anything else under a first path segment: an unknown provider, answered with its error.
+  // Known providers never get here (handle()); anything else is an unknown provider's error.
   .all("/:provider/*", proxyRoute)
   .all("/:provider", proxyRoute);

@@ -208,6 +208,23 @@ describe("paying through the proxy (B1, S7)", () => {
     expect(await hitsOf(dear.credential)).toHaveLength(0);
   });
 
+  it("PR16: a paid answer's earnings and metadata row are in the key's storage when the answer arrives, not left to the PERSIST_MS batch", async () => {
+    const served = await key({ priceMicros: 2000 });
+    const buyer = await newBuyer(10_000);
+    const { res } = await paid(buyer);
+    expect(res.status).toBe(200);
+    // Read storage directly (an inspection would force the batch itself).
+    const stored = await runInDurableObject(keyStub(e, served.keyId, served.home), (_i, state) => ({
+      earnings: state.storage.sql.exec("SELECT unflushed_micros, fee_micros, served_count FROM earnings").toArray(),
+      meta: state.storage.sql.exec("SELECT request_id, amount_micros, outcome FROM request_meta").toArray(),
+    }));
+    expect(stored).toEqual({
+      earnings: [{ unflushed_micros: 1800, fee_micros: 200, served_count: 1 }],
+      meta: [{ request_id: res.headers.get("cn2-request-id"), amount_micros: 2000, outcome: "served" }],
+    });
+    await res.text();
+  });
+
   it("PR16: a key that got cheaper after the quote serves at its own price; the fee keeps the difference", async () => {
     const k = await key({ priceMicros: 2000 });
     const buyer = await newBuyer(10_000);

@@ -22,6 +22,23 @@ describe("provider catalog through the proxy", () => {
     expect((await demoLog())[0]?.credential).toBe(credential);
   });
 
+  it("only the provider's allow-listed buyer headers reach the upstream, plus the injected credential", async () => {
+    await addKey();
+    const res = await post("/openai/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "x" }] }, {
+      // allowed for openai
+      accept: "application/json", "user-agent": "sdk/1.0", "openai-beta": "assistants=v2", "x-stainless-lang": "js",
+      // never forwarded: the buyer's credentials and cookies, our own headers, anything else
+      authorization: "Bearer buyer-own-key", cookie: "session=buyer", "cn2-tier": "standard", "cn2-request-id": "req_forged0000000000",
+      "cn2-paid-micros": "999", "x-forwarded-for": "203.0.113.9", "x-custom-tracking": "abc", "openai-organization": "org-buyer",
+    });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const names = (await demoLog())[0]!.headerNames;
+    const expected = ["accept", "authorization", "content-type", "openai-beta", "user-agent", "x-stainless-lang"];
+    // The platform's own framing headers (host, content-length, ...) are not the buyer's.
+    const framing = new Set(["host", "content-length", "connection", "accept-encoding", "cf-worker", "transfer-encoding"]);
+    expect(names.filter((n) => !framing.has(n))).toEqual(expected);
+  });
+
   it("anthropic: x-api-key injected, anthropic-version defaulted, streamed events pass through", async () => {
     const { credential } = await addKey({ config: { provider: "anthropic" } });
     const res = await post("/anthropic/v1/messages", { model: "claude-opus-4-8", max_tokens: 20, stream: true, messages: [{ role: "user", content: "x" }] }, { "x-api-key": "buyer-key" });
