@@ -677,7 +677,8 @@ export class SellerKey extends DurableObject<Env> {
       this.metaRows += rows.length;
       // Past the cap, drop the oldest rows down to it, in batches rather than per request.
       if (this.metaRows > MAX_BUFFERED_META + 500) {
-        this.sql.exec("DELETE FROM request_meta WHERE request_id IN (SELECT request_id FROM request_meta ORDER BY at LIMIT ?)", this.metaRows - MAX_BUFFERED_META);
+        // rowid is insertion order, which is time order here: no sort of the table.
+        this.sql.exec("DELETE FROM request_meta WHERE rowid IN (SELECT rowid FROM request_meta ORDER BY rowid LIMIT ?)", this.metaRows - MAX_BUFFERED_META);
         this.metaRows = MAX_BUFFERED_META;
       }
     }

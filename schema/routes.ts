@@ -25,12 +25,15 @@ function compile(pattern: string): RegExp {
   return re;
 }
 
+const target = (method: string, path: string) => `${method.toUpperCase()} ${path}`;
+
 export function routeMatches(pattern: string, method: string, path: string): boolean {
-  return compile(pattern).test(`${method.toUpperCase()} ${path}`);
+  return compile(pattern).test(target(method, path));
 }
 
 export function routeAllowed(patterns: readonly string[], method: string, path: string): boolean {
-  return patterns.some((p) => routeMatches(p, method, path));
+  const t = target(method, path);
+  return patterns.some((p) => compile(p).test(t));
 }
 
 /** The price for a route: the first matching per-route price, else the key's price. */
@@ -39,5 +42,7 @@ export function priceFor(
   method: string,
   path: string,
 ): number {
-  return config.routePrices.find((r) => routeMatches(r.route, method, path))?.priceMicros ?? config.priceMicros;
+  if (config.routePrices.length === 0) return config.priceMicros;
+  const t = target(method, path);
+  return config.routePrices.find((r) => compile(r.route).test(t))?.priceMicros ?? config.priceMicros;
 }

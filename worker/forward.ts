@@ -12,17 +12,6 @@ const HOP_BY_HOP = new Set([
   "proxy-authenticate", "proxy-authorization", "content-length", "host",
 ]);
 
-/** Each provider's strip-list as a set, made once. */
-const sets = new WeakMap<Provider, { strip: ReadonlySet<string> }>();
-function setsOf(provider: Provider) {
-  let s = sets.get(provider);
-  if (!s) {
-    s = { strip: new Set(provider.stripResponseHeaders) };
-    sets.set(provider, s);
-  }
-  return s;
-}
-
 export function upstreamUrl(base: string, path: string, search: string, provider: Provider): string {
   if (!search || provider.stripQuery.length === 0) return base + path + search;
   const params = new URLSearchParams(search);
@@ -30,6 +19,9 @@ export function upstreamUrl(base: string, path: string, search: string, provider
   const rest = params.toString();
   return base + path + (rest ? `?${rest}` : "");
 }
+
+/** Names only we may set on an answer (H in schema/wire.ts) and the payment receipt. */
+const OURS = [...Object.values(H), "payment-receipt"];
 
 /** The router's internal headers to a key object: never forwarded upstream. */
 const INTERNAL = [H.requestId, H.paid] as const;
@@ -47,17 +39,16 @@ export function upstreamHeaders(provider: Provider, fromRouter: Headers, credent
 }
 
 /**
- * The upstream's answer headers for the buyer. Our own `cn2-` names and the payment
+ * The upstream's answer headers for the buyer. Our own header names and the payment
  * receipt are dropped too: an upstream must not be able to fake a refusal (which the
  * router would act on), a price or a receipt.
  */
 export function buyerResponseHeaders(provider: Provider, upstream: Headers): Headers {
-  const { strip } = setsOf(provider);
-  const out = new Headers();
-  for (const [name, value] of upstream) {
-    if (HOP_BY_HOP.has(name) || strip.has(name) || name.startsWith("cn2-") || name === "payment-receipt") continue;
-    out.append(name, value);
-  }
+  // A native copy, then deletes by name: cheaper than rebuilding entry by entry.
+  const out = new Headers(upstream);
+  for (const name of HOP_BY_HOP) out.delete(name);
+  for (const name of provider.stripResponseHeaders) out.delete(name);
+  for (const name of OURS) out.delete(name);
   return out;
 }
 

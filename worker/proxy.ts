@@ -145,7 +145,6 @@ async function tryKey(env: Env, provider: Provider, key: Candidate, request: Req
       method: request.method,
       headers,
       body,
-      signal: request.signal,
     });
   } catch {
     return errorResponse("upstream_error", "key object unavailable", { requestId, headers: { [H.refusal]: "upstream_error" } });

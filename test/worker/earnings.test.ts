@@ -2,13 +2,13 @@
 // Postgres from an alarm, idempotently: running the alarm twice, or repeating a flush
 // after a crash between the database commit and the local reset, never counts twice.
 import { env } from "cloudflare:workers";
-import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { EarningsFlusher } from "../../objects/earnings-flush.ts";
 import type { SellerKey } from "../../objects/seller-key.ts";
 import type { Env } from "../../worker/env.ts";
 import { keyStub } from "../../worker/keys.ts";
-import { addKey, as, inspect, keyRequest, ownerDb, signIn, type TestSeller } from "./helpers.ts";
+import { addKey, as, inspect, keyRequest, ownerDb, persisted, signIn, type TestSeller } from "./helpers.ts";
 
 const e = env as unknown as Env;
 
@@ -135,5 +135,30 @@ describe("earnings flush", () => {
     await serve(keyId, 2);
     expect((await as(s, `/api/keys/${keyId}`, { method: "DELETE" })).status).toBe(200);
     expect((await earningsOf(s)).balance.earnedMicros).toBe(1800);
+  });
+
+  it("metadata waiting for Postgres is capped: past 10,500 rows the oldest go, down to 10,000, and the newest stay", async () => {
+    const { keyId } = await addKey();
+    const stub = keyStub(e, keyId, "default");
+    // A key whose flushes have failed for a while: 10,500 rows already buffered.
+    await runInDurableObject(stub, (_i, state) => {
+      state.storage.sql.exec(
+        `INSERT INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome)
+         SELECT printf('req_old%09d', x), ? + x, 'POST', '/v1/chat/completions', 200, 1, 0, 'served'
+         FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10500) SELECT x FROM c)`,
+        Date.now() - 3_600_000,
+      );
+    });
+    await evictDurableObject(stub); // the object counts its rows when it starts
+    const res = await stub.fetch(keyRequest({ requestId: "req_newest000000000001" }));
+    expect(res.status).toBe(200);
+    await res.text();
+    await persisted(stub);
+    const rows = await runInDurableObject(stub, (_i, state) => ({
+      count: state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta").one().n,
+      oldest: state.storage.sql.exec<{ id: string }>("SELECT request_id AS id FROM request_meta ORDER BY at LIMIT 1").one().id,
+      newest: state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta WHERE request_id = 'req_newest000000000001'").one().n,
+    }));
+    expect(rows).toEqual({ count: 10_000, oldest: "req_old000000502", newest: 1 });
   });
 });

@@ -1,7 +1,7 @@
 // P1: answers stream through as the upstream sends them, cuts reach the buyer as errors,
 // and a buyer who goes away stops the upstream call.
 import { beforeEach, describe, expect, it } from "vitest";
-import { addKey, chat, demo, demoLog, removeAllKeys, resetDemo } from "./helpers.ts";
+import { addKey, inspect, chat, demo, demoLog, removeAllKeys, resetDemo } from "./helpers.ts";
 
 const decoder = new TextDecoder();
 
@@ -51,6 +51,21 @@ describe("streaming", () => {
       return k.events.some((e) => e.kind === "request.stream_cut") ? k : undefined;
     }, "stream_cut event");
     expect(key.events.map((e) => e.kind)).toContain("request.stream_cut");
+  });
+
+  it("a buyer who disconnects before the upstream answers aborts the upstream call", async () => {
+    const { credential, keyId } = await addKey();
+    await demo("/__demo/behaviour", { credential, delayMs: 1500 });
+    const controller = new AbortController();
+    const pending = chat({ signal: controller.signal }).catch((err: unknown) => err);
+    await waitFor(async () => (await demoLog()).find((e) => e.credential === credential), "upstream call");
+    controller.abort();
+    await pending;
+    const entry = await waitFor(async () => (await demoLog()).find((e) => e.credential === credential && e.aborted), "upstream abort");
+    expect(entry.finished).toBe(false);
+    // The key is free again and the request is not counted as the key's failure.
+    await waitFor(async () => ((await inspect(keyId)).inFlight === 0 ? true : undefined), "in-flight released");
+    expect((await inspect(keyId)).health.state).toBe("healthy");
   });
 
   it("a buyer who disconnects aborts the upstream call", async () => {
