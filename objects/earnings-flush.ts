@@ -4,15 +4,17 @@
 // request (`request_meta`) in its own SQLite storage, on the hot path, with no network.
 // From an alarm it flushes them, exactly once in effect, even across crashes:
 //
-//   1 take     in one synchronous storage transaction: the accumulator and up to
-//              FLUSH_ROWS metadata rows move into a *pending flush* with the next sequence
-//              number, and the accumulator restarts at zero. The flush id is
+//   1 take     in one synchronous storage transaction: the accumulator moves into a
+//              *pending flush* with the next sequence number, with the rowid of the last
+//              of up to FLUSH_ROWS metadata rows it covers (oldest first), and the
+//              accumulator restarts at zero. The rows themselves stay where they are
+//              until step 3 (no copy, no sort: rowid is insertion order). The flush id is
 //              `<keyId>.<epoch>.<seq>` (epoch: random, per object lifetime, so a key id
 //              reused after removal never collides with an old flush).
 //   2 send     one Postgres transaction as service_role: public.record_earnings (idempotent
 //              on the flush id: a second delivery with the same figures is a no-op) and the
 //              metadata rows with `on conflict (request_id, key_id) do nothing`.
-//   3 complete the pending flush is deleted locally.
+//   3 complete the pending flush and the metadata rows it covered are deleted locally.
 //
 // A crash (or a lost answer) between 2 and 3 leaves the pending flush in storage; the
 // next run sends the very same flush again, which changes nothing in Postgres, then
@@ -37,7 +39,8 @@ export interface PendingFlush {
   amountMicros: number;
   feeMicros: number;
   requestCount: number;
-  meta: RequestMeta[];
+  /** The metadata rows covered: request_meta rowids up to this one (0: none). */
+  metaThrough: number;
 }
 
 export interface FlushOutcome {
@@ -104,9 +107,10 @@ export class EarningsFlusher {
   async #flushOnce(env: DbEnv, target: FlushTarget): Promise<FlushOutcome> {
     const pending = this.take(target);
     if (!pending) return { flushed: false, flushId: null, recordedNow: false, amountMicros: 0, metadataRows: 0, more: false };
+    const meta = this.#covered(pending);
     let recordedNow = false;
     try {
-      recordedNow = await send(env, pending);
+      recordedNow = await send(env, pending, meta);
     } catch (error) {
       // A closed account takes no new ledger rows (CN005): what a closing seller's key
       // earned after the closing flush cannot be credited to anyone. Drop it, loudly.
@@ -116,8 +120,14 @@ export class EarningsFlusher {
     this.complete(pending);
     return {
       flushed: true, flushId: pending.flushId, recordedNow, amountMicros: pending.amountMicros,
-      metadataRows: pending.meta.length, more: this.#bufferedRows() > 0,
+      metadataRows: meta.length, more: this.#sql.exec<{ more: number }>("SELECT EXISTS (SELECT 1 FROM request_meta) AS more").one().more === 1,
     };
+  }
+
+  /** The metadata rows a pending flush covers (read when sent, so a retry sends them again). */
+  #covered(p: PendingFlush): RequestMeta[] {
+    if (!(p.metaThrough > 0)) return [];
+    return this.#sql.exec<Record<string, string | number>>("SELECT * FROM request_meta WHERE rowid <= ? ORDER BY rowid", p.metaThrough).toArray().map(toMeta);
   }
 
   /** Step 1 (synchronous, atomic): the pending flush, taken now unless one is waiting. */
@@ -127,9 +137,10 @@ export class EarningsFlusher {
       if (state.pending) return JSON.parse(state.pending) as PendingFlush;
       const earned = this.#sql.exec<{ unflushed_micros: number; fee_micros: number; served_count: number }>(
         "SELECT unflushed_micros, fee_micros, served_count FROM earnings WHERE id = 1").toArray()[0];
-      const rows = this.#sql.exec<Record<string, string | number>>("SELECT * FROM request_meta ORDER BY at, request_id LIMIT ?", FLUSH_ROWS).toArray();
+      const through = this.#sql.exec<{ through: number | null }>(
+        "SELECT max(rowid) AS through FROM (SELECT rowid FROM request_meta ORDER BY rowid LIMIT ?)", FLUSH_ROWS).one().through ?? 0;
       const amount = (earned?.unflushed_micros ?? 0) + (earned?.fee_micros ?? 0);
-      if (amount === 0 && rows.length === 0) {
+      if (amount === 0 && through === 0) {
         // Unpaid (operator) traffic leaves only a count: nothing to credit.
         if (earned) this.#sql.exec("UPDATE earnings SET served_count = 0 WHERE id = 1");
         return null;
@@ -141,21 +152,23 @@ export class EarningsFlusher {
         seq, keyId: target.keyId, sellerId: target.sellerId, provider: target.provider,
         periodStart: state.last_end, periodEnd,
         amountMicros: amount, feeMicros: earned?.fee_micros ?? 0, requestCount: earned?.served_count ?? 0,
-        meta: rows.map(toMeta),
+        metaThrough: through,
       };
       this.#sql.exec("UPDATE earnings SET unflushed_micros = 0, fee_micros = 0, served_count = 0 WHERE id = 1");
-      // The rows just read are the oldest (same order, same limit): delete them in one go.
-      if (rows.length > 0) this.#sql.exec("DELETE FROM request_meta WHERE request_id IN (SELECT request_id FROM request_meta ORDER BY at, request_id LIMIT ?)", rows.length);
       this.#sql.exec("UPDATE earnings_flush SET seq = ?, last_end = ?, pending = ? WHERE id = 1", seq, periodEnd, JSON.stringify(pending));
       return pending;
     });
   }
 
-  /** Step 3: forget a flush Postgres has confirmed (only that one: a newer one stays). */
+  /** Step 3: forget a flush Postgres has confirmed (only that one: a newer one stays), and its rows. */
   complete(pending: PendingFlush): void {
     const state = this.#state();
     if (!state?.pending) return;
-    if ((JSON.parse(state.pending) as PendingFlush).seq === pending.seq) this.#sql.exec("UPDATE earnings_flush SET pending = NULL WHERE id = 1");
+    if ((JSON.parse(state.pending) as PendingFlush).seq !== pending.seq) return;
+    this.#storage.transactionSync(() => {
+      if (pending.metaThrough > 0) this.#sql.exec("DELETE FROM request_meta WHERE rowid <= ?", pending.metaThrough);
+      this.#sql.exec("UPDATE earnings_flush SET pending = NULL WHERE id = 1");
+    });
   }
 
   #state(): State | undefined {
@@ -169,9 +182,6 @@ export class EarningsFlusher {
     return { epoch, seq: 0, last_end: createdAt, pending: null };
   }
 
-  #bufferedRows(): number {
-    return this.#sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta").one().n;
-  }
 }
 
 function toMeta(row: Record<string, string | number>): RequestMeta {
@@ -183,17 +193,17 @@ function toMeta(row: Record<string, string | number>): RequestMeta {
 }
 
 /** Step 2: one transaction; true when the ledger row was written now. */
-async function send(env: DbEnv, p: PendingFlush): Promise<boolean> {
+async function send(env: DbEnv, p: PendingFlush, meta: RequestMeta[]): Promise<boolean> {
   // Metadata the database would refuse (no request id: a call that did not come through
   // the router) is not worth failing the earnings for.
-  const rows = p.meta.flatMap((m) => {
+  const rows = meta.flatMap((m) => {
     const parsed = v.safeParse(RequestLogEntrySchema, {
       requestId: m.requestId, keyId: p.keyId, provider: p.provider, route: m.route, method: m.method,
       at: new Date(m.at), latencyMs: m.latencyMs, status: m.status, amountMicros: m.amountMicros, outcome: m.outcome,
     });
     return parsed.success ? [parsed.output] : [];
   });
-  if (rows.length < p.meta.length) console.log(JSON.stringify({ evt: "request_meta_skipped", keyId: p.keyId, rows: p.meta.length - rows.length }));
+  if (rows.length < meta.length) console.log(JSON.stringify({ evt: "request_meta_skipped", keyId: p.keyId, rows: meta.length - rows.length }));
   const sql = connectDb(env, 1);
   try {
     return await asService(sql, async (tx) => {

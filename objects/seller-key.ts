@@ -21,7 +21,7 @@ import {
 } from "../schema/wire.ts";
 import type { Env } from "../worker/env.ts";
 import { ApiError, attempt, errorResponse, type Result } from "../worker/http.ts";
-import { buyerResponseHeaders, upstreamHeaders, upstreamUrl } from "../worker/forward.ts";
+import { buyerResponse, upstreamHeaders, upstreamUrl } from "../worker/forward.ts";
 import { decryptCredential, parseVaultPrivateKeys, VaultError } from "../worker/vault.ts";
 import { numberSetting, upstreamOverrides } from "../worker/settings.ts";
 import { vaultEntryKey, type VaultMetadata } from "../worker/keys.ts";
@@ -460,9 +460,7 @@ export class SellerKey extends DurableObject<Env> {
     if (served) this.earn(charged, price);
     else release(false);
     this.setHealth(health.onSuccess(this.health, latency), this.health.state === "cooling" ? "key.recovered" : null, "probe succeeded");
-    const headers = buyerResponseHeaders(provider, upstream.headers);
-    headers.set(H.price, String(price));
-    headers.set(H.requestId, requestId);
+    const ours = { [H.price]: String(price), [H.requestId]: requestId };
     // Recorded now, in the same batch as the earnings; a cut stream amends the outcome.
     const row = record(status, latency, "served", charged);
     // Money is never left to the batch: a paid answer's earnings and its metadata row (the
@@ -470,7 +468,7 @@ export class SellerKey extends DurableObject<Env> {
     if (charged > 0) this.persist();
     if (whole !== null || !upstream.body) {
       release(served);
-      return new Response(whole, { status, headers });
+      return buyerResponse(provider, upstream, whole, ours);
     }
     // Stream through untouched; the pipe's outcome tells a clean end from a cut. workerd's
     // native byte pipe: cheaper than a JS TransformStream (bench --profile, do+identity).
@@ -490,7 +488,7 @@ export class SellerKey extends DurableObject<Env> {
         }
       },
     );
-    return new Response(readable, { status, headers });
+    return buyerResponse(provider, upstream, readable, ours);
   }
 
   // ---- internals ---------------------------------------------------------------------

@@ -20,48 +20,52 @@ export function upstreamUrl(base: string, path: string, search: string, provider
   return base + path + (rest ? `?${rest}` : "");
 }
 
+/** Statuses whose responses carry no body (a Response with one would be refused). */
+const NULL_BODY: ReadonlySet<number> = new Set([101, 204, 205, 304]);
+
 /** Names only we may set on an answer (H in schema/wire.ts) and the payment receipt. */
 const OURS = [...Object.values(H), "payment-receipt"];
 
 /** The router's internal headers to a key object: never forwarded upstream. */
-const INTERNAL = [H.requestId, H.paid] as const;
+const INTERNAL: ReadonlySet<string> = new Set([H.requestId, H.paid]);
 
-/** From what the router sent (already allow-listed): minus our internal headers, plus the credential. */
-export function upstreamHeaders(provider: Provider, fromRouter: Headers, credential: string): Headers {
-  const out = new Headers(fromRouter);
-  for (const name of INTERNAL) out.delete(name);
-  // The hop to the object may add framing headers of its own (content-length, host).
-  for (const name of HOP_BY_HOP) out.delete(name);
-  for (const [name, value] of Object.entries(provider.defaultHeaders)) if (!out.has(name)) out.set(name, value);
-  if (provider.auth.kind === "bearer") out.set("authorization", `Bearer ${credential}`);
-  else out.set(provider.auth.header, credential);
-  return out;
-}
-
-/**
- * The upstream's answer headers for the buyer. Our own header names and the payment
- * receipt are dropped too: an upstream must not be able to fake a refusal (which the
- * router would act on), a price or a receipt.
- */
-export function buyerResponseHeaders(provider: Provider, upstream: Headers): Headers {
-  // A native copy, then deletes by name: cheaper than rebuilding entry by entry.
-  const out = new Headers(upstream);
-  for (const name of HOP_BY_HOP) out.delete(name);
-  for (const name of provider.stripResponseHeaders) out.delete(name);
-  for (const name of OURS) out.delete(name);
-  return out;
-}
+// Request headers are built as plain records and handed to fetch() once: each Headers
+// object is a native allocation, and the request path is hot (bench --profile).
 
 /**
  * What the router sends a key object: the provider's allow-listed buyer headers only (the
  * object forwards no other), then our internal ones, always set by us.
  */
-export function keyRequestHeaders(provider: Provider, incoming: Headers, internal: Readonly<Record<(typeof INTERNAL)[number], string>>): Headers {
-  const out = new Headers();
+export function keyRequestHeaders(provider: Provider, incoming: Headers, internal: Readonly<Record<typeof H.requestId | typeof H.paid, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
   for (const name of provider.forwardHeaders) {
     const value = incoming.get(name);
-    if (value !== null) out.set(name, value);
+    if (value !== null) out[name] = value;
   }
-  for (const name of INTERNAL) out.set(name, internal[name]);
+  return Object.assign(out, internal);
+}
+
+/** From what the router sent (already allow-listed): minus our internal and framing headers, plus the credential. */
+export function upstreamHeaders(provider: Provider, fromRouter: Headers, credential: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of fromRouter) if (!INTERNAL.has(name) && !HOP_BY_HOP.has(name)) out[name] = value;
+  for (const name in provider.defaultHeaders) out[name] ??= provider.defaultHeaders[name]!;
+  if (provider.auth.kind === "bearer") out.authorization = `Bearer ${credential}`;
+  else out[provider.auth.header] = credential;
+  return out;
+}
+
+/**
+ * The buyer's answer: the upstream's status and headers, minus hop-by-hop, the provider's
+ * account headers, and our own header names and the payment receipt (an upstream must not
+ * be able to fake a refusal, which the router would act on, a price or a receipt).
+ */
+export function buyerResponse(provider: Provider, upstream: Response, body: BodyInit | null, ours: Readonly<Record<string, string>>): Response {
+  const out = new Response(NULL_BODY.has(upstream.status) ? null : body, upstream);
+  const headers = out.headers;
+  for (const name of HOP_BY_HOP) headers.delete(name);
+  for (const name of provider.stripResponseHeaders) headers.delete(name);
+  for (const name of OURS) headers.delete(name);
+  for (const name in ours) headers.set(name, ours[name]!);
   return out;
 }
