@@ -32,7 +32,7 @@ export interface FunctionCost {
 }
 
 /** Connect to workerd's inspector target for `workerName` and profile while `during` runs. */
-export async function profileWhile(inspectorPort: number, workerName: string, during: () => Promise<void>): Promise<CpuProfile> {
+export async function profileWhile(inspectorPort: number, workerName: string, during: () => Promise<void>): Promise<CpuProfile & { heap?: { usedMb: number; totalMb: number } }> {
   const list = (await (await fetch(`http://${HOST}:${inspectorPort}/json`, { signal: AbortSignal.timeout(5_000) })).json()) as {
     id: string;
     title?: string;
@@ -76,7 +76,9 @@ export async function profileWhile(inspectorPort: number, workerName: string, du
     await send("Profiler.start");
     await during();
     const { profile } = (await send("Profiler.stop")) as { profile: CpuProfile };
-    return profile;
+    // The isolate's V8 heap right after the load: long GC pauses come with a big old space.
+    const heap = (await send("Runtime.getHeapUsage").catch(() => null)) as { usedSize: number; totalSize: number } | null;
+    return heap ? { ...profile, heap: { usedMb: heap.usedSize / 1048576, totalMb: heap.totalSize / 1048576 } } : profile;
   } finally {
     ws.close();
   }

@@ -360,7 +360,8 @@ async function cpuProfile(port: number, path: string, target: Target): Promise<R
   const perReq = served > 0 ? (busy * 1000) / served : NaN;
   const lines = [
     `CPU profile of the cn2 isolate (router + Durable Objects), c=${concurrency}, ${served} requests: ` +
-      `${busy.toFixed(0)} ms busy of ${totalMs.toFixed(0)} ms sampled, ${perReq.toFixed(0)} us of JS-thread time per request. Written to ${path}`,
+      `${busy.toFixed(0)} ms busy of ${totalMs.toFixed(0)} ms sampled, ${perReq.toFixed(0)} us of JS-thread time per request. Written to ${path}` +
+      (profile.heap ? `; V8 heap after the run: ${profile.heap.usedMb.toFixed(1)} MB used of ${profile.heap.totalMb.toFixed(1)} MB` : ""),
     "  by inclusive time (us per request, self in brackets):",
     ...costs
       .filter((c) => !c.name.startsWith("(root)"))

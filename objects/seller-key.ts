@@ -20,7 +20,7 @@ import {
   type KeyView, type PoolMember, type RequestMeta,
 } from "../schema/wire.ts";
 import type { Env } from "../worker/env.ts";
-import { ApiError, attempt, errorResponse, type Result } from "../worker/http.ts";
+import { ApiError, attempt, errorResponse, splitUrl, type Result } from "../worker/http.ts";
 import { buyerResponse, upstreamHeaders, upstreamUrl } from "../worker/forward.ts";
 import { decryptCredential, parseVaultPrivateKeys, VaultError } from "../worker/vault.ts";
 import { numberSetting, upstreamOverrides } from "../worker/settings.ts";
@@ -320,7 +320,7 @@ export class SellerKey extends DurableObject<Env> {
     if (!r) return refusal("key_not_found", "no such key", requestId);
     const { config } = r;
     const provider = PROVIDERS[config.provider];
-    const { path, search } = pathAndQuery(request.url);
+    const { pathname: path, search } = splitUrl(request.url);
     const method = request.method;
     const now = Date.now();
 
@@ -725,14 +725,6 @@ export class SellerKey extends DurableObject<Env> {
   private writeMeta(k: string, value: unknown) {
     this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, JSON.stringify(value));
   }
-}
-
-/** Path and query of the (already normalised) URL the router addressed this object with. */
-function pathAndQuery(url: string): { path: string; search: string } {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  if (start < 0) return { path: "/", search: "" };
-  const q = url.indexOf("?", start);
-  return q < 0 ? { path: url.slice(start), search: "" } : { path: url.slice(start, q), search: url.length > q + 1 ? url.slice(q) : "" };
 }
 
 /** Answers read whole instead of piped: a known, small length, not an event stream. */

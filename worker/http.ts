@@ -86,3 +86,17 @@ export function unwrap<T>(result: Result<T>): T {
   if (result.ok) return result.value;
   throw new ApiError(result.code, result.message);
 }
+
+/**
+ * Path and query of the request URL, which the runtime has already parsed and normalised
+ * (so slicing it equals URL's pathname/search, without a URL object per request).
+ */
+export function splitUrl(url: string): { pathname: string; search: string } {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return { pathname: "/", search: "" };
+  const hash = url.indexOf("#", start);
+  const end = hash < 0 ? url.length : hash;
+  const q = url.indexOf("?", start);
+  if (q < 0 || q > end) return { pathname: url.slice(start, end), search: "" };
+  return { pathname: url.slice(start, q), search: q + 1 < end ? url.slice(q, end) : "" };
+}

@@ -4,7 +4,7 @@ import * as v from "valibot";
 import { isProviderId, PROVIDERS, type Provider } from "../schema/providers.ts";
 import { H, RETRYABLE, TierSchema, type ErrorCode } from "../schema/wire.ts";
 import type { Env } from "./env.ts";
-import { ApiError, errorResponse } from "./http.ts";
+import { ApiError, errorResponse, splitUrl } from "./http.ts";
 import { keyRequestHeaders } from "./forward.ts";
 import { keyStub } from "./keys.ts";
 import { localLoad, readPools, trackLoad } from "./pools.ts";
@@ -29,8 +29,8 @@ export interface ProxyTarget {
   path: string;
 }
 
-export function parseTarget(url: URL): ProxyTarget {
-  const match = /^\/([^/]+)(\/.*)?$/.exec(url.pathname);
+export function parseTarget(pathname: string): ProxyTarget {
+  const match = /^\/([^/]+)(\/.*)?$/.exec(pathname);
   const provider = match?.[1] ?? "";
   if (!isProviderId(provider)) throw new ApiError("unknown_provider", `unknown provider "${provider.slice(0, 40)}"; known: openai, anthropic, google, groq`);
   return { provider, path: match?.[2] ?? "/" };
@@ -41,8 +41,8 @@ export function parseTarget(url: URL): ProxyTarget {
  * (health checks, benchmarks). Everyone else pays per request over MPP.
  */
 export async function proxy(request: Request, env: Env, requestId: string, operator: boolean): Promise<Response> {
-  const url = new URL(request.url);
-  const { provider, path } = parseTarget(url);
+  const { pathname, search } = splitUrl(request.url);
+  const { provider, path } = parseTarget(pathname);
 
   let headerBytes = 0;
   for (const [name, value] of request.headers) headerBytes += name.length + value.length;
@@ -92,7 +92,7 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   const refusals: Response[] = [];
   let answer: Response | null = null;
   for (const key of order) {
-    const res = await tryKey(env, PROVIDERS[provider], key, request, url, path, body, requestId, payment?.amountMicros ?? 0);
+    const res = await tryKey(env, PROVIDERS[provider], key, request, search, path, body, requestId, payment?.amountMicros ?? 0);
     // A served answer carries no refusal code (SellerKey drops any cn2- header an upstream sends).
     const code = res.headers.get(H.refusal) as ErrorCode | null;
     if (code === null) {
@@ -136,12 +136,12 @@ async function safeRefund(env: Env, payment: Payment, reason: string, requestId:
   }
 }
 
-async function tryKey(env: Env, provider: Provider, key: Candidate, request: Request, url: URL, path: string, body: ArrayBuffer | null, requestId: string, paid: number): Promise<Response> {
+async function tryKey(env: Env, provider: Provider, key: Candidate, request: Request, search: string, path: string, body: ArrayBuffer | null, requestId: string, paid: number): Promise<Response> {
   // Always set: a buyer's own copies of our internal headers must never reach the key.
   const headers = keyRequestHeaders(provider, request.headers, { [H.requestId]: requestId, [H.paid]: String(paid) });
   trackLoad(key.keyId, 1);
   try {
-    return await keyStub(env, key.keyId, key.home).fetch(`https://key${path}${url.search}`, {
+    return await keyStub(env, key.keyId, key.home).fetch(`https://key${path}${search}`, {
       method: request.method,
       headers,
       body,

@@ -3,7 +3,7 @@
 import { AutoRouter, type IRequest } from "itty-router";
 import { H } from "../schema/wire.ts";
 import type { Env } from "./env.ts";
-import { ApiError, errorResponse, json, safeEqual } from "./http.ts";
+import { ApiError, errorResponse, json, safeEqual, splitUrl } from "./http.ts";
 import * as account from "./account.ts";
 import * as auth from "./auth-api.ts";
 import * as earnings from "./earnings.ts";
@@ -92,11 +92,9 @@ export async function handle(request: Request, env: Env, ctx: ExecutionContext):
 
 /** The first path segment of an absolute URL, as written (no decoding). */
 function firstSegment(url: string): string {
-  const start = url.indexOf("/", url.indexOf("//") + 2) + 1;
-  if (start === 0) return "";
-  let end = start;
-  while (end < url.length && url[end] !== "/" && url[end] !== "?" && url[end] !== "#") end++;
-  return url.slice(start, end);
+  const { pathname } = splitUrl(url);
+  const end = pathname.indexOf("/", 1);
+  return pathname.slice(1, end < 0 ? undefined : end);
 }
 
 const proxyRoute = (req: Req, env: Env) => proxy(req, env, req.requestId, isOperator(req, env));
