@@ -12,25 +12,26 @@
 //   probe:do+stream       + the body piped through a TransformStream (SellerKey watches the
 //                           pipe to tell a clean end from a cut)
 //   probe:do+identity     the same pipe through workerd's native IdentityTransformStream
-//                           instead: not what SellerKey does, an alternative to compare
+//                           instead (what SellerKey does for streams)
 //   probe:do+buffer       the small non-streamed answer read whole instead of piped (its end
-//                           is then known without a pipe): another alternative
-//   probe:do+stream+sqlA  + the SQL SellerKey runs before it answers: before the upstream
+//                           is then known without a pipe; SellerKey does this for small
+//                           answers of known length)
+//   probe:do+stream+sqlA  + the SQL SellerKey ran before it answered: before the upstream
 //                           call the hits INSERT (window counted in memory, expired rows
 //                           deleted in batches) and two spend upserts; after it the
 //                           earnings upsert and the health write
-//   probe:do+stream+sqlB  + the SQL it runs when the stream ends (request_meta INSERT; past
-//                           10,500 rows a batched trim): SellerKey's full per-request set
+//   probe:do+stream+sqlB  + the SQL it ran when the stream ended (request_meta INSERT; past
+//                           10,500 rows a batched trim): its full former per-request set
 //   probe:...+sqlB@10k    the same with request_meta already at its 10,000-row cap (a busy
 //                           key between flushes, or one whose flush fails): the batched trim
 //                           then runs every 500 requests
 //   probe:healthz         a Worker answering JSON, no upstream  } the router alone is
 //   cn2:healthz           cn2's GET /healthz through its router } the difference
 //
-// The SQL text and its order are copied from objects/seller-key.ts as of 2026-11-25 (with
-// payments: earnings credited before the answer, an operator request pays 0; in-memory
-// limiter window; batched trims).
-// Keep it in step when that file's hot path changes, or these rows stop describing it.
+// The SQL rows reproduce SellerKey's hot path as it was on the afternoon of 2026-11-25,
+// with storage commits on every request; SellerKey has since moved them into a batch every
+// PERSIST_MS (objects/seller-key.ts). They stay as the measure of what a per-request
+// commit costs here (cn2 itself: `--var PERSIST_MS=0`).
 import type { ExtraWorker } from "./workerd.ts";
 import type { Target } from "./load.ts";
 
