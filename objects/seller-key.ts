@@ -48,6 +48,9 @@ interface KeyRecord {
 }
 
 const MINUTE = 60_000;
+const MAX_EVENTS = 200;
+/** Metadata rows kept until flushed to Postgres; the oldest go first past this. */
+const MAX_BUFFERED_META = 10_000;
 /** How often overdue upstream calls are looked for: the first-byte timeout's precision. */
 const SWEEP_MS = 100;
 
@@ -56,9 +59,6 @@ interface UpstreamCall {
   controller: AbortController;
   timedOut: boolean;
 }
-const MAX_EVENTS = 200;
-/** Metadata rows kept until flushed to Postgres; the oldest go first past this. */
-const MAX_BUFFERED_META = 10_000;
 
 export class SellerKey extends DurableObject<Env> {
   private record: KeyRecord | null = null;
@@ -385,12 +385,12 @@ export class SellerKey extends DurableObject<Env> {
     // The first-byte timeout is ours (one sweep per object, not a timer per request);
     // the buyer's disconnect is request.signal. Either aborts the upstream call.
     const timeoutMs = numberSetting(this.env.UPSTREAM_TIMEOUT_MS, 60_000) || 60_000;
-    const call = { deadline: now + timeoutMs, controller: new AbortController(), timedOut: false };
+    const started = Date.now();
+    const call = { deadline: started + timeoutMs, controller: new AbortController(), timedOut: false };
     const buyerLeft = () => call.controller.abort();
     if (request.signal.aborted) call.controller.abort();
     else request.signal.addEventListener("abort", buyerLeft, { once: true });
     this.watchFirstByte(call);
-    const started = Date.now();
     let upstream: Response;
     try {
       upstream = await fetch(upstreamUrl(upstreamBase(provider, upstreamOverrides(this.env)), path, search, provider), {
