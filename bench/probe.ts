@@ -9,6 +9,10 @@
 //                           upstream fetch, a fresh copy of the response headers
 //   probe:do-rpc          the same hop as a JS RPC call (stub.serve(...)) returning the
 //                           Response, instead of stub.fetch(Request): an alternative
+//   probe:do-passthrough  the buyer's request handed to the object as it is (no body
+//                           buffer, no header copy): the floor of this hop
+//   probe:do-stream       the body streamed to the object with a small header record
+//                           instead of buffered first (cn2 buffers it so failover can resend)
 //   probe:do+stream       + the body piped through a TransformStream (SellerKey watches the
 //                           pipe to tell a clean end from a cut)
 //   probe:do+identity     the same pipe through workerd's native IdentityTransformStream
@@ -83,11 +87,12 @@ export class Probe extends DurableObject {
   }
 
   async fetch(request) {
-    const mode = request.headers.get("x-probe-mode");
+    // do-passthrough hands over the buyer's own request: no mode header, its layer in the path.
+    const mode = request.headers.get("x-probe-mode") ?? "plain";
     const requestId = request.headers.get("x-probe-request-id") ?? crypto.randomUUID();
     const url = new URL(request.url);
     const method = request.method;
-    const path = url.pathname;
+    const path = url.pathname.startsWith("/do-passthrough/") ? url.pathname.slice("/do-passthrough".length) : url.pathname;
     const now = Date.now();
     const sqlBefore = mode === "sqlA" || mode === "sqlB" || mode === "sqlBfull";
     const sqlAfter = mode === "sqlB" || mode === "sqlBfull";
@@ -190,6 +195,17 @@ export default {
     }
     // DO layers: buffer the body (cn2 does, for failover), copy the headers, pick one of
     // three objects at random (cn2 spreads over three keys).
+    if (layer === "do-passthrough") {
+      // The incoming request handed on as it is (no body buffer, no header copy).
+      const stub = env.PROBE.get(env.PROBE.idFromName("pass:" + Math.floor(Math.random() * KEYS)));
+      const res = await stub.fetch(request);
+      return new Response(res.body, res);
+    }
+    if (layer === "do-stream") {
+      // The body streamed to the object instead of buffered (cn2 buffers it for failover).
+      const stub = env.PROBE.get(env.PROBE.idFromName("stream:" + Math.floor(Math.random() * KEYS)));
+      return stub.fetch("https://probe" + path, { method: request.method, headers: { "content-type": "application/json", "x-probe-mode": "plain" }, body: request.body });
+    }
     if (layer === "do-rpc") {
       const body = await request.arrayBuffer();
       const stub = env.PROBE.get(env.PROBE.idFromName("rpc:" + Math.floor(Math.random() * KEYS)));
@@ -231,6 +247,8 @@ export function profileTargets(probeUrl: string, cn2Url: string, body: string, v
     "probe:bare+kv": post("bare-kv"),
     "probe:do": post("do"),
     "probe:do-rpc": post("do-rpc"),
+    "probe:do-passthrough": post("do-passthrough"),
+    "probe:do-stream": post("do-stream"),
     "probe:do+signal": post("do-signal"),
     "probe:do+stream": post("do-stream"),
     "probe:do+identity": post("do-identity"),
