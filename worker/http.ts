@@ -55,13 +55,20 @@ export async function readJson(request: Request): Promise<unknown> {
 
 const encoder = new TextEncoder();
 
+/** The last secret's bytes: secrets are few and fixed (the ops token), encoded once. */
+let lastSecret: { text: string; bytes: Uint8Array } | null = null;
+function encoded(secret: string): Uint8Array {
+  if (lastSecret?.text !== secret) lastSecret = { text: secret, bytes: encoder.encode(secret) };
+  return lastSecret.bytes;
+}
+
 /**
  * Constant-time comparison of a candidate with a secret: the time depends on the
  * candidate's length only, never on where they differ or on the secret's length.
  */
 export function safeEqual(candidate: string, secret: string): boolean {
   const x = encoder.encode(candidate);
-  const y = encoder.encode(secret);
+  const y = encoded(secret);
   let diff = x.length ^ y.length;
   for (let i = 0; i < x.length; i++) diff |= x[i]! ^ (y[i] ?? 0);
   return diff === 0 && x.length > 0;

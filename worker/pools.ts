@@ -7,21 +7,25 @@ import { numberSetting } from "./settings.ts";
 
 const cache = new Map<string, { at: number; snapshot: PoolSnapshot | null }>();
 
+/**
+ * The common case, every pool fresh in this isolate's memory, without a promise: null
+ * when any of them must be read from KV (then use readPools).
+ */
+export function cachedPools(env: Env, provider: string, regions: readonly Region[], tier: Tier): PoolSnapshot[] | null {
+  const ttl = numberSetting(env.POOL_CACHE_MS, 3000);
+  const now = Date.now();
+  const out: PoolSnapshot[] = [];
+  for (const region of regions) {
+    const hit = cache.get(poolName(provider, region, tier));
+    if (!hit || now - hit.at >= ttl) return null;
+    if (hit.snapshot) out.push(hit.snapshot);
+  }
+  return out;
+}
+
 export async function readPools(env: Env, provider: string, regions: readonly Region[], tier: Tier): Promise<PoolSnapshot[]> {
   const ttl = numberSetting(env.POOL_CACHE_MS, 3000);
   const now = Date.now();
-  // The common case, every pool fresh in memory: no promise per region.
-  const cached: PoolSnapshot[] = [];
-  let fresh = true;
-  for (const region of regions) {
-    const hit = cache.get(poolName(provider, region, tier));
-    if (!hit || now - hit.at >= ttl) {
-      fresh = false;
-      break;
-    }
-    if (hit.snapshot) cached.push(hit.snapshot);
-  }
-  if (fresh) return cached;
   const snaps = await Promise.all(
     regions.map(async (region) => {
       const name = poolName(provider, region, tier);

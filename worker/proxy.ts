@@ -7,7 +7,7 @@ import type { Env } from "./env.ts";
 import { ApiError, errorResponse, splitUrl } from "./http.ts";
 import { keyRequestHeaders } from "./forward.ts";
 import { keyStub } from "./keys.ts";
-import { localLoad, readPools, trackLoad } from "./pools.ts";
+import { cachedPools, localLoad, readPools, trackLoad } from "./pools.ts";
 import type { Payment } from "./payments/index.ts";
 import { attemptOrder, buyerRegions, eligible, isEuCountry, type Candidate } from "./routing.ts";
 
@@ -58,7 +58,7 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   // The edge country is used for this decision only and never stored (PR10).
   const country = (request.cf?.country as string | undefined) ?? request.headers.get("cf-ipcountry");
   const regions = buyerRegions(country);
-  const snapshots = await readPools(env, provider, regions, tier);
+  const snapshots = cachedPools(env, provider, regions, tier) ?? (await readPools(env, provider, regions, tier));
   const constraints = { method: request.method, path, regions, maxPrice: null, now: Date.now() };
   const capped = eligible(snapshots, { ...constraints, maxPrice });
   if (capped.length === 0) {

@@ -5,6 +5,9 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { REGIONS, TIERS, type PoolMember, type PoolSnapshot, type Region } from "../../schema/wire.ts";
 import { attemptOrder, buyerRegions, eligible, EU_COUNTRIES } from "../../worker/routing.ts";
 import { addKey, api, chat, demoLog, removeAllKeys, resetDemo } from "./helpers.ts";
+import { env } from "cloudflare:workers";
+import type { Env } from "../../worker/env.ts";
+import { cachedPools, readPools } from "../../worker/pools.ts";
 
 const member = fc.record({
   keyId: fc.stringMatching(/^k_[a-z0-9]{12}$/),
@@ -123,6 +126,20 @@ describe("routing (through the Worker)", () => {
     const ok = await chat({ headers: { "cn2-tier": "premium", "cn2-max-price": "5000" } });
     expect(ok.status).toBe(200);
     expect(ok.headers.get("cn2-price-micros")).toBe("5000");
+  });
+
+  it("a pool snapshot read once is served from isolate memory, without KV, until POOL_CACHE_MS passes", async () => {
+    const { keyId } = await addKey({ config: { region: "us" } });
+    const withTtl = (ms: number) => ({ ...(env as unknown as Env), POOL_CACHE_MS: String(ms) });
+    // A TTL of 0 always reads KV (and refreshes the isolate's copy).
+    expect(cachedPools(withTtl(0), "openai", ["us"], "standard")).toBeNull();
+    const read = await readPools(withTtl(0), "openai", ["us"], "standard");
+    expect(read.flatMap((s) => s.members.map((m) => m.keyId))).toContain(keyId);
+    // Within the TTL the same snapshots come from memory, with no promise and no KV read.
+    expect(cachedPools(withTtl(60_000), "openai", ["us"], "standard")).toEqual(read);
+    // Past it, the caller must go to KV again.
+    await new Promise((done) => setTimeout(done, 5));
+    expect(cachedPools(withTtl(1), "openai", ["us"], "standard")).toBeNull();
   });
 
   it("a region or tier edit moves the key between pools before the next request", async () => {
