@@ -184,7 +184,8 @@ export class EarningsFlusher {
 
 }
 
-function toMeta(row: Record<string, string | number>): RequestMeta {
+/** A request_meta row as SellerKey stores it. */
+export function toMeta(row: Record<string, string | number>): RequestMeta {
   return {
     requestId: String(row.request_id), at: Number(row.at), method: String(row.method), route: String(row.route),
     status: Number(row.status), latencyMs: Number(row.latency_ms), amountMicros: Number(row.amount_micros),

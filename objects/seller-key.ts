@@ -30,7 +30,7 @@ import { keyHealthNotice } from "../worker/webhooks/events.ts";
 import { emitSellerEvent } from "../worker/webhooks/producer.ts";
 import * as health from "./health.ts";
 import { poolStub } from "./pool-index.ts";
-import { EarningsFlusher, type FlushOutcome } from "./earnings-flush.ts";
+import { EarningsFlusher, toMeta, type FlushOutcome } from "./earnings-flush.ts";
 
 export interface NewKey {
   keyId: string;
@@ -304,11 +304,7 @@ export class SellerKey extends DurableObject<Env> {
   /** Metadata rows not yet flushed (oldest first); the flush job consumes them. */
   bufferedMeta(limit = 1000): RequestMeta[] {
     this.persist();
-    return this.sql.exec<Record<string, string | number>>("SELECT * FROM request_meta ORDER BY at LIMIT ?", limit).toArray().map((row) => ({
-      requestId: String(row.request_id), at: Number(row.at), method: String(row.method), route: String(row.route),
-      status: Number(row.status), latencyMs: Number(row.latency_ms), amountMicros: Number(row.amount_micros),
-      outcome: row.outcome as RequestMeta["outcome"],
-    }));
+    return this.sql.exec<Record<string, string | number>>("SELECT * FROM request_meta ORDER BY at LIMIT ?", limit).toArray().map(toMeta);
   }
 
   // ---- the proxy path ----------------------------------------------------------------
@@ -617,9 +613,9 @@ export class SellerKey extends DurableObject<Env> {
     this.pendingEarnings.feeMicros += feeMicros;
     this.pendingEarnings.served++;
     this.markDirty();
-    this.scheduleFlush();
   }
 
+  /** Every request that reached the upstream, served or not: the flush alarm follows from here. */
   private recordMeta(m: RequestMeta): RequestMeta {
     this.pendingMeta.push(m);
     this.markDirty();

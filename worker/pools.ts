@@ -12,31 +12,35 @@ const cache = new Map<string, { at: number; snapshot: PoolSnapshot | null }>();
  * when any of them must be read from KV (then use readPools).
  */
 export function cachedPools(env: Env, provider: string, regions: readonly Region[], tier: Tier): PoolSnapshot[] | null {
-  const ttl = numberSetting(env.POOL_CACHE_MS, 3000);
   const now = Date.now();
   const out: PoolSnapshot[] = [];
   for (const region of regions) {
-    const hit = cache.get(poolName(provider, region, tier));
-    if (!hit || now - hit.at >= ttl) return null;
+    const hit = fresh(env, poolName(provider, region, tier), now);
+    if (!hit) return null;
     if (hit.snapshot) out.push(hit.snapshot);
   }
   return out;
 }
 
 export async function readPools(env: Env, provider: string, regions: readonly Region[], tier: Tier): Promise<PoolSnapshot[]> {
-  const ttl = numberSetting(env.POOL_CACHE_MS, 3000);
   const now = Date.now();
   const snaps = await Promise.all(
     regions.map(async (region) => {
       const name = poolName(provider, region, tier);
-      const hit = cache.get(name);
-      if (hit && now - hit.at < ttl) return hit.snapshot;
+      const hit = fresh(env, name, now);
+      if (hit) return hit.snapshot;
       const snapshot = await env.POOLS.get<PoolSnapshot>(poolSnapshotKey(name), "json");
       cache.set(name, { at: now, snapshot });
       return snapshot;
     }),
   );
   return snaps.filter((s): s is PoolSnapshot => s !== null);
+}
+
+/** The isolate's copy of a pool snapshot, if younger than POOL_CACHE_MS. */
+function fresh(env: Env, name: string, now: number) {
+  const hit = cache.get(name);
+  return hit && now - hit.at < numberSetting(env.POOL_CACHE_MS, 3000) ? hit : undefined;
 }
 
 /** In-flight requests this isolate has sent to each key: the "load" in routing. */
