@@ -7,6 +7,8 @@
 //                                       (Worker hop, Durable Object hop, SQL, streaming)
 //   npm run bench -- --cpu-profile F    also profile the cn2 isolate under load (V8, F.cpuprofile)
 //   npm run bench -- --tmpfs-storage    Durable Object SQLite files on /dev/shm (no disk sync)
+//   npm run bench -- --miniflare-outbound  keep Miniflare's outbound helper worker in front of
+//                                       every upstream call (a local-only hop; see bench/workerd.ts)
 //   options: --duration 6 --rounds 2 --warmup 1.5 --concurrency 1,10,50 --only cn2,portkey
 //            --wait-quiet 60 (wait up to 60 s for the shared machine to calm down first)
 //   docs/bench.md explains what is measured and how to read it.
@@ -53,6 +55,7 @@ const { values: args } = parseArgs({
     "cpu-profile": { type: "string" },
     "wait-quiet": { type: "string", default: "0" },
     var: { type: "string", multiple: true, default: [] },
+    "miniflare-outbound": { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
@@ -60,7 +63,8 @@ if (args.help) {
   process.stdout.write(
     "npm run bench [-- --json] [--profile] [--duration 6] [--rounds 2] [--warmup 1.5] [--concurrency 1,10,50]\n" +
       "              [--only cn2,probe:do] [--tmpfs-storage] [--cpu-profile /tmp/cn2.cpuprofile] [--wait-quiet 60]\n" +
-      "              [--var NAME=VALUE ...]   (a Worker var over wrangler.toml's, e.g. --var PERSIST_MS=0)\n",
+      "              [--var NAME=VALUE ...]   (a Worker var over wrangler.toml's, e.g. --var PERSIST_MS=0)\n" +
+      "              [--miniflare-outbound]   (upstream calls through Miniflare's outbound helper worker, as in wrangler dev)\n",
   );
   process.exit(0);
 }
@@ -136,6 +140,7 @@ async function main() {
   const devKey = await generateDevSigningKey("bench");
   const inspectorPort = args["cpu-profile"] ? await freePort() : undefined;
   const worker = await startWorker({
+    directOutbound: !args["miniflare-outbound"],
     inspectorPort,
     databaseUrl,
     bindings: {
@@ -156,7 +161,7 @@ async function main() {
     storageDir: args["tmpfs-storage"] ? tmpfsDir() : undefined,
     extra: args.profile ? [PROBE_WORKER(bases.openai, `sk-demo-bench-probe-${randomHex(4)}`)] : [],
   });
-  log(`cn2 in workerd at ${worker.url} (Miniflare ${worker.miniflareVersion}, direct socket)`);
+  log(`cn2 in workerd at ${worker.url} (Miniflare ${worker.miniflareVersion}, direct socket, ${args["miniflare-outbound"] ? "outbound helper worker kept" : "direct outbound"})`);
   const keyIds = await seedKeys(worker.url, opsToken, vault.publicKey);
   log(`seeded ${keyIds.length} openai keys: ${keyIds.join(", ")}`);
 
@@ -508,7 +513,7 @@ function printTable(rows: Row[], meta: { machine: string; miniflare: string }) {
   const out: string[] = [];
   out.push("");
   out.push(`cn2 proxy bench: POST /v1/chat/completions (non-streaming), ${DURATION} s per system and concurrency (${ROUNDS} interleaved rounds) after ${WARMUP} s warm-up`);
-  out.push(`${meta.machine}; cn2 in workerd via Miniflare ${meta.miniflare} (no wrangler dev proxy)`);
+  out.push(`${meta.machine}; cn2 in workerd via Miniflare ${meta.miniflare} (no wrangler dev proxy; upstream calls ${args["miniflare-outbound"] ? "through Miniflare's outbound helper worker" : "straight to workerd's network, as deployed"})`);
   if (Object.keys(VAR_OVERRIDES).length > 0) out.push(`vars over wrangler.toml's: ${Object.entries(VAR_OVERRIDES).map(([k, v]) => `${k}=${v}`).join(" ")}`);
   out.push("latency in ms (client side, sub-ms resolution); added = minus direct upstream at the same concurrency");
   out.push("");

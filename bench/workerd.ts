@@ -8,8 +8,16 @@
 // wrangler). Its constructor takes the new Miniflare 5 shape (`workers: [{ config }]`);
 // the Miniflare 4 ("V4") shape is still accepted through `convertV4MiniflareOptions`,
 // which is what this module uses: it is the documented, stable shape.
+//
+// Outbound fetches: Miniflare routes every user Worker's `fetch()` through a helper worker
+// of its own ("outbound:N", which strips CF-Connecting-IP and emulates cf.image), one more
+// in-process Worker hop per upstream call that a deployed Worker does not make. With
+// `directOutbound` (the bench's default) a load hook edits that one assignment in
+// Miniflare's bundle as it is loaded, so user Workers fetch through workerd's "internet"
+// network service as Miniflare defines it (public and private addresses): the path a
+// deployed Worker takes. Nothing else changes; the edit fails loudly if the line moved.
 import { mkdtempSync } from "node:fs";
-import { createRequire } from "node:module";
+import { createRequire, registerHooks } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -28,12 +36,31 @@ interface MiniflareModule {
   convertV4MiniflareOptions(opts: unknown): unknown;
 }
 
-/** Miniflare from wrangler's dependency tree (falls back to a top-level copy). */
-export async function loadMiniflare(): Promise<{ mod: MiniflareModule; version: string; path: string }> {
+const INTERCEPTED = "globalOutbound: { name: getOutboundInterceptorName(workerIndex) },";
+const DIRECT = 'globalOutbound: { name: "internet" },';
+let loaded: { directOutbound: boolean } | undefined;
+
+/** Miniflare from wrangler's dependency tree; `directOutbound`: without its outbound helper hop. */
+export async function loadMiniflare(opts: { directOutbound?: boolean } = {}): Promise<{ mod: MiniflareModule; version: string; path: string }> {
+  const directOutbound = opts.directOutbound ?? false;
   const fromWrangler = createRequire(join(ROOT, "node_modules/wrangler/package.json"));
   const path = fromWrangler.resolve("miniflare");
   const version = (fromWrangler("miniflare/package.json") as { version: string }).version;
-  return { mod: (await import(pathToFileURL(path).href)) as MiniflareModule, version, path };
+  const href = pathToFileURL(path).href;
+  if (loaded && loaded.directOutbound !== directOutbound) throw new Error("Miniflare is already loaded with the other outbound path in this process");
+  if (!loaded && directOutbound) {
+    registerHooks({
+      load(url, context, nextLoad) {
+        const result = nextLoad(url, context);
+        if (url !== href) return result;
+        const source = String(result.source);
+        if (source.split(INTERCEPTED).length !== 2) throw new Error(`bench: Miniflare ${version} no longer has the outbound helper line this bench edits (bench/workerd.ts)`);
+        return { ...result, source: source.replace(INTERCEPTED, DIRECT) };
+      },
+    });
+  }
+  loaded = { directOutbound };
+  return { mod: (await import(href)) as MiniflareModule, version, path };
 }
 
 interface WranglerConfig {
@@ -107,8 +134,14 @@ export async function startWorker(opts: {
   inspectorPort?: number;
   /** Postgres behind every Hyperdrive binding (else wrangler.toml's localConnectionString). */
   databaseUrl?: string;
+  /** Upstream calls straight to workerd's network service, as deployed (see the top of this file). */
+  directOutbound?: boolean;
 }): Promise<RunningWorker> {
-  const [{ mod, version }, config, outdir] = await Promise.all([loadMiniflare(), readWranglerConfig(), bundleWorker()]);
+  const [{ mod, version }, config, outdir] = await Promise.all([
+    loadMiniflare({ directOutbound: opts.directOutbound }),
+    readWranglerConfig(),
+    bundleWorker(),
+  ]);
   // Binding kinds this runner maps; anything else in wrangler.toml would be missing in workerd.
   const unmapped = [ "r2_buckets", "d1_databases", "services", "analytics_engine_datasets", "send_email", "browser", "ai", "vectorize", "workflows"]
     .filter((kind) => hasEntries(config[kind]));
