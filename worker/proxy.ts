@@ -118,7 +118,7 @@ async function settle(env: Env, payment: Payment, answer: Response, requestId: s
   const { RECEIPT_HEADER, receiptHeader } = await payments();
   const refunded = answer.status >= 400 && (await safeRefund(env, payment, answer.headers.get(H.refusal) ?? `status_${answer.status}`, requestId));
   const out = new Response(answer.body, answer);
-  out.headers.set(RECEIPT_HEADER, receiptHeader(payment, { requestId, refunded }));
+  out.headers.set(RECEIPT_HEADER, await receiptHeader(payment, { requestId, refunded }));
   return out;
 }
 

@@ -81,7 +81,7 @@ async function handle(request: Request): Promise<Response> {
   const headers = new Headers(up.headers);
   headers.delete("content-length");
   headers.delete("content-encoding");
-  headers.set(payments.RECEIPT_HEADER, payments.receiptHeader(paid.payment, { requestId, refunded: false }));
+  headers.set(payments.RECEIPT_HEADER, await payments.receiptHeader(paid.payment, { requestId, refunded: false }));
   return new Response(up.body, { status: up.status, headers });
 }
 

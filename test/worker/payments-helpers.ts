@@ -36,7 +36,7 @@ export function paidEndpoint(opts: { price?: number; served?: Served[]; fail?: b
       refunded = true;
     }
     const res = new Response(JSON.stringify({ ok: !opts.fail }), { status: opts.fail ? 503 : 200, headers: { "content-type": "application/json" } });
-    res.headers.set(payments.RECEIPT_HEADER, payments.receiptHeader(paid.payment, { requestId, refunded }));
+    res.headers.set(payments.RECEIPT_HEADER, await payments.receiptHeader(paid.payment, { requestId, refunded }));
     return res;
   };
 }

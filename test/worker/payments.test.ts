@@ -2,6 +2,7 @@
 // paid request charged once with a receipt, replays, every refusal with its stable code
 // and nothing debited, refunds exactly once, and the raw principal in no sink.
 import { runDurableObjectAlarm } from "cloudflare:test";
+import { createHmac } from "node:crypto";
 import { Challenge, Credential, Receipt } from "mppx";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { creditClient, generateBuyerKey, type BuyerKey } from "../../buyer/keys.ts";
@@ -63,6 +64,23 @@ describe("paying with credit (B1, B2, P6)", () => {
     const receipt = Receipt.fromResponse(res) as Record<string, unknown>;
     expect(receipt).toMatchObject({ method: "credit", status: "success", requestId: served[0]!.requestId, amountMicros: 1000, refunded: false, reference: served[0]!.payment!.proofId });
     expect(payments.parseReceipt(res.headers.get("payment-receipt")!)).toMatchObject({ requestId: served[0]!.requestId, amountMicros: 1000 });
+  });
+
+  it("a receipt's signature is HMAC-SHA256 of its fields under a key derived from the MPP secret (the format disputes rely on)", async () => {
+    const served: Served[] = [];
+    const res = await payingFetch(key, paidEndpoint({ price: 1000, served }))(URL_, chatInit());
+    const value = res.headers.get("payment-receipt")!;
+    const r = payments.parseReceipt(value)!;
+    // Computed independently (node:crypto) from the documented construction.
+    const secret = (e as { MPP_SECRET_KEY: string }).MPP_SECRET_KEY;
+    const receiptKey = createHmac("sha256", secret).update("cn2-receipt-key/v1").digest();
+    const fields = ["cn2-receipt/v1", r.method, r.reference, r.requestId, String(r.amountMicros), r.currency, String(r.refunded), r.timestamp];
+    expect(r.signature).toBe(createHmac("sha256", receiptKey).update(fields.join("\n")).digest("base64url"));
+    expect(await payments.verifyReceipt(e, value)).toMatchObject({ requestId: served[0]!.requestId });
+    // One field changed: the signature no longer verifies.
+    const forged = Receipt.serialize(Receipt.from({ ...r, amountMicros: 1 }));
+    expect(await payments.verifyReceipt(e, forged)).toBeNull();
+    expect(await payments.verifyReceipt(e, Receipt.serialize(Receipt.from({ ...r, signature: "!!" })))).toBeNull();
   });
 
   it("P-256 keys pay too", async () => {

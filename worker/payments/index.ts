@@ -6,11 +6,9 @@
 //                      -> charge(): verify (HMAC, expiry, route scope, method) + claim + debit, or a 402
 //   nothing served     -> refund(): credit back to the buyer's wallet, exactly once, recorded
 //   answer             -> receiptHeader(): the Payment-Receipt value
-import { Buffer } from "node:buffer";
-import { createHmac, timingSafeEqual } from "node:crypto";
 import { Challenge, Credential, Errors, PaymentRequest, Receipt } from "mppx";
 import type { Env } from "../env.ts";
-import { sha256Hex } from "./encoding.ts";
+import { fromBase64Url, sha256Hex, toBase64Url } from "./encoding.ts";
 import { PaymentRefusal, problemResponse, type PaymentCode } from "./errors.ts";
 import { CREDIT_METHOD, CURRENCY } from "./method.ts";
 import { issueChallenges, payments, type Payments, type VerifiedPayment } from "./server.ts";
@@ -206,29 +204,37 @@ function issued(payment: Payment, secretKey: string): Payment {
 }
 
 const RECEIPT_MAC_DOMAIN = "cn2-receipt/v1";
-const receiptKeys = new Map<string, Buffer>();
+const HMAC_SHA256 = { name: "HMAC", hash: "SHA-256" } as const;
+const utf8 = new TextEncoder();
+const receiptKeys = new Map<string, Promise<CryptoKey>>();
 
-/** A key of its own for receipts, derived from the MPP secret (never the challenge HMAC key itself). */
-function receiptKey(secretKey: string): Buffer {
+/**
+ * A key of its own for receipts, derived from the MPP secret (never the challenge HMAC key
+ * itself): HMAC-SHA256(secret, "cn2-receipt-key/v1"). WebCrypto, imported once: node:crypto's
+ * Hmac builds a stream per call in workerd, a measurable share of a paid request.
+ */
+function receiptKey(secretKey: string): Promise<CryptoKey> {
   let key = receiptKeys.get(secretKey);
   if (!key) {
-    key = createHmac("sha256", secretKey).update("cn2-receipt-key/v1").digest();
+    key = (async () => {
+      const master = await crypto.subtle.importKey("raw", utf8.encode(secretKey), HMAC_SHA256, false, ["sign"]);
+      const derived = await crypto.subtle.sign("HMAC", master, utf8.encode("cn2-receipt-key/v1"));
+      return crypto.subtle.importKey("raw", derived, HMAC_SHA256, false, ["sign", "verify"]);
+    })();
     receiptKeys.clear(); // one secret per deployment; a rotation replaces it
     receiptKeys.set(secretKey, key);
   }
   return key;
 }
 
-function receiptMac(secretKey: string, r: Cn2Receipt): Buffer {
-  const fields = [RECEIPT_MAC_DOMAIN, r.method, r.reference, r.requestId, String(r.amountMicros), r.currency, String(r.refunded), r.timestamp];
-  return createHmac("sha256", receiptKey(secretKey)).update(fields.join("\n")).digest();
-}
+const receiptMacInput = (r: Cn2Receipt) =>
+  utf8.encode([RECEIPT_MAC_DOMAIN, r.method, r.reference, r.requestId, String(r.amountMicros), r.currency, String(r.refunded), r.timestamp].join("\n"));
 
 /**
  * The `Payment-Receipt` header value: mppx's Receipt format (base64url JSON), signed when
  * `payment` came from `charge` (which knows the server's secret).
  */
-export function receiptHeader(payment: Payment, opts: { requestId: string; refunded: boolean }): string {
+export async function receiptHeader(payment: Payment, opts: { requestId: string; refunded: boolean }): Promise<string> {
   const receipt: Cn2Receipt = {
     method: payment.method,
     reference: payment.proofId,
@@ -241,7 +247,10 @@ export function receiptHeader(payment: Payment, opts: { requestId: string; refun
     refunded: opts.refunded,
   };
   const secretKey = receiptSecrets.get(payment);
-  if (secretKey !== undefined) receipt.signature = receiptMac(secretKey, receipt).toString("base64url");
+  if (secretKey !== undefined) {
+    const mac = await crypto.subtle.sign("HMAC", await receiptKey(secretKey), receiptMacInput(receipt));
+    receipt.signature = toBase64Url(new Uint8Array(mac));
+  }
   return Receipt.serialize(Receipt.from(receipt));
 }
 
@@ -252,10 +261,15 @@ export function receiptHeader(payment: Payment, opts: { requestId: string; refun
 export async function verifyReceipt(env: Env, value: string): Promise<Cn2Receipt | null> {
   const receipt = parseReceipt(value);
   if (!receipt || typeof receipt.signature !== "string" || typeof receipt.reference !== "string" || typeof receipt.method !== "string") return null;
+  let given: Uint8Array;
+  try {
+    given = fromBase64Url(receipt.signature);
+  } catch {
+    return null;
+  }
   const { secretKey } = await payments(env);
-  const expected = receiptMac(secretKey, receipt);
-  const given = Buffer.from(receipt.signature, "base64url");
-  return given.length === expected.length && timingSafeEqual(given, expected) ? receipt : null;
+  // crypto.subtle.verify compares in constant time.
+  return (await crypto.subtle.verify("HMAC", await receiptKey(secretKey), given, receiptMacInput(receipt))) ? receipt : null;
 }
 
 /** Read a Payment-Receipt value back (disputes are opened from one); null if it is not ours. */
