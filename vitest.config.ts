@@ -40,6 +40,8 @@ export default defineConfig({
                 DEMO_UPSTREAM_URL: inject<string>("demoUpstreamUrl"),
                 POOL_CACHE_MS: "0",
                 POOL_DEBOUNCE_MS: "0",
+                // Premium is earned from a track record (P2); ten calls make one in tests.
+                PREMIUM_MIN_CALLS: "10",
                 UPSTREAM_TIMEOUT_MS: "2000",
                 // Payments: a test HMAC key, the dev faucet on, Stripe faked on loopback.
                 MPP_SECRET_KEY: "test-mpp-secret-key-0123456789abcdef0123456789",

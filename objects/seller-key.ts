@@ -17,7 +17,7 @@ import { priceFor, routeAllowed } from "../schema/routes.ts";
 import {
   H, KeyConfigPatchSchema, KeyConfigSchema, poolName,
   type Envelope, type ErrorCode, type Home, type KeyConfig, type KeyInspection,
-  type KeyView, type PoolMember, type RequestMeta,
+  type KeyView, type PoolMember, type RequestMeta, type Tier,
 } from "../schema/wire.ts";
 import type { Env } from "../worker/env.ts";
 import { ApiError, attempt, errorResponse, splitUrl, type Result } from "../worker/http.ts";
@@ -29,6 +29,7 @@ import { feeBps, split } from "../worker/payments/money.ts";
 import { keyHealthNotice } from "../worker/webhooks/events.ts";
 import { emitSellerEvent } from "../worker/webhooks/producer.ts";
 import * as health from "./health.ts";
+import * as track from "./track-record.ts";
 import { poolStub } from "./pool-index.ts";
 import { EarningsFlusher, toMeta, type FlushOutcome } from "./earnings-flush.ts";
 
@@ -63,6 +64,10 @@ interface UpstreamCall {
 export class SellerKey extends DurableObject<Env> {
   private record: KeyRecord | null = null;
   private health: health.Health = health.initialHealth();
+  /** The last day's calls, failures and downtime (P2): premium is earned from it. */
+  private track: track.TrackRecord = track.emptyTrackRecord();
+  /** The pool tier this key serves in: its config's, except premium until earned. */
+  private servingTier: Tier = "standard";
   /** The decrypted credential: memory only, gone when the object is evicted. */
   private credential: string | null = null;
   private inFlight = 0;
@@ -84,6 +89,7 @@ export class SellerKey extends DurableObject<Env> {
   /** Outcome changes (stream cuts) of rows that may already be written. */
   private readonly pendingOutcomes = new Map<string, RequestMeta["outcome"]>();
   private healthDirty = false;
+  private trackDirty = false;
   private persistPending = false;
   private persistTimer: ReturnType<typeof setTimeout> | undefined;
   private metaRows = 0;
@@ -109,6 +115,8 @@ export class SellerKey extends DurableObject<Env> {
     `);
     this.record = this.readMeta<KeyRecord>("record");
     this.health = this.readMeta<health.Health>("health") ?? health.initialHealth();
+    this.track = this.readMeta<track.TrackRecord>("track") ?? track.emptyTrackRecord();
+    this.servingTier = this.readMeta<Tier>("servingTier") ?? this.tierFor(this.record?.config.tier ?? "standard", "standard", Date.now());
     const since = Date.now() - MINUTE;
     this.sql.exec("DELETE FROM hits WHERE at <= ?", since);
     this.hits = this.sql.exec<{ at: number }>("SELECT at FROM hits ORDER BY at").toArray().map((r) => r.at);
@@ -232,6 +240,8 @@ export class SellerKey extends DurableObject<Env> {
     await this.env.VAULT.put(vaultEntryKey(input.keyId), JSON.stringify(input.envelope), { metadata: meta });
     this.record = { keyId: input.keyId, sellerId: input.sellerId, home, config: input.config, createdAt: Date.now() };
     this.writeMeta("record", this.record);
+    this.servingTier = this.tierFor(input.config.tier, "standard", Date.now());
+    this.writeMeta("servingTier", this.servingTier);
     this.credential = credential;
     this.event("key.created", `${input.config.provider} ${input.config.region} ${input.config.tier}`);
     await this.publish(null);
@@ -241,9 +251,12 @@ export class SellerKey extends DurableObject<Env> {
   private view(): KeyView {
     const r = this.requireRecord();
     const h = this.health;
+    const t = track.summarize(this.track, Date.now(), r.createdAt);
     return {
       keyId: r.keyId, sellerId: r.sellerId, home: r.home, config: r.config, createdAt: r.createdAt,
       health: { state: h.state, score: round3(health.score(h)), latencyMs: Math.round(h.latencyMs), coolingUntil: h.coolingUntil, reason: h.reason },
+      servingTier: this.servingTier,
+      trackRecord: { calls: t.calls, successRate: round3(t.successRate), uptime: round3(t.uptime), observedMs: t.observedMs },
     };
   }
 
@@ -271,13 +284,18 @@ export class SellerKey extends DurableObject<Env> {
     const parsed = v.safeParse(KeyConfigPatchSchema, patch);
     if (!parsed.success) throw new ApiError("invalid_request", `invalid config: ${parsed.issues[0]?.message ?? "bad input"}`);
     const config = v.parse(KeyConfigSchema, { ...r.config, ...parsed.output });
-    const before = r.config;
+    const beforePool = this.poolName();
     this.record = { ...r, config };
     this.writeMeta("record", this.record);
+    const tier = this.tierFor(config.tier, this.servingTier, Date.now());
+    if (tier !== this.servingTier) {
+      this.servingTier = tier;
+      this.writeMeta("servingTier", tier);
+    }
     // Setting status to active is how a seller re-enables a key after fixing it.
     if (parsed.output.status === "active" && this.health.state === "disabled") this.setHealth(health.reenabled(this.health), "key.recovered", "re-enabled by seller");
     this.event("key.configured", Object.keys(parsed.output).join(","));
-    await this.publish(before);
+    await this.publish(beforePool);
     return this.view();
   }
 
@@ -286,11 +304,13 @@ export class SellerKey extends DurableObject<Env> {
     const r = this.record;
     if (r) {
       await this.env.VAULT.delete(vaultEntryKey(r.keyId));
-      await this.leavePool(r.config, r.keyId);
+      await this.leavePool(this.poolName(), r.keyId);
     }
     this.credential = null;
     this.record = null;
     this.health = health.initialHealth();
+    this.track = track.emptyTrackRecord();
+    this.servingTier = "standard";
     this.hits = [];
     this.hitsStart = 0;
     this.spendCache.clear();
@@ -404,6 +424,7 @@ export class SellerKey extends DurableObject<Env> {
         return refusal("upstream_error", "buyer went away", requestId);
       }
       const kind = call.timedOut ? "timeout" : "network";
+      this.noteCall(false);
       this.failure(kind, isProbe);
       record(kind === "timeout" ? 504 : 502, latency, "upstream_error", 0);
       return kind === "timeout"
@@ -418,6 +439,7 @@ export class SellerKey extends DurableObject<Env> {
       await upstream.body?.cancel();
       release(false);
       record(status, latency, "upstream_error", 0);
+      this.noteCall(false);
       if (status === 429) {
         this.setHealth(health.onRateLimited(this.health, upstream.headers.get("retry-after"), Date.now()), "key.cooling", "upstream 429");
         return refusal("rate_limited", "upstream rate limited this key", requestId, retryAfterSeconds(this.health.coolingUntil - Date.now()));
@@ -442,6 +464,7 @@ export class SellerKey extends DurableObject<Env> {
           record(499, latency, "client_abort", 0);
           return refusal("upstream_error", "buyer went away", requestId);
         }
+        this.noteCall(false);
         this.failure("stream_cut", isProbe);
         record(502, latency, "upstream_error", 0);
         return refusal("upstream_error", "upstream answer was cut", requestId);
@@ -455,6 +478,7 @@ export class SellerKey extends DurableObject<Env> {
     const charged = served ? paid : 0;
     if (served) this.earn(charged, price);
     else release(false);
+    this.noteCall(true);
     this.setHealth(health.onSuccess(this.health, latency), this.health.state === "cooling" ? "key.recovered" : null, "probe succeeded");
     const ours = { [H.price]: String(price), [H.requestId]: requestId };
     // Recorded now, in the same batch as the earnings; a cut stream amends the outcome.
@@ -479,6 +503,8 @@ export class SellerKey extends DurableObject<Env> {
         this.pendingOutcomes.set(requestId, row.outcome);
         this.markDirty();
         if (!buyerLeft) {
+          track.recordLateFailure(this.track, Date.now());
+          this.trackDirty = true;
           this.failure("stream_cut", false);
           this.event("request.stream_cut", requestId);
         }
@@ -531,11 +557,19 @@ export class SellerKey extends DurableObject<Env> {
   private setHealth(next: health.Health, eventKind: string | null, detail: string) {
     const before = this.health;
     this.health = next;
+    const now = Date.now();
+    if (before.state === "healthy" && next.state !== "healthy") track.wentDown(this.track, now);
+    else if (before.state !== "healthy" && next.state === "healthy") track.cameUp(this.track, now);
+    this.retier(now);
     // A state change commits at once (a disabled key must stay disabled after a restart);
     // the EWMA moving on every answer waits for the batch.
     if (before.state !== next.state || before.coolingUntil !== next.coolingUntil || eventKind) {
       this.writeMeta("health", next);
       this.healthDirty = false;
+      if (before.state !== next.state) {
+        this.writeMeta("track", this.track);
+        this.trackDirty = false;
+      }
     } else {
       this.healthDirty = true;
       this.markDirty();
@@ -548,28 +582,59 @@ export class SellerKey extends DurableObject<Env> {
     if (moved) this.ctx.waitUntil(this.publish(null).catch((err) => console.error(JSON.stringify({ evt: "pool_publish_failed", error: String(err) }))));
   }
 
-  /** Tell the pool index where this key stands; leave the old pool if region/tier moved. */
-  private async publish(before: KeyConfig | null): Promise<void> {
+  /** Tell the pool index where this key stands; leave `beforePool` if region or tier moved it. */
+  private async publish(beforePool: string | null): Promise<void> {
     const r = this.record;
     if (!r) return;
     const { config } = r;
-    if (before && poolName(before.provider, before.region, before.tier) !== poolName(config.provider, config.region, config.tier)) {
-      await this.leavePool(before, r.keyId);
-    }
-    if (config.status === "paused") return this.leavePool(config, r.keyId);
+    const name = this.poolName();
+    if (beforePool && beforePool !== name) await this.leavePool(beforePool, r.keyId);
+    if (config.status === "paused") return this.leavePool(name, r.keyId);
     const member: PoolMember = {
-      keyId: r.keyId, home: r.home, region: config.region, tier: config.tier,
+      keyId: r.keyId, home: r.home, region: config.region, tier: this.servingTier,
       priceMicros: config.priceMicros, routePrices: config.routePrices,
       health: round3(health.score(this.health)), state: this.health.state,
       coolingUntil: this.health.coolingUntil, latencyMs: Math.round(this.health.latencyMs),
     };
-    const name = poolName(config.provider, config.region, config.tier);
     await poolStub(this.env, name).upsert(name, member);
   }
 
-  private leavePool(config: KeyConfig, keyId: string) {
-    const name = poolName(config.provider, config.region, config.tier);
+  private leavePool(name: string, keyId: string) {
     return poolStub(this.env, name).remove(name, keyId);
+  }
+
+  /** The pool this key serves in now. */
+  private poolName(): string {
+    const config = this.requireRecord().config;
+    return poolName(config.provider, config.region, this.servingTier);
+  }
+
+  /** The tier the record earns for a key asking for `asked` (track-record.ts). */
+  private tierFor(asked: Tier, current: Tier, now: number): Tier {
+    if (asked !== "premium") return asked;
+    const summary = track.summarize(this.track, now, this.record?.createdAt ?? now);
+    return track.servingTier(asked, current, summary, numberSetting(this.env.PREMIUM_MIN_CALLS, 200));
+  }
+
+  /** Move between premium and standard when the record says so (only premium-asking keys move). */
+  private retier(now: number) {
+    const r = this.record;
+    if (!r || r.config.tier !== "premium") return;
+    const next = this.tierFor("premium", this.servingTier, now);
+    if (next === this.servingTier) return;
+    const beforePool = this.poolName();
+    const before = this.servingTier;
+    this.servingTier = next;
+    this.writeMeta("servingTier", next);
+    this.event("key.tier_changed", `${before} -> ${next}`);
+    this.ctx.waitUntil(this.publish(beforePool).catch((err) => console.error(JSON.stringify({ evt: "pool_publish_failed", error: String(err) }))));
+  }
+
+  /** One upstream call's outcome, for the track record (committed with the next batch). */
+  private noteCall(ok: boolean) {
+    track.recordCall(this.track, Date.now(), ok);
+    this.trackDirty = true;
+    this.markDirty();
   }
 
   /** Requests admitted in the sliding minute before `now`; expired ones are dropped. */
@@ -682,6 +747,10 @@ export class SellerKey extends DurableObject<Env> {
       this.writeMeta("health", this.health);
       this.healthDirty = false;
     }
+    if (this.trackDirty) {
+      this.writeMeta("track", this.track);
+      this.trackDirty = false;
+    }
   }
 
   private cancelPersist() {
@@ -699,6 +768,7 @@ export class SellerKey extends DurableObject<Env> {
     this.pendingMeta = [];
     this.pendingOutcomes.clear();
     this.healthDirty = false;
+    this.trackDirty = false;
   }
 
   private event(kind: string, detail: string) {

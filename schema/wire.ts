@@ -116,6 +116,10 @@ export interface KeyView {
   config: KeyConfig;
   health: { state: HealthState; score: number; latencyMs: number; coolingUntil: number; reason: string | null };
   createdAt: number;
+  /** The tier the key serves in: its config's, except premium, served in only while the record earns it. Null if the key object did not answer. */
+  servingTier: Tier | null;
+  /** The last day (or the key's life, if shorter): calls, the share that succeeded, the share of time in service. Null if the key object did not answer. */
+  trackRecord: { calls: number; successRate: number; uptime: number; observedMs: number } | null;
 }
 
 /** KeyView plus live internals, for operators (M3). */

@@ -249,7 +249,9 @@ async function cmdList(client: ApiClient, args: string[]): Promise<void> {
 
 function keyRow(k: KeyView): string[] {
   const c = k.config;
-  return [k.keyId, c.provider, c.region, c.tier, String(c.priceMicros), String(c.requestsPerMinute), String(c.maxConcurrent), c.status, k.health?.state ?? "?"];
+  // Premium is earned (docs/api.md): until then the key serves in standard, and says so.
+  const tier = k.servingTier && k.servingTier !== c.tier ? `${c.tier} (serving ${k.servingTier})` : c.tier;
+  return [k.keyId, c.provider, c.region, tier, String(c.priceMicros), String(c.requestsPerMinute), String(c.maxConcurrent), c.status, k.health?.state ?? "?"];
 }
 
 function table(rows: string[][], header: string[]): string {

@@ -58,6 +58,8 @@ export interface Env {
   EARNINGS_FLUSH_MS?: string;
   /** Milliseconds a key object keeps per-request bookkeeping in memory before one batched commit (0: commit per request). */
   PERSIST_MS?: string;
+  /** Upstream calls a key needs in its last day before it can serve in premium (P2). */
+  PREMIUM_MIN_CALLS?: string;
   // seller webhooks (worker/webhooks/, docs/webhooks.md)
   /** Queue `cn2-webhooks`: seller events and their per-endpoint deliveries. */
   WEBHOOKS: Queue<WebhookMessage>;

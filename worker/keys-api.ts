@@ -39,6 +39,8 @@ async function viewOf(env: Env, row: KeyRow): Promise<KeyView> {
     config: rowToKeyConfig(row),
     health: live?.ok ? live.value.health : { state: "disabled", score: 0, latencyMs: 0, coolingUntil: 0, reason: "key object unavailable" },
     createdAt: row.created_at.getTime(),
+    servingTier: live?.ok ? live.value.servingTier : null,
+    trackRecord: live?.ok ? live.value.trackRecord : null,
   };
 }
 

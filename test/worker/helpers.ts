@@ -97,6 +97,47 @@ export function chat(opts: { stream?: boolean; headers?: Record<string, string>;
   });
 }
 
+/**
+ * P2: give a key the track record premium asks for: PREMIUM_MIN_CALLS successful calls,
+ * made through its key object as the router makes them (other keys would take a share
+ * of calls sent through the proxy).
+ */
+export async function earnTrackRecord(keyId: string, calls = Number((env as unknown as { PREMIUM_MIN_CALLS: string }).PREMIUM_MIN_CALLS)) {
+  const { keyStub } = await import("../../worker/keys.ts");
+  const { H } = await import("../../schema/wire.ts");
+  const stub = keyStub(env as never, keyId, "default");
+  for (let i = 0; i < calls; i++) {
+    const res = await stub.fetch("https://key/v1/chat/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json", [H.requestId]: `req_track${i}`, [H.paid]: "0" },
+      body: chatBody(),
+    });
+    await res.arrayBuffer();
+    if (res.status !== 200) throw new Error(`earnTrackRecord: ${res.status}`);
+  }
+}
+
+/** Pool members by key id, as the pool index holds them (GET /ops/pools). */
+export async function poolMembers(region: string, tier: string, provider = "openai"): Promise<string[]> {
+  const res = await api(`/ops/pools/${provider}/${region}/${tier}`);
+  return ((await res.json()) as { pool: { members: { keyId: string }[] } }).pool.members.map((m) => m.keyId);
+}
+
+/** A key moves between pools in the background after the call that decided it: wait for it. */
+export async function untilInPool(region: string, tier: string, keyId: string) {
+  for (let i = 0; i < 100; i++) {
+    if ((await poolMembers(region, tier)).includes(keyId)) return;
+    await new Promise((done) => setTimeout(done, 20));
+  }
+  throw new Error(`${keyId} never reached the ${region}/${tier} pool`);
+}
+
+/** A key that asked for premium, given the record that earns it, once it serves there. */
+export async function earnPremium(keyId: string, region = "us") {
+  await earnTrackRecord(keyId);
+  await untilInPool(region, "premium", keyId);
+}
+
 export async function demo(path: string, body?: unknown, method = body === undefined ? "GET" : "POST") {
   const res = await fetch(`${DEMO}${path}`, { method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
   if (!res.ok) throw new Error(`demo ${path}: ${res.status}`);

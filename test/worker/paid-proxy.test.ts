@@ -26,7 +26,7 @@ import { issueChallenges } from "../../worker/payments/server.ts";
 import { PROOF_SHARDS, proofShardName } from "../../worker/payments/store.ts";
 import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../worker/vault.ts";
 import { homeFor } from "../../worker/keys.ts";
-import { baseConfig, call, demo, demoLog, inspect, newKeyId } from "./helpers.ts";
+import { baseConfig, call, demo, demoLog, earnPremium, inspect, newKeyId, resetDemo } from "./helpers.ts";
 
 const e = env as unknown as Env;
 const CHAT = "/openai/v1/chat/completions";
@@ -140,6 +140,9 @@ describe("the 402 quote (B1, P2, B3)", () => {
     const eu = await key({ priceMicros: 2500, region: "eu" });
     const premium = await key({ priceMicros: 1200, region: "us", tier: "premium" });
     const economy = await key({ priceMicros: 800, region: "asia", tier: "economy" });
+    // Premium is earned (P2): the key serves in standard until its record says otherwise.
+    await earnPremium(premium.keyId);
+    await resetDemo();
 
     const quote = async (a: Attempt) => {
       const res = await ask(a);
