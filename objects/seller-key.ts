@@ -627,6 +627,12 @@ export class SellerKey extends DurableObject<Env> {
     this.servingTier = next;
     this.writeMeta("servingTier", next);
     this.event("key.tier_changed", `${before} -> ${next}`);
+    const t = track.summarize(this.track, now, r.createdAt);
+    this.ctx.waitUntil(emitSellerEvent(this.env, r.sellerId, {
+      type: "key.tier_changed",
+      keyId: r.keyId,
+      data: { tier: next, previousTier: before, askedTier: r.config.tier, trackRecord: { calls: t.calls, successRate: round3(t.successRate), uptime: round3(t.uptime) } },
+    }));
     this.ctx.waitUntil(this.publish(beforePool).catch((err) => console.error(JSON.stringify({ evt: "pool_publish_failed", error: String(err) }))));
   }
 

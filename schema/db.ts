@@ -299,13 +299,6 @@ export const SellerProfilePatchSchema = v.strictObject({
   statsOptOut: v.optional(v.boolean()),
 });
 
-export const WEBHOOK_EVENT_TYPES = ["key.disabled", "key.health_changed", "key.recovered", "payout.paid", "payout.failed"] as const;
-export const WebhookEndpointInputSchema = v.strictObject({
-  url: v.pipe(v.string(), v.maxLength(2048), v.regex(/^https?:\/\/[^\s/?#@]+(\/\S*)?$/, "webhook URL must be http(s)://host/path without credentials")),
-  events: v.optional(v.pipe(v.array(v.picklist(WEBHOOK_EVENT_TYPES)), v.maxLength(32)), []),
-  enabled: v.optional(v.boolean(), true),
-});
-
 /** One earnings flush from a key object (the alarm's accumulator). */
 export const EarningsFlushSchema = v.pipe(
   v.strictObject({

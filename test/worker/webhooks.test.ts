@@ -18,7 +18,7 @@ import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../wo
 import { keyStub } from "../../worker/keys.ts";
 import * as v from "valibot";
 import { KeyConfigSchema } from "../../schema/wire.ts";
-import { baseConfig, call, chat, demo, newKeyId } from "./helpers.ts";
+import { baseConfig, call, chat, demo, earnTrackRecord, newKeyId } from "./helpers.ts";
 import {
   as, configureHook, createHook, deliveriesOf, ownerDb, received, receiverHook, signIn, testEnv, waitFor, type TestSeller,
 } from "./webhooks-helpers.ts";
@@ -397,6 +397,31 @@ describe("end to end through the queue", () => {
       return l.length > 0 && l;
     });
     expect(log[0]).toMatchObject({ eventId: payload.id, eventType: "key.disabled", attempt: 1, statusCode: 200, state: "delivered" });
+  });
+
+  it("P2: a key that earns premium tells its seller (key.tier_changed)", async () => {
+    const seller = await signIn("e2e-tier");
+    const hook = await receiverHook();
+    const { secret } = await createHook(seller, hook.url, ["key.tier_changed"]);
+    await configureHook(hook.name, { secret });
+    const keyId = newKeyId();
+    const [vaultKey] = publicKeysOf(parseVaultPrivateKeys(testEnv.VAULT_PRIVATE_KEYS));
+    const envelope = await encryptCredential(`sk-demo-${keyId}`, vaultKey!, { sellerId: seller.id, keyId });
+    const created = await keyStub(testEnv, keyId, "default").create({ keyId, sellerId: seller.id, envelope, config: v.parse(KeyConfigSchema, baseConfig({ tier: "premium" })) }, "default");
+    expect(created.ok).toBe(true);
+
+    await earnTrackRecord(keyId);
+    const [got] = await waitFor("key.tier_changed delivery", async () => {
+      const d = await received(hook.name);
+      return d.length > 0 && d;
+    });
+    expect(got!.verified).toBe(true);
+    const payload = JSON.parse(got!.body) as WebhookPayload;
+    expect(payload).toMatchObject({
+      type: "key.tier_changed",
+      data: { keyId, tier: "premium", previousTier: "standard", askedTier: "premium", trackRecord: { calls: 10, successRate: 1, uptime: 1 } },
+    });
+    await keyStub(testEnv, keyId, "default").remove();
   });
 
   it("a receiver that keeps failing gets attempts at growing intervals, then the delivery is dead-lettered and logged failed", async () => {

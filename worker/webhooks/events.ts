@@ -15,6 +15,7 @@ export const WEBHOOK_EVENT_TYPES = [
   "key.disabled",
   "key.health_changed",
   "key.recovered",
+  "key.tier_changed",
   "payout.created",
   "payout.paid",
   "payout.failed",
