@@ -43,6 +43,7 @@ export function summarizeKey(k: KeyInspection): string {
     `key       ${k.keyId}  seller ${k.sellerId}  ${c.provider} ${c.region} ${c.tier}  status ${c.status}${k.home ? `  home ${k.home}` : ""}`,
     `price     ${c.priceMicros} µ$/request${c.routePrices?.length ? ` (+${c.routePrices.length} route prices)` : ""}`,
     `health    ${h.state}  score ${typeof h.score === "number" ? h.score.toFixed(3) : "?"}  latency ${ms(h.latencyMs)}  cooling until ${when(h.coolingUntil)}${h.reason ? `  (${h.reason})` : ""}`,
+    `tier      serving ${k.servingTier ?? "?"} (asked ${c.tier})${k.trackRecord ? `  last day: ${k.trackRecord.calls} calls, ${(k.trackRecord.successRate * 100).toFixed(1)} % ok, ${(k.trackRecord.uptime * 100).toFixed(2)} % up` : ""}`,
     `limiter   ${k.limiter?.windowCount ?? "?"}/${k.limiter?.requestsPerMinute ?? c.requestsPerMinute} requests this minute`,
     `in flight ${k.inFlight ?? "?"}/${k.maxConcurrent ?? c.maxConcurrent}`,
     `spend     ${k.spend?.dayMicros ?? "?"} µ$ today (cap ${c.dailyBudgetMicros ?? "none"}), ${k.spend?.monthMicros ?? "?"} µ$ this month (cap ${c.monthlyBudgetMicros ?? "none"})`,

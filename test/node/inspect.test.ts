@@ -1,0 +1,34 @@
+// M3: the ops inspection summary (tools/inspect.ts) puts the fields operators look at first
+// in readable lines above the JSON; P2: where a key serves and the record behind it.
+import { describe, expect, it } from "vitest";
+import type { KeyInspection } from "../../schema/wire.ts";
+import { summarizeKey } from "../../tools/inspect.ts";
+
+const inspection: KeyInspection = {
+  keyId: "k_inspect0000001", sellerId: "8318f563-a631-54b3-8ab5-9722a8736a06", home: "default", createdAt: 0,
+  config: {
+    provider: "openai", priceMicros: 1000, routePrices: [], requestsPerMinute: 60, maxConcurrent: 5,
+    dailyBudgetMicros: null, monthlyBudgetMicros: null, allowedRoutes: [], region: "us", tier: "premium", status: "active",
+  },
+  health: { state: "healthy", score: 0.95, latencyMs: 120, coolingUntil: 0, reason: null },
+  servingTier: "standard",
+  trackRecord: { calls: 12, successRate: 11 / 12, uptime: 1, observedMs: 3_600_000 },
+  limiter: { windowCount: 3, requestsPerMinute: 60 },
+  inFlight: 1, maxConcurrent: 5,
+  spend: { dayMicros: 3000, monthMicros: 9000 },
+  earnings: { unflushedMicros: 2700, feeMicros: 300, servedCount: 3 },
+  bufferedMetadata: 3, credentialLoaded: true, events: [],
+};
+
+describe("ops key summary", () => {
+  it("shows the tier a key serves in beside the one asked for, with the last day's record", () => {
+    const text = summarizeKey(inspection);
+    expect(text).toContain("tier      serving standard (asked premium)  last day: 12 calls, 91.7 % ok, 100.00 % up");
+    expect(text).toContain("limiter   3/60 requests this minute");
+    expect(text).not.toContain("sk-");
+  });
+
+  it("a key whose object did not give a record says so without inventing one", () => {
+    expect(summarizeKey({ ...inspection, servingTier: null, trackRecord: null })).toContain("tier      serving ? (asked premium)\n");
+  });
+});
