@@ -8,8 +8,13 @@
 //
 // The paying fetch answers a 402 `WWW-Authenticate: Payment` challenge with a `credit`
 // credential (a signature over the challenge) through mppx's client, and retries once.
+// A paid answer also carries a fresh challenge for the next call to the same route
+// (`cn2-next-challenge`); the next such call pays it at once, skipping the 402 round trip,
+// and falls back to the 402 exchange if cn2 turns it down (prices moved, or it expired).
 // Runs anywhere WebCrypto and fetch exist: Node 22, browsers, Workers.
+import { Challenge } from "mppx";
 import { Mppx } from "mppx/client";
+import { H } from "../schema/wire.ts";
 import { creditClient, loadBuyerKey, type BuyerKey, type PrivateKeyInput } from "./keys.ts";
 
 export * from "./keys.ts";
@@ -30,15 +35,77 @@ export function createPayingFetch(options: PayingFetchOptions): typeof globalThi
   const base: typeof globalThis.fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
   const key = options.privateKey instanceof Promise ? options.privateKey : loadBuyerKey(options.privateKey);
   key.catch(() => {}); // surfaced on first use
+  const method = creditClient(key);
   const paying = Mppx.create({
-    methods: [creditClient(key)],
+    methods: [method],
     fetch: base,
     polyfill: false,
     maxPaymentRetries: options.maxPaymentRetries ?? 2,
   }).fetch as typeof globalThis.fetch;
-  return (input, init) => {
-    const url = typeof input === "string" ? input : input instanceof URL ? input.href : input.url;
-    return new URL(url, origin).origin === origin ? paying(input, init) : base(input, init);
+  const next = new NextChallenges();
+
+  return async (input, init) => {
+    const url = new URL(typeof input === "string" ? input : input instanceof URL ? input.href : input.url, origin);
+    if (url.origin !== origin) return base(input, init);
+    // Only a body that can be sent twice may take the fast path (a 402 means sending it again).
+    const slot = input instanceof Request || !resendable(init?.body) ? null : NextChallenges.slot(url, init);
+    const challenge = slot === null ? null : next.take(slot);
+    if (slot !== null && challenge !== null) {
+      const headers = new Headers(init?.headers);
+      headers.set("authorization", await method.createCredential({ challenge } as never));
+      const res = await base(input, { ...init, headers });
+      if (res.status !== 402) return next.keep(slot, res);
+      await res.body?.cancel();
+    }
+    const res = await paying(input, init);
+    return slot === null ? res : next.keep(slot, res);
   };
 }
 
+const resendable = (body: RequestInit["body"]) =>
+  body === undefined || body === null || typeof body === "string" || body instanceof ArrayBuffer || ArrayBuffer.isView(body) || body instanceof URLSearchParams;
+
+/**
+ * Challenges handed out with paid answers, by what they can pay for: the method and path
+ * (a challenge is scoped to one route) and the headers that change the quote (tier, price
+ * cap). Each is used once, and only well before it expires.
+ */
+class NextChallenges {
+  private readonly slots = new Map<string, Challenge.Challenge[]>();
+  private static readonly PER_SLOT = 8;
+  private static readonly SLOTS = 64;
+  private static readonly MARGIN_MS = 15_000;
+
+  static slot(url: URL, init: RequestInit | undefined): string {
+    const headers = new Headers(init?.headers);
+    return [(init?.method ?? "GET").toUpperCase(), url.pathname, headers.get(H.tier) ?? "", headers.get(H.maxPrice) ?? ""].join(" ");
+  }
+
+  take(slot: string): Challenge.Challenge | null {
+    const list = this.slots.get(slot);
+    while (list && list.length > 0) {
+      const c = list.pop()!;
+      if (c.method === "credit" && Date.parse(c.expires ?? "") - Date.now() > NextChallenges.MARGIN_MS) return c;
+    }
+    return null;
+  }
+
+  keep(slot: string, res: Response): Response {
+    const value = res.headers.get(H.nextChallenge);
+    if (value === null) return res;
+    let challenge: Challenge.Challenge;
+    try {
+      challenge = Challenge.deserialize(value);
+    } catch {
+      return res; // not one we can use: the next call takes the 402 path
+    }
+    let list = this.slots.get(slot);
+    if (!list) {
+      if (this.slots.size >= NextChallenges.SLOTS) this.slots.delete(this.slots.keys().next().value!);
+      this.slots.set(slot, (list = []));
+    }
+    list.push(challenge);
+    if (list.length > NextChallenges.PER_SLOT) list.shift();
+    return res;
+  }
+}

@@ -232,4 +232,9 @@ export const H = {
   key: "cn2-key",
   /** Router -> SellerKey: what the buyer paid for this request (0 on the operator path). */
   paid: "cn2-paid-micros",
+  /**
+   * On a paid answer: a fresh challenge for the buyer's next call to the same route at the
+   * current quote, so that call can pay at once instead of taking a 402 first (cn2/buyer does).
+   */
+  nextChallenge: "cn2-next-challenge",
 } as const;

@@ -73,9 +73,10 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   const route = `${request.method} /${provider}${path}`;
   let payment: Payment | null = null;
   let keys = capped;
+  let quote = 0;
   if (!operator) {
     const { challengeResponse, charge, hasPaymentCredential } = await payments();
-    const quote = Math.min(...capped.map((c) => c.price));
+    quote = Math.min(...capped.map((c) => c.price));
     if (!hasPaymentCredential(request)) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
     const charged = await charge(request, env, route, requestId);
     if (!charged.ok) return charged.response;
@@ -107,18 +108,20 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
     if (request.signal.aborted) break;
   }
   answer ??= combineRefusals(refusals, requestId);
-  return payment ? settle(env, payment, answer, requestId) : answer;
+  return payment ? settle(env, payment, answer, requestId, { amountMicros: quote, route }) : answer;
 }
 
 /**
  * B6: the buyer pays only for a successful answer. Anything else (no key could serve, an
  * upstream error the buyer's request caused) is refunded at once, and the receipt says so.
  */
-async function settle(env: Env, payment: Payment, answer: Response, requestId: string): Promise<Response> {
-  const { RECEIPT_HEADER, receiptHeader } = await payments();
+async function settle(env: Env, payment: Payment, answer: Response, requestId: string, quote: { amountMicros: number; route: string }): Promise<Response> {
+  const { RECEIPT_HEADER, receiptHeader, nextChallenge } = await payments();
   const refunded = answer.status >= 400 && (await safeRefund(env, payment, answer.headers.get(H.refusal) ?? `status_${answer.status}`, requestId));
+  const [receipt, next] = await Promise.all([receiptHeader(payment, { requestId, refunded }), nextChallenge(env, quote)]);
   const out = new Response(answer.body, answer);
-  out.headers.set(RECEIPT_HEADER, await receiptHeader(payment, { requestId, refunded }));
+  out.headers.set(RECEIPT_HEADER, receipt);
+  if (next !== null) out.headers.set(H.nextChallenge, next);
   return out;
 }
 

@@ -14,7 +14,8 @@ import { Challenge, Credential, Receipt } from "mppx";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { creditClient, generateBuyerKey, type BuyerKey } from "../../buyer/keys.ts";
 import * as v from "valibot";
-import { KeyConfigSchema, type KeyConfigInput } from "../../schema/wire.ts";
+import { H, KeyConfigSchema, type KeyConfigInput } from "../../schema/wire.ts";
+import { createPayingFetch } from "../../buyer/index.ts";
 import { poolStub } from "../../objects/pool-index.ts";
 import type { Env } from "../../worker/env.ts";
 import { keyStub } from "../../worker/keys.ts";
@@ -258,6 +259,78 @@ describe("paying through the proxy (B1, S7)", () => {
     expect(await earningsOf(k.keyId)).toMatchObject({ servedCount: 0, unflushedMicros: 0, feeMicros: 0 });
   });
 });
+
+describe("the next call skips the 402 (cn2-next-challenge, cn2/buyer)", () => {
+  /** createPayingFetch over the Worker's entry, logging each request's status and Authorization. */
+  function payingClient(buyer: BuyerKey) {
+    const sent: { status: number; authorization: string | null }[] = [];
+    const fetchVia: typeof fetch = async (input, init) => {
+      const url = new URL(input instanceof Request ? input.url : String(input));
+      const res = await call(url.pathname, init);
+      sent.push({ status: res.status, authorization: new Headers(init?.headers).get("authorization") });
+      return res;
+    };
+    const pay = createPayingFetch({ baseUrl: "https://cn2.test", privateKey: buyer, fetch: fetchVia });
+    return { sent, pay: (headers: Record<string, string> = {}) => pay(`https://cn2.test${CHAT}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: chatJson() }) };
+  }
+
+  it("B1: a paid answer carries a fresh challenge for its route; the next call pays it at once, and it pays only once", async () => {
+    await key({ priceMicros: 1000, region: "us" });
+    const buyer = await newBuyer(10_000);
+    const { sent, pay } = payingClient(buyer);
+    const first = await pay();
+    expect(first.status).toBe(200);
+    await first.text();
+    const next = Challenge.deserialize(first.headers.get(H.nextChallenge)!);
+    expect(next).toMatchObject({ method: "credit", intent: "charge", request: { amount: "1000", currency: "usd" } });
+    expect(Challenge.verify(next, { secretKey: e.MPP_SECRET_KEY! })).toBe(true);
+    expect(sent.map((r) => r.status)).toEqual([402, 200]);
+
+    const second = await pay();
+    expect(second.status).toBe(200);
+    await second.text();
+    expect(sent.map((r) => r.status)).toEqual([402, 200, 200]); // no 402 this time
+    expect(receiptOf(second)).toMatchObject({ reference: next.id, amountMicros: 1000, refunded: false });
+    expect(await balanceOf(buyer.buyerId)).toBe(8000);
+    // The credential it sent cannot pay again (P6).
+    const replay = await ask({}, sent[2]!.authorization!);
+    expect(replay.status).toBe(402);
+    expect((await problemOf(replay)).code).toBe("replayed");
+    expect(await balanceOf(buyer.buyerId)).toBe(8000);
+    // Another tier is another quote: no challenge is kept for it, so it takes the 402.
+    expect((await pay({ "cn2-tier": "economy" })).status).toBe(503);
+    expect(sent.at(-1)!.status).toBe(503);
+    expect(sent.at(-1)!.authorization).toBeNull();
+  });
+
+  it("B1: a next challenge the price has moved past is refunded in full and the call falls back to the 402 exchange", async () => {
+    const k = await key({ priceMicros: 1000, region: "us" });
+    const buyer = await newBuyer(10_000);
+    const { sent, pay } = payingClient(buyer);
+    await (await pay()).text();
+    await reprice(k, 1500);
+    await untilQuote(1500);
+    const res = await pay();
+    expect(res.status).toBe(200);
+    await res.text();
+    // The kept challenge (1000) no longer covers the key: refunded, re-challenged, paid at 1500.
+    expect(sent.map((r) => r.status)).toEqual([402, 200, 402, 402, 200]);
+    expect(receiptOf(res).amountMicros).toBe(1500);
+    expect(await balanceOf(buyer.buyerId)).toBe(10_000 - 1000 - 1500);
+  });
+});
+
+/** Wait until the pool snapshot quotes `micros` (pool moves are published in the background). */
+async function untilQuote(micros: number) {
+  for (let i = 0; i < 100; i++) {
+    const res = await ask();
+    const [challenge] = Challenge.fromResponseList(res);
+    await res.body?.cancel();
+    if (Number((challenge?.request as { amount?: string } | undefined)?.amount) === micros) return;
+    await new Promise((done) => setTimeout(done, 20));
+  }
+  throw new Error(`the quote never reached ${micros}`);
+}
 
 describe("stale pool snapshots", () => {
   it("B6: a key repriced above what was paid, still listed at its old price, refuses before calling upstream; the buyer is refunded and the key keeps nothing", async () => {

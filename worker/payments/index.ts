@@ -162,6 +162,20 @@ export async function charge(request: Request, env: Env, route: string, requestI
   }
 }
 
+/**
+ * A fresh `credit` challenge for the buyer's next call to `quote.route` at today's quote
+ * (the `cn2-next-challenge` header of a paid answer): that call can pay without a 402 round
+ * trip. It binds nothing new: a 402 would have given the same challenge. Null if none.
+ */
+export async function nextChallenge(env: Env, quote: { amountMicros: number; route: string }): Promise<string | null> {
+  try {
+    const challenge = (await issueChallenges(env, quote)).find((c) => c.method === CREDIT_METHOD);
+    return challenge ? Challenge.serialize(challenge) : null;
+  } catch {
+    return null;
+  }
+}
+
 export type RefundOutcome = "refunded" | "already_refunded" | "unknown_proof";
 
 /**
