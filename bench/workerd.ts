@@ -40,22 +40,29 @@ const INTERCEPTED = "globalOutbound: { name: getOutboundInterceptorName(workerIn
 const DIRECT = 'globalOutbound: { name: "internet" },';
 let loaded: { directOutbound: boolean } | undefined;
 
+/** Where wrangler's own Miniflare lives, and its version. */
+export function miniflareEntry(): { path: string; version: string } {
+  const fromWrangler = createRequire(join(ROOT, "node_modules/wrangler/package.json"));
+  return { path: fromWrangler.resolve("miniflare"), version: (fromWrangler("miniflare/package.json") as { version: string }).version };
+}
+
+/** Miniflare's bundle with user Workers' outbound fetches sent straight to the network; throws if the line moved. */
+export function withDirectOutbound(source: string, version: string): string {
+  if (source.split(INTERCEPTED).length !== 2) throw new Error(`bench: Miniflare ${version} no longer has the outbound helper line this bench edits (bench/workerd.ts)`);
+  return source.replace(INTERCEPTED, DIRECT);
+}
+
 /** Miniflare from wrangler's dependency tree; `directOutbound`: without its outbound helper hop. */
 export async function loadMiniflare(opts: { directOutbound?: boolean } = {}): Promise<{ mod: MiniflareModule; version: string; path: string }> {
   const directOutbound = opts.directOutbound ?? false;
-  const fromWrangler = createRequire(join(ROOT, "node_modules/wrangler/package.json"));
-  const path = fromWrangler.resolve("miniflare");
-  const version = (fromWrangler("miniflare/package.json") as { version: string }).version;
+  const { path, version } = miniflareEntry();
   const href = pathToFileURL(path).href;
   if (loaded && loaded.directOutbound !== directOutbound) throw new Error("Miniflare is already loaded with the other outbound path in this process");
   if (!loaded && directOutbound) {
     registerHooks({
       load(url, context, nextLoad) {
         const result = nextLoad(url, context);
-        if (url !== href) return result;
-        const source = String(result.source);
-        if (source.split(INTERCEPTED).length !== 2) throw new Error(`bench: Miniflare ${version} no longer has the outbound helper line this bench edits (bench/workerd.ts)`);
-        return { ...result, source: source.replace(INTERCEPTED, DIRECT) };
+        return url === href ? { ...result, source: withDirectOutbound(String(result.source), version) } : result;
       },
     });
   }
