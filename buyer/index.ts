@@ -48,10 +48,10 @@ export function createPayingFetch(options: PayingFetchOptions): typeof globalThi
     const url = new URL(typeof input === "string" ? input : input instanceof URL ? input.href : input.url, origin);
     if (url.origin !== origin) return base(input, init);
     // Only a body that can be sent twice may take the fast path (a 402 means sending it again).
-    const slot = input instanceof Request || !resendable(init?.body) ? null : NextChallenges.slot(url, init);
+    const headers = new Headers(init?.headers);
+    const slot = input instanceof Request || !resendable(init?.body) ? null : NextChallenges.slot(url, init?.method, headers);
     const challenge = slot === null ? null : next.take(slot);
     if (slot !== null && challenge !== null) {
-      const headers = new Headers(init?.headers);
       headers.set("authorization", await method.createCredential({ challenge } as never));
       const res = await base(input, { ...init, headers });
       if (res.status !== 402) return next.keep(slot, res);
@@ -76,9 +76,8 @@ class NextChallenges {
   private static readonly SLOTS = 64;
   private static readonly MARGIN_MS = 15_000;
 
-  static slot(url: URL, init: RequestInit | undefined): string {
-    const headers = new Headers(init?.headers);
-    return [(init?.method ?? "GET").toUpperCase(), url.pathname, headers.get(H.tier) ?? "", headers.get(H.maxPrice) ?? ""].join(" ");
+  static slot(url: URL, method: string | undefined, headers: Headers): string {
+    return [(method ?? "GET").toUpperCase(), url.pathname, headers.get(H.tier) ?? "", headers.get(H.maxPrice) ?? ""].join(" ");
   }
 
   take(slot: string): Challenge.Challenge | null {

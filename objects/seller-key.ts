@@ -610,9 +610,7 @@ export class SellerKey extends DurableObject<Env> {
   }
 
   /** The tier the record earns for a key asking for `asked` (track-record.ts). */
-  private tierFor(asked: Tier, current: Tier, now: number): Tier {
-    if (asked !== "premium") return asked;
-    const summary = track.summarize(this.track, now, this.record?.createdAt ?? now);
+  private tierFor(asked: Tier, current: Tier, now: number, summary = track.summarize(this.track, now, this.record?.createdAt ?? now)): Tier {
     return track.servingTier(asked, current, summary, numberSetting(this.env.PREMIUM_MIN_CALLS, 200));
   }
 
@@ -620,14 +618,14 @@ export class SellerKey extends DurableObject<Env> {
   private retier(now: number) {
     const r = this.record;
     if (!r || r.config.tier !== "premium") return;
-    const next = this.tierFor("premium", this.servingTier, now);
+    const t = track.summarize(this.track, now, r.createdAt);
+    const next = this.tierFor("premium", this.servingTier, now, t);
     if (next === this.servingTier) return;
     const beforePool = this.poolName();
     const before = this.servingTier;
     this.servingTier = next;
     this.writeMeta("servingTier", next);
     this.event("key.tier_changed", `${before} -> ${next}`);
-    const t = track.summarize(this.track, now, r.createdAt);
     this.ctx.waitUntil(emitSellerEvent(this.env, r.sellerId, {
       type: "key.tier_changed",
       keyId: r.keyId,

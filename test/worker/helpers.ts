@@ -4,7 +4,8 @@
 // Postgres database is shared by the run: every file signs in sellers with fresh emails.
 import { env, exports } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
-import type { KeyConfigInput, KeyInspection, KeyView } from "../../schema/wire.ts";
+import { H, type KeyConfigInput, type KeyInspection, type KeyView } from "../../schema/wire.ts";
+import { keyStub } from "../../worker/keys.ts";
 import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../worker/vault.ts";
 
 export const OPS = "test-ops-token";
@@ -103,8 +104,6 @@ export function chat(opts: { stream?: boolean; headers?: Record<string, string>;
  * of calls sent through the proxy).
  */
 export async function earnTrackRecord(keyId: string, calls = Number((env as unknown as { PREMIUM_MIN_CALLS: string }).PREMIUM_MIN_CALLS)) {
-  const { keyStub } = await import("../../worker/keys.ts");
-  const { H } = await import("../../schema/wire.ts");
   const stub = keyStub(env as never, keyId, "default");
   for (let i = 0; i < calls; i++) {
     const res = await stub.fetch("https://key/v1/chat/completions", {

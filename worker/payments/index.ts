@@ -169,7 +169,7 @@ export async function charge(request: Request, env: Env, route: string, requestI
  */
 export async function nextChallenge(env: Env, quote: { amountMicros: number; route: string }): Promise<string | null> {
   try {
-    const challenge = (await issueChallenges(env, quote)).find((c) => c.method === CREDIT_METHOD);
+    const [challenge] = await issueChallenges(env, { ...quote, creditOnly: true });
     return challenge ? Challenge.serialize(challenge) : null;
   } catch {
     return null;

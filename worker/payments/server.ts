@@ -153,8 +153,8 @@ async function build(env: Env): Promise<Payments> {
   return { mppx, secretKey, realm, methods: new Map(methods.map((m) => [`${m.name}/${m.intent}`, m])) };
 }
 
-/** Fresh challenges (one per enabled method) for `route` at `amountMicros`. */
-export async function issueChallenges(env: Env, quote: { amountMicros: number; route: string; description?: string; expires?: Date }): Promise<Challenge.Challenge[]> {
+/** Fresh challenges (one per enabled method, or the `credit` one only) for `route` at `amountMicros`. */
+export async function issueChallenges(env: Env, quote: { amountMicros: number; route: string; description?: string; expires?: Date; creditOnly?: boolean }): Promise<Challenge.Challenge[]> {
   if (!Number.isSafeInteger(quote.amountMicros) || quote.amountMicros <= 0) throw new RangeError("a quote is a positive whole number of micro-dollars");
   const p = await payments(env);
   const expires = (quote.expires ?? new Date(Date.now() + CHALLENGE_TTL_MS)).toISOString();
@@ -163,7 +163,7 @@ export async function issueChallenges(env: Env, quote: { amountMicros: number; r
   const common = { scope: quote.route, meta, expires, ...(quote.description ? { description: quote.description } : {}) };
   const challenge = p.mppx.challenge;
   const out = [await challenge[CREDIT_METHOD]!.charge!({ ...common, amount: String(quote.amountMicros), currency: CURRENCY })];
-  if (p.methods.has(`${TEMPO_METHOD}/charge`)) {
+  if (!quote.creditOnly && p.methods.has(`${TEMPO_METHOD}/charge`)) {
     out.push(await challenge[TEMPO_METHOD]!.charge!({ ...common, amount: microsToDecimal(quote.amountMicros) }));
   }
   return out;
