@@ -20,7 +20,7 @@ const mppxWithoutMaps: Plugin = {
 // loopback and generates throwaway vault keys; the Worker reaches the upstream over HTTP.
 export default defineConfig({
   test: {
-    // Ending a postgres client in workerd (worker/db.ts) leaves its socket reader rejecting
+    // Ending a postgres client in workerd (core/postgres.ts) leaves its socket reader rejecting
     // with exactly this (postgres/cf/polyfills.js): harmless, and the only error ignored.
     // Vitest reads this option from the root config only.
     onUnhandledError: (error) => (error.message === "This socket has been closed." ? false : undefined),

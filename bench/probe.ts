@@ -34,7 +34,7 @@
 //
 // The SQL rows reproduce SellerKey's hot path as it was on the afternoon of 2026-11-25,
 // with storage commits on every request; SellerKey has since moved them into a batch every
-// PERSIST_MS (objects/seller-key.ts). They stay as the measure of what a per-request
+// PERSIST_MS (objects/seller-key/seller-key.ts). They stay as the measure of what a per-request
 // commit costs here (cn2 itself: `--var PERSIST_MS=0`).
 import type { ExtraWorker } from "./workerd.ts";
 import type { Target } from "./load.ts";

@@ -16,7 +16,7 @@
 // Processes (2 cores here, so each gets its own event loop):
 //   this process   autocannon (the load generator) and Miniflare's control side
 //   child          tools/demo-upstream.ts, the fake OpenAI API every system calls
-//   child          tools/db.ts serve --memory: Postgres (PGlite) behind cn2's Hyperdrive
+//   child          tools/database.ts serve --memory: Postgres (PGlite) behind cn2's Hyperdrive
 //                  binding, for seller sign-in, key rows and the earnings flush
 //   workerd        the cn2 Worker bundle via Miniflare's API (no wrangler dev proxy)
 //   child          Portkey's gateway (node start-server.js), pinned to 127.0.0.1
@@ -27,9 +27,9 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { setPriority } from "node:os";
 import { upstreamBaseUrls } from "../tools/demo-upstream.ts";
-import { connect } from "../tools/db.ts";
-import { generateDevSigningKey } from "../worker/auth.ts";
-import { encryptCredential, generateVaultKey } from "../worker/vault.ts";
+import { connect } from "../tools/database.ts";
+import { generateDevSigningKey } from "../core/dev-signing-key.ts";
+import { encryptCredential, generateVaultKey } from "../core/vault.ts";
 import { profileWhile, summarize, writeProfile } from "./cpu-profile.ts";
 import { failures, load, merge, type RunStats, type Target } from "./load.ts";
 import { HOST, freePort, installCleanup, log, removeDirOnExit, shutdown, spawnNode, waitForPort } from "./processes.ts";
@@ -126,7 +126,7 @@ async function main() {
   log(`demo upstream at ${upstreamUrl} (pid ${upstream.proc.pid})`);
 
   // 2. Postgres for the Worker (PGlite, migrated, in memory), its own process.
-  const db = spawnNode("database", [join(ROOT, "tools/db.ts"), "serve", "--memory", "--port", "0"]);
+  const db = spawnNode("database", [join(ROOT, "tools/database.ts"), "serve", "--memory", "--port", "0"]);
   const databaseUrl = (await db.waitForLine(/serving on (postgres:\/\/\S+)/, 60_000))[1]!;
   // It stands for a remote Supabase: it runs at the lowest CPU priority, so its work (the
   // earnings flush's inserts) uses idle CPU rather than the cores the systems measured

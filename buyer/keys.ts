@@ -2,9 +2,9 @@
 // client method, signed account calls. Light (no mppx client, no viem): the paying fetch
 // that wraps mppx's client lives in index.ts, which re-exports all of this.
 import { Credential, Method } from "mppx";
-import { buyerIdOf, didFromPublicKey, keyAlgorithm, KEY_ALGS, sign, type KeyAlg } from "../worker/payments/did.ts";
-import { fromBase64Url, sha256Hex, toBase64Url } from "../worker/payments/encoding.ts";
-import { ACCOUNT_HEADERS, accountMessage, credit, creditMessage } from "../worker/payments/method.ts";
+import { buyerIdOf, didFromPublicKey, keyAlgorithm, KEY_ALGS, sign, type KeyAlg } from "../core/did.ts";
+import { fromBase64Url, sha256Hex, toBase64Url } from "../core/encoding.ts";
+import { ACCOUNT_HEADERS, accountMessage, credit, creditMessage } from "../core/credit-method.ts";
 
 export type { KeyAlg };
 export { buyerIdOf };

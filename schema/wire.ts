@@ -183,14 +183,14 @@ export const ERROR_CODES = {
   vault_key_unknown: 400,
   decrypt_failed: 422,
   internal_error: 500,
-  // disputes (P7, worker/disputes.ts)
+  // disputes (P7, worker/payments/disputes.ts)
   invalid_receipt: 400,
   payment_not_found: 404,
   already_refunded: 409,
   dispute_not_found: 404,
   dispute_resolved: 409,
   too_many_disputes: 429,
-  // seller accounts (worker/auth-api.ts, worker/db.ts, the seller API)
+  // seller accounts (worker/seller/sign-in.ts, core/postgres.ts, the seller API)
   auth_not_configured: 503,
   account_closed: 410,
   forbidden: 403,

@@ -2,12 +2,12 @@
 // and throwaway vault keys, handed to the Worker's bindings through `provide`.
 import type { TestProject } from "vitest/node";
 import { startDemoUpstream, upstreamBaseUrls } from "../tools/demo-upstream.ts";
-import { generateVaultKey } from "../worker/vault.ts";
+import { generateVaultKey } from "../core/vault.ts";
 import { startFakeStripe, TEST_STRIPE } from "./fake-stripe.ts";
 import { startWebhookReceiver } from "./webhook-receiver.ts";
-import { connect, hyperdriveUrl, migrate, startEmbeddedDb } from "../tools/db.ts";
+import { connect, hyperdriveUrl, migrate, startEmbeddedDb } from "../tools/database.ts";
 import { startFakePersona } from "../tools/fake-persona.ts";
-import { generateDevSigningKey } from "../worker/auth.ts";
+import { generateDevSigningKey } from "../core/dev-signing-key.ts";
 import { startFakeSupabase, TEST_SUPABASE } from "./fake-supabase.ts";
 import { TEST_PERSONA } from "./test-secrets.ts";
 

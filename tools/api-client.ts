@@ -6,7 +6,7 @@
 // seller API, /api/*). Each goes into the Authorization header of its own calls and
 // nowhere else. Errors never include request headers, and `redact` scrubs both from any
 // message before a CLI prints it.
-import type { SellerProfile } from "../worker/sellers.ts";
+import type { SellerProfile } from "../schema/tables.ts";
 import { chmodSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -202,7 +202,7 @@ export function apiClient(options: ApiClientOptions = {}) {
 }
 
 /** GET /api/me */
-export type { SellerProfile } from "../worker/sellers.ts";
+export type { SellerProfile } from "../schema/tables.ts";
 
 const seg = (s: string) => encodeURIComponent(s);
 

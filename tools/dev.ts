@@ -18,10 +18,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { delimiter, dirname, join } from "node:path";
 import type { KeyConfigInput } from "../schema/wire.ts";
-import { generateDevSigningKey } from "../worker/auth.ts";
-import { generateVaultKey, parseVaultPrivateKeys } from "../worker/vault.ts";
+import { generateDevSigningKey } from "../core/dev-signing-key.ts";
+import { generateVaultKey, parseVaultPrivateKeys } from "../core/vault.ts";
 import { DEV_VARS_PATH, REPO_ROOT, apiClient, formatError, isMain, parseDevVars, type ApiClient } from "./api-client.ts";
-import { connect, DEFAULT_DATA_DIR, DEFAULT_PORT as PGLITE_DEFAULT_PORT, hyperdriveUrl, migrate, startEmbeddedDb, type EmbeddedDb } from "./db.ts";
+import { connect, DEFAULT_DATA_DIR, DEFAULT_PORT as PGLITE_DEFAULT_PORT, hyperdriveUrl, migrate, startEmbeddedDb, type EmbeddedDb } from "./database.ts";
 import { startDemoUpstream, upstreamBaseUrls } from "./demo-upstream.ts";
 import { startFakePersona, type FakePersona } from "./fake-persona.ts";
 import { DEFAULT_DEV_EMAIL, addKey, login } from "./seller-cli.ts";
@@ -76,7 +76,7 @@ export async function ensureDevVars(path = DEV_VARS_PATH): Promise<{ opsToken: s
     added.push(`WEBHOOK_SECRET_KEYS='${JSON.stringify([{ kid: `dev-${new Date().toISOString().slice(0, 10)}`, key }])}'`);
   }
 
-  // Seller sign-in (worker/auth.ts): the dev sign-in's ES256 key and the JWKS that verifies it.
+  // Seller sign-in (worker/seller/auth.ts): the dev sign-in's ES256 key and the JWKS that verifies it.
   if (!vars.AUTH_DEV_SIGNING_KEY || !vars.AUTH_JWKS) {
     const { privateJwk, jwks } = await generateDevSigningKey();
     added.push(`AUTH_DEV_SIGNING_KEY='${JSON.stringify(privateJwk)}'`, `AUTH_JWKS='${JSON.stringify(jwks)}'`);
@@ -210,7 +210,7 @@ async function waitForHealthz(client: ApiClient, wrangler: ChildProcess): Promis
 
 /**
  * DATABASE_URL when set (migrated here too); else the embedded PGlite persisted in
- * .data/pglite, on PGLITE_PORT (default 54329, so `psql` and `node tools/db.ts` find it)
+ * .data/pglite, on PGLITE_PORT (default 54329, so `psql` and `node tools/database.ts` find it)
  * or any free port when that one is taken.
  */
 async function startDatabase(): Promise<{ databaseUrl: string; embedded: EmbeddedDb | null }> {

@@ -18,7 +18,7 @@ import {
   type KeyConfigInput,
   type KeyConfigPatch,
 } from "../schema/wire.ts";
-import { encryptCredential } from "../worker/vault.ts";
+import { encryptCredential } from "../core/vault.ts";
 import { ApiError, CliError, SESSION_PATH, apiClient, isMain, pretty, runCli, saveSession, tokenExpiry, type ApiClient, type KeyView } from "./api-client.ts";
 
 /** The dev account `npm start` seeds and `login` signs in as by default. */

@@ -1,13 +1,13 @@
 // The Worker's entry: HTTP through the router; the Durable Object classes are exported
 // from here so wrangler binds them.
-import type { Env } from "./env.ts";
+import type { Env } from "../core/env.ts";
 import { handle } from "./router.ts";
 import { handleWebhookBatch, isWebhookQueue } from "./webhooks/consumer.ts";
 
-export { SellerKey } from "../objects/seller-key.ts";
-export { PoolIndex } from "../objects/pool-index.ts";
-export { BuyerWallet } from "../objects/buyer-wallet.ts";
-export { ProofStore } from "../objects/proof-store.ts";
+export { SellerKey } from "../objects/seller-key/seller-key.ts";
+export { PoolIndex } from "../objects/pool-index/pool-index.ts";
+export { BuyerWallet } from "../objects/buyer-wallet/buyer-wallet.ts";
+export { ProofStore } from "../objects/proof-store/proof-store.ts";
 
 export default {
   fetch: (request, env, ctx) => handle(request, env, ctx),

@@ -4,7 +4,7 @@ import { getAddress } from "viem";
 import * as v from "valibot";
 import type { Sql } from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { asService, EvmAddressSchema, PayoutPreferenceSchema, StripeAccountIdSchema } from "../../schema/db.ts";
+import { asService, EvmAddressSchema, PayoutPreferenceSchema, StripeAccountIdSchema } from "../../schema/tables.ts";
 import { createSeller, failure, hex64, newKeyId, newRequestId, sharedDb } from "./helpers.ts";
 
 let sql: Sql;

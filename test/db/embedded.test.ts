@@ -1,4 +1,4 @@
-// tools/db.ts's embedded database: PGlite behind the socket server, as `npm start`, the
+// tools/database.ts's embedded database: PGlite behind the socket server, as `npm start`, the
 // tests and wrangler dev's Hyperdrive local connection use it.
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -6,7 +6,7 @@ import path from "node:path";
 import { connect as netConnect } from "node:net";
 import postgres from "postgres";
 import { afterAll, describe, expect, inject, it } from "vitest";
-import { connect, loadMigrations, migrate, startEmbeddedDb } from "../../tools/db.ts";
+import { connect, loadMigrations, migrate, startEmbeddedDb } from "../../tools/database.ts";
 import { sharedDb, target } from "./helpers.ts";
 
 // Run against whichever server is under test: PostgreSQL does all this natively; the

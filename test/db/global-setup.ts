@@ -4,7 +4,7 @@
 // with DATABASE_URL (CI's PostgreSQL) it is a fresh database created next to that one and
 // dropped afterwards.
 import type { TestProject } from "vitest/node";
-import { connect, migrate, startEmbeddedDb } from "../../tools/db.ts";
+import { connect, migrate, startEmbeddedDb } from "../../tools/database.ts";
 import { createScratchDatabase } from "./scratch.ts";
 
 export default async function setup(project: TestProject) {

@@ -4,8 +4,8 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Sql } from "postgres";
 import { expect, inject } from "vitest";
-import { connect } from "../../tools/db.ts";
-import { sqlState } from "../../schema/db.ts";
+import { connect } from "../../tools/database.ts";
+import { sqlState } from "../../schema/tables.ts";
 
 /** A client of the database the global setup migrated (PGlite or PostgreSQL). */
 export function sharedDb(max = 4): Sql {

@@ -2,7 +2,7 @@
 // closure, kept 7 years. Also the other retention rules of M1.
 import type { Sql } from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { asSeller, asService, recordEarnings, type EarningsFlush } from "../../schema/db.ts";
+import { asSeller, asService, recordEarnings, type EarningsFlush } from "../../schema/tables.ts";
 import { createSeller, createSellerWorld, failure, newFlushId, newKeyId, newRequestId, sharedDb } from "./helpers.ts";
 
 let sql: Sql;

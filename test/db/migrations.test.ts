@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Sql } from "postgres";
-import { connect, loadMigrations, migrate, MIGRATIONS_DIR } from "../../tools/db.ts";
+import { connect, loadMigrations, migrate, MIGRATIONS_DIR } from "../../tools/database.ts";
 import { emptyDatabase, type ScratchDatabase } from "./scratch.ts";
 
 describe("migrations on an empty database", () => {

@@ -1,8 +1,8 @@
 // Row-level security as the Worker will meet it: transactions that set role and
-// request.jwt.claims the way PostgREST does (schema/db.ts asSeller / asAnon / asService).
+// request.jwt.claims the way PostgREST does (schema/tables.ts asSeller / asAnon / asService).
 import type { Sql } from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { asAnon, asSeller, asService } from "../../schema/db.ts";
+import { asAnon, asSeller, asService } from "../../schema/tables.ts";
 import { createSellerWorld, failure, hex64, newKeyId, sharedDb, type SellerFixture } from "./helpers.ts";
 
 let sql: Sql;

@@ -1,7 +1,7 @@
 // Throwaway databases for the db tests: a new database on the server DATABASE_URL points
 // at (PostgreSQL), or a new in-memory PGlite when it is unset.
 import { randomBytes } from "node:crypto";
-import { connect, startEmbeddedDb } from "../../tools/db.ts";
+import { connect, startEmbeddedDb } from "../../tools/database.ts";
 
 export interface ScratchDatabase {
   url: string;

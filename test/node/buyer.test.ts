@@ -16,10 +16,10 @@ import {
   buyerIdOf, createPayingFetch, generateBuyerKey, getBalance, loadBuyerKey, microsToUsd, requestFaucet, serializeBuyerKey, usdToMicros, type BuyerKey,
 } from "../../buyer/index.ts";
 import { startDemoUpstream, upstreamBaseUrls, type DemoUpstream } from "../../tools/demo-upstream.ts";
-import { parseDid } from "../../worker/payments/did.ts";
+import { parseDid } from "../../core/did.ts";
 import * as payments from "../../worker/payments/index.ts";
-import type { ClaimRequest, TopUpRequest } from "../../objects/buyer-wallet.ts";
-import type { Env } from "../../worker/env.ts";
+import type { ClaimRequest, TopUpRequest } from "../../schema/wallet.ts";
+import type { Env } from "../../core/env.ts";
 import { REPO_ROOT } from "../../tools/api-client.ts";
 
 /** Just enough of BuyerWallet for the client's round trips (same answers, in memory). */
@@ -34,14 +34,14 @@ class MemoryWallet {
     this.claims.add(r.proofId);
     this.balance -= r.amountMicros;
     this.history.unshift({ at: Date.now(), kind: "debit", amountMicros: r.amountMicros, ref: r.proofId, balanceMicros: this.balance });
-    return { ok: true, balanceMicros: this.balance };
+    return { ok: true, value: { balanceMicros: this.balance } };
   }
   topUp(r: TopUpRequest) {
-    if (this.events.has(r.eventId)) return { ok: true, balanceMicros: this.balance, credited: false };
+    if (this.events.has(r.eventId)) return { ok: true, value: { balanceMicros: this.balance, credited: false } };
     this.events.add(r.eventId);
     this.balance += r.amountMicros;
     this.history.unshift({ at: Date.now(), kind: "topup", amountMicros: r.amountMicros, ref: r.eventId, balanceMicros: this.balance });
-    return { ok: true, balanceMicros: this.balance, credited: true };
+    return { ok: true, value: { balanceMicros: this.balance, credited: true } };
   }
   summary() {
     return { buyerId: null, balanceMicros: this.balance, dailyCapMicros: null, spentTodayMicros: 0, history: this.history };
@@ -63,7 +63,7 @@ let server: http.Server;
 let baseUrl: string;
 const receipts: Record<string, unknown>[] = [];
 
-/** The paid gate: what worker/proxy.ts does with the payment building blocks. */
+/** The paid gate: what worker/proxy/proxy.ts does with the payment building blocks. */
 async function handle(request: Request): Promise<Response> {
   const url = new URL(request.url);
   if (url.pathname === "/api/credit/faucet") return payments.faucetHandler(request, env);

@@ -14,7 +14,7 @@ import { startWorker, type RunningWorker } from "../../bench/workerd.ts";
 import { createPayingFetch, generateBuyerKey, getBalance, requestFaucet, serializeBuyerKey } from "../../buyer/index.ts";
 import { KeyConfigSchema } from "../../schema/wire.ts";
 import { startDemoUpstream, upstreamBaseUrls, type DemoUpstream } from "../../tools/demo-upstream.ts";
-import { encryptCredential, generateVaultKey } from "../../worker/vault.ts";
+import { encryptCredential, generateVaultKey } from "../../core/vault.ts";
 
 const REPLY = "Hello from the cn2 demo upstream, a deterministic reply.";
 const OPS_TOKEN = `e2e-${crypto.randomUUID()}`;

@@ -1,7 +1,7 @@
-// What crosses between buyer, key object and upstream (worker/forward.ts): the header
+// What crosses between buyer, key object and upstream (core/forward.ts): the header
 // lists are the privacy and security boundary of the proxy, so they are pinned here.
 import { describe, expect, it } from "vitest";
-import { buyerResponse, keyRequestHeaders, upstreamHeaders } from "../../worker/forward.ts";
+import { buyerResponse, keyRequestHeaders, upstreamHeaders } from "../../core/forward.ts";
 import { PROVIDERS } from "../../schema/providers.ts";
 import { H } from "../../schema/wire.ts";
 

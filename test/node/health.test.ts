@@ -1,7 +1,7 @@
 // P4: the health state machine on its own, including its bounds.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import * as h from "../../objects/health.ts";
+import * as h from "../../objects/seller-key/health.ts";
 
 const NOW = 1_700_000_000_000;
 

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { Envelope, KeyConfigInput } from "../../schema/wire.ts";
 import { CliError, REPO_ROOT, apiClient } from "../../tools/api-client.ts";
 import { addKey, newKeyId, parsePatch } from "../../tools/seller-cli.ts";
-import { decryptCredential, generateVaultKey, toBase64Url } from "../../worker/vault.ts";
+import { decryptCredential, generateVaultKey, toBase64Url } from "../../core/vault.ts";
 
 /** The seller's session token (a JWT in real life; opaque to the CLI). */
 const TOKEN = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJlLXRlc3QtN2YzYzlhMWU";

@@ -1,8 +1,8 @@
-// splitUrl (worker/http.ts) replaces a URL object per proxied request: on any URL the
+// splitUrl (core/http.ts) replaces a URL object per proxied request: on any URL the
 // runtime hands us (already parsed and serialised), it must agree with URL exactly.
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { splitUrl } from "../../worker/http.ts";
+import { splitUrl } from "../../core/http.ts";
 
 describe("splitUrl", () => {
   it("agrees with URL's pathname and search on serialised URLs (property)", () => {

@@ -1,12 +1,12 @@
 // P2: a key's track record (calls, failures, downtime over the last day) and the tier it
-// earns. Pure functions (objects/track-record.ts); the key object's use of them is in
+// earns. Pure functions (objects/seller-key/track-record.ts); the key object's use of them is in
 // test/worker/tiers.test.ts.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { TIERS } from "../../schema/wire.ts";
 import {
   PREMIUM_BARS, WINDOW_MS, cameUp, emptyTrackRecord, recordCall, recordLateFailure, servingTier, summarize, wentDown,
-} from "../../objects/track-record.ts";
+} from "../../objects/seller-key/track-record.ts";
 
 const HOUR = 3_600_000;
 const T0 = Date.UTC(2026, 10, 25, 12, 0, 0);

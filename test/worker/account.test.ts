@@ -5,8 +5,8 @@
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import type { Env } from "../../worker/env.ts";
-import { keyStub } from "../../worker/keys.ts";
+import type { Env } from "../../core/env.ts";
+import { keyStub } from "../../objects/seller-key/stub.ts";
 import { addKey, as, call, keyRequest, ownerDb, signIn } from "./helpers.ts";
 
 const e = env as unknown as Env & { SUPABASE_URL: string };

@@ -2,8 +2,8 @@
 // is a seller session; cookie writes also need same-origin + the CSRF header.
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
-import { CSRF_HEADER, issueDevToken, requireSeller, SESSION_COOKIE, sessionCookie, verifySellerToken, type AuthEnv } from "../../worker/auth.ts";
-import { ApiError } from "../../worker/http.ts";
+import { CSRF_HEADER, issueDevToken, requireSeller, SESSION_COOKIE, sessionCookie, verifySellerToken, type AuthEnv } from "../../worker/seller/auth.ts";
+import { ApiError } from "../../core/http.ts";
 
 const ISSUER = "https://project.supabase.test/auth/v1";
 let env: AuthEnv;

@@ -4,10 +4,10 @@
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import type { EarningsFlusher } from "../../objects/earnings-flush.ts";
-import type { SellerKey } from "../../objects/seller-key.ts";
-import type { Env } from "../../worker/env.ts";
-import { keyStub } from "../../worker/keys.ts";
+import type { EarningsFlusher } from "../../objects/seller-key/earnings-flush.ts";
+import type { SellerKey } from "../../objects/seller-key/seller-key.ts";
+import type { Env } from "../../core/env.ts";
+import { keyStub } from "../../objects/seller-key/stub.ts";
 import { addKey, as, inspect, keyRequest, ownerDb, persisted, signIn, type TestSeller } from "./helpers.ts";
 
 const e = env as unknown as Env;

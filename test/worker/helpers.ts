@@ -5,8 +5,8 @@
 import { env, exports } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { H, type KeyConfigInput, type KeyInspection, type KeyView } from "../../schema/wire.ts";
-import { keyStub } from "../../worker/keys.ts";
-import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../worker/vault.ts";
+import { keyStub } from "../../objects/seller-key/stub.ts";
+import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../core/vault.ts";
 
 export const OPS = "test-ops-token";
 const testEnv = env as unknown as { DEMO_UPSTREAM_URL: string; VAULT_PRIVATE_KEYS: string };
@@ -161,8 +161,8 @@ export async function removeAllKeys() {
 }
 
 /** The test database as its owner (bypasses row-level security): to look behind the API. */
-export async function ownerDb<T>(fn: (sql: import("../../worker/db.ts").Db) => Promise<T>): Promise<T> {
-  const { withDb } = await import("../../worker/db.ts");
+export async function ownerDb<T>(fn: (sql: import("../../core/postgres.ts").Db) => Promise<T>): Promise<T> {
+  const { withDb } = await import("../../core/postgres.ts");
   return withDb(env as unknown as { HYPERDRIVE: Hyperdrive }, null, fn);
 }
 
@@ -178,11 +178,17 @@ export function keyRequest(opts: { paidMicros?: number; requestId?: string } = {
 
 /**
  * Wait until a key object has written its batched per-request bookkeeping (it commits at
- * most every PERSIST_MS, objects/seller-key.ts), without forcing the write.
+ * most every PERSIST_MS, objects/seller-key/write-buffer.ts), without forcing the write.
  */
 export async function persisted(stub: DurableObjectStub, timeoutMs = 5_000): Promise<void> {
   const started = Date.now();
-  const pending = () => runInDurableObject(stub, (instance) => (instance as unknown as { persistPending: boolean }).persistPending);
+  const pending = () =>
+    runInDurableObject(stub, (instance) => {
+      const flag = (instance as unknown as { buffer: { pending: unknown } }).buffer.pending;
+      // A renamed field must fail here, not read as "nothing pending".
+      if (typeof flag !== "boolean") throw new Error("SellerKey's write buffer has no pending flag");
+      return flag;
+    });
   while (await pending()) {
     if (Date.now() - started > timeoutMs) throw new Error(`key object did not persist within ${timeoutMs} ms`);
     await new Promise((done) => setTimeout(done, 20));

@@ -2,7 +2,7 @@
 import fc from "fast-check";
 import { beforeEach, describe, expect, it } from "vitest";
 import { addKey, api, as, baseConfig, call, chat, newKeyId, OPS, removeAllKeys, signIn, testSeller } from "./helpers.ts";
-import { encryptCredential, generateVaultKey } from "../../worker/vault.ts";
+import { encryptCredential, generateVaultKey } from "../../core/vault.ts";
 
 async function expectError(res: Response, status: number, code: string) {
   const body = (await res.json()) as { error: { code: string; message: string }; requestId: string };

@@ -4,8 +4,8 @@ import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { KeyView, PoolSnapshot } from "../../schema/wire.ts";
-import type { Env } from "../../worker/env.ts";
-import { keyStub } from "../../worker/keys.ts";
+import type { Env } from "../../core/env.ts";
+import { keyStub } from "../../objects/seller-key/stub.ts";
 import { addKey, api, as, chat, inspect, removeAllKeys, resetDemo, signIn } from "./helpers.ts";
 
 const e = env as unknown as Env;

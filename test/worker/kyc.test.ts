@@ -3,8 +3,8 @@
 // payouts stay locked until the status is approved.
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import type { Env } from "../../worker/env.ts";
-import { personaSignature, verifyPersonaSignature } from "../../worker/kyc.ts";
+import type { Env } from "../../core/env.ts";
+import { personaSignature, verifyPersonaSignature } from "../../worker/seller/kyc.ts";
 import { as, call, ownerDb, signIn, type TestSeller } from "./helpers.ts";
 
 const e = env as unknown as Env & { PERSONA_API_BASE: string; PERSONA_WEBHOOK_SECRET: string };

@@ -3,8 +3,8 @@
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
-import type { Env } from "../../worker/env.ts";
-import { keyStub } from "../../worker/keys.ts";
+import type { Env } from "../../core/env.ts";
+import { keyStub } from "../../objects/seller-key/stub.ts";
 import { addKey, api, call, chat, demo, inspect, OPS, persisted, removeAllKeys, resetDemo } from "./helpers.ts";
 
 const codeOf = async (res: Response) => ((await res.json()) as { error?: { code: string } }).error?.code;
@@ -37,7 +37,7 @@ describe("per-key limits", () => {
       expect(ok.status).toBe(200);
       await ok.text();
     }
-    // Kept in memory first, then one batched commit within PERSIST_MS (objects/seller-key.ts).
+    // Kept in memory first, then one batched commit within PERSIST_MS (objects/seller-key/seller-key.ts).
     const stub = keyStub(env as unknown as Env, keyId, "default");
     const started = Date.now();
     await persisted(stub);

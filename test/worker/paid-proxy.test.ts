@@ -16,17 +16,17 @@ import { creditClient, generateBuyerKey, type BuyerKey } from "../../buyer/keys.
 import * as v from "valibot";
 import { H, KeyConfigSchema, type KeyConfigInput } from "../../schema/wire.ts";
 import { createPayingFetch } from "../../buyer/index.ts";
-import { poolStub } from "../../objects/pool-index.ts";
-import type { Env } from "../../worker/env.ts";
-import { keyStub } from "../../worker/keys.ts";
-import { ACCOUNT_HEADERS, accountMessage } from "../../worker/payments/method.ts";
-import { sign } from "../../worker/payments/did.ts";
-import { sha256Hex, toBase64Url } from "../../worker/payments/encoding.ts";
+import { poolStub } from "../../objects/pool-index/stub.ts";
+import type { Env } from "../../core/env.ts";
+import { keyStub } from "../../objects/seller-key/stub.ts";
+import { ACCOUNT_HEADERS, accountMessage } from "../../core/credit-method.ts";
+import { sign } from "../../core/did.ts";
+import { sha256Hex, toBase64Url } from "../../core/encoding.ts";
 import { parseReceipt, split, type Cn2Receipt } from "../../worker/payments/index.ts";
 import { issueChallenges } from "../../worker/payments/server.ts";
-import { PROOF_SHARDS, proofShardName } from "../../worker/payments/store.ts";
-import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../worker/vault.ts";
-import { homeFor } from "../../worker/keys.ts";
+import { PROOF_SHARDS, proofShardName } from "../../objects/proof-store/stub.ts";
+import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../core/vault.ts";
+import { homeFor } from "../../objects/seller-key/stub.ts";
 import { baseConfig, call, demo, demoLog, earnPremium, inspect, newKeyId, resetDemo } from "./helpers.ts";
 
 const e = env as unknown as Env;

@@ -5,9 +5,9 @@ import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { Challenge } from "mppx";
 import { creditClient, type BuyerKey } from "../../buyer/keys.ts";
-import type { Env } from "../../worker/env.ts";
+import type { Env } from "../../core/env.ts";
 import * as payments from "../../worker/payments/index.ts";
-import { faucetHandler } from "../../worker/payments/account.ts";
+import { faucetHandler } from "../../worker/payments/credit.ts";
 
 export const e = env as unknown as Env;
 export const ROUTE = "POST /openai/v1/chat/completions";

@@ -5,9 +5,10 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import type { Env } from "../../worker/env.ts";
-import { split } from "../../worker/payments/money.ts";
-import { PROOF_SHARDS, proofShardName, proofStore, proofStoreStub } from "../../worker/payments/store.ts";
+import type { Env } from "../../core/env.ts";
+import { split } from "../../core/money.ts";
+import { proofStore } from "../../worker/payments/atomic-store.ts";
+import { PROOF_SHARDS, proofShardName, proofStoreStub } from "../../objects/proof-store/stub.ts";
 
 const e = env as unknown as Env;
 const walletOf = (id: string) => e.BUYER_WALLET.get(e.BUYER_WALLET.idFromName(id));
@@ -51,7 +52,7 @@ describe("BuyerWallet invariants", () => {
         if (!concurrent) for (const op of ops) results.push(await run(op));
         for (const { op, r } of results) {
           if (op.kind === "topup") {
-            const credited = (r as { credited?: boolean }).credited === true;
+            const credited = r.ok && (r.value as { credited?: boolean }).credited === true;
             if (!concurrent) expect(credited).toBe(!events.has(op.event));
             if (credited) {
               expect(events.has(op.event)).toBe(false); // once per event id
@@ -71,13 +72,13 @@ describe("BuyerWallet invariants", () => {
             if (r.ok) {
               expect(refunded.has(op.proof)).toBe(false); // never twice
               refunded.add(op.proof);
-              refunds += (r as { refundedMicros: number }).refundedMicros;
+              refunds += (r.value as { refundedMicros: number }).refundedMicros;
             } else {
               expect(["unknown_proof", "already_refunded"]).toContain(r.code);
             }
           }
-          if (!concurrent && r.ok && "balanceMicros" in r) {
-            balance = r.balanceMicros as number;
+          if (!concurrent && r.ok) {
+            balance = r.value.balanceMicros;
             expect(balance).toBeGreaterThanOrEqual(0);
           }
         }

@@ -6,9 +6,9 @@ import { createHmac } from "node:crypto";
 import { Challenge, Credential, Receipt } from "mppx";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { creditClient, generateBuyerKey, type BuyerKey } from "../../buyer/keys.ts";
-import { balanceHandler, budgetHandler } from "../../worker/payments/account.ts";
+import { balanceHandler, budgetHandler } from "../../worker/payments/credit.ts";
 import { issueChallenges } from "../../worker/payments/server.ts";
-import { spendKey } from "../../worker/payments/spend.ts";
+import { spendKey } from "../../objects/buyer-wallet/spend.ts";
 import * as payments from "../../worker/payments/index.ts";
 import {
   ROUTE, URL_, asFetch, balanceOf, payingFetch, chatInit, credentialFor, dumpKv, dumpObject, e, fund, newRequestId, paidEndpoint, problem, wallet, type Served,
@@ -216,7 +216,7 @@ describe("refusals carry a stable code and debit nothing (P6)", () => {
   it("budget_exceeded: the buyer's own daily cap stops spend", async () => {
     const capped = await generateBuyerKey();
     await fund(capped.buyerId, 10_000);
-    expect(await wallet(capped.buyerId).setDailyCap(capped.buyerId, 1500)).toMatchObject({ ok: true, dailyCapMicros: 1500 });
+    expect(await wallet(capped.buyerId).setDailyCap(capped.buyerId, 1500)).toMatchObject({ ok: true, value: { dailyCapMicros: 1500 } });
     const pay = payingFetch(capped, endpoint);
     expect((await pay(URL_, chatInit())).status).toBe(200);
     const refused = await pay(URL_, chatInit());

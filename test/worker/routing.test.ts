@@ -3,11 +3,11 @@
 import fc from "fast-check";
 import { beforeEach, describe, expect, it } from "vitest";
 import { REGIONS, TIERS, type PoolMember, type PoolSnapshot, type Region } from "../../schema/wire.ts";
-import { attemptOrder, buyerRegions, eligible, EU_COUNTRIES } from "../../worker/routing.ts";
+import { attemptOrder, buyerRegions, eligible, EU_COUNTRIES } from "../../worker/proxy/routing.ts";
 import { addKey, api, chat, demoLog, earnPremium, removeAllKeys, resetDemo } from "./helpers.ts";
 import { env } from "cloudflare:workers";
-import type { Env } from "../../worker/env.ts";
-import { cachedPools, readPools } from "../../worker/pools.ts";
+import type { Env } from "../../core/env.ts";
+import { cachedPools, readPools } from "../../worker/proxy/pools.ts";
 
 const member = fc.record({
   keyId: fc.stringMatching(/^k_[a-z0-9]{12}$/),

@@ -5,9 +5,9 @@ import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { addKey, api, call, chat, demo, OPS, persisted, removeAllKeys, resetDemo } from "./helpers.ts";
-import { keyStub } from "../../worker/keys.ts";
-import { poolStub } from "../../objects/pool-index.ts";
-import type { Env } from "../../worker/env.ts";
+import { keyStub } from "../../objects/seller-key/stub.ts";
+import { poolStub } from "../../objects/pool-index/stub.ts";
+import type { Env } from "../../core/env.ts";
 
 const e = env as unknown as Env;
 const CONSOLE = ["log", "info", "warn", "error", "debug"] as const;

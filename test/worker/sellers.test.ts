@@ -6,10 +6,10 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext } from "cloudflare:test";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { KeyView } from "../../schema/wire.ts";
-import { issueDevToken, SESSION_COOKIE } from "../../worker/auth.ts";
-import * as authApi from "../../worker/auth-api.ts";
-import type { Env } from "../../worker/env.ts";
-import { keyStub } from "../../worker/keys.ts";
+import { issueDevToken, SESSION_COOKIE } from "../../worker/seller/auth.ts";
+import * as authApi from "../../worker/seller/sign-in.ts";
+import type { Env } from "../../core/env.ts";
+import { keyStub } from "../../objects/seller-key/stub.ts";
 import { addKey, as, call, inspect, keyRequest, ownerDb, signIn, type TestSeller } from "./helpers.ts";
 
 const e = env as unknown as Env;

@@ -3,7 +3,7 @@
 // and crediting a paid session exactly once however often it is delivered.
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import type { Env } from "../../worker/env.ts";
+import type { Env } from "../../core/env.ts";
 import { stripeSignatureHeader, stripeTopUpHandler, stripeWebhookHandler, verifyStripeSignature } from "../../worker/payments/stripe.ts";
 
 const e = env as unknown as Env;

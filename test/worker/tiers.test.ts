@@ -5,7 +5,7 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
-import type { Env } from "../../worker/env.ts";
+import type { Env } from "../../core/env.ts";
 import { addKey, api, chat, demo, demoLog, earnTrackRecord, inspect, persisted, poolMembers, removeAllKeys, resetDemo, untilInPool } from "./helpers.ts";
 
 const members = (tier: string) => poolMembers("us", tier);

@@ -15,7 +15,7 @@ import {
   toBase64Url,
   type KeyBinding,
   type VaultPrivateKey,
-} from "../../worker/vault.ts";
+} from "../../core/vault.ts";
 
 const binding: KeyBinding = { sellerId: "seller_a", keyId: "k_abcdefghijkl0001" };
 const SECRET = "sk-proj-Zq8XvT3nLw5Rb9Kc2Hd7Jf4Mg6Pa1Se0Uy8Wi3Oq5Tr";

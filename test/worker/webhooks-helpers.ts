@@ -2,10 +2,10 @@
 // drive the loopback receiver (test/webhook-receiver.ts), query the database as its owner.
 import { env } from "cloudflare:workers";
 import { expect } from "vitest";
-import { connectDb, type Db } from "../../worker/db.ts";
-import type { Env } from "../../worker/env.ts";
+import { connectDb, type Db } from "../../core/postgres.ts";
+import type { Env } from "../../core/env.ts";
 import type { ReceivedDelivery } from "../webhook-receiver.ts";
-import type { DeliveryView, EndpointView } from "../../worker/webhooks/store.ts";
+import type { DeliveryView, EndpointView } from "../../worker/webhooks/storage.ts";
 import { call } from "./helpers.ts";
 
 export const testEnv = env as unknown as Env & { WEBHOOK_RECEIVER_URL: string };

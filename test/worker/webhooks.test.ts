@@ -8,21 +8,21 @@
 // queue (miniflare: max 4 attempts, 1 s base delay, see vitest.config.ts).
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { asSeller } from "../../schema/db.ts";
+import { asSeller } from "../../schema/tables.ts";
 import worker from "../../worker/index.ts";
-import type { DeliveryMessage, EventMessage, WebhookPayload } from "../../worker/webhooks/events.ts";
-import { emitSellerEvent } from "../../worker/webhooks/producer.ts";
+import type { DeliveryMessage, EventMessage, WebhookPayload } from "../../core/events.ts";
+import { emitSellerEvent } from "../../core/emit-event.ts";
 import { MAX_RETRY_DELAY_SECONDS, retryDelaySeconds, WEBHOOK_DLQ, WEBHOOK_QUEUE } from "../../worker/webhooks/consumer.ts";
 import { verifySignature } from "../../worker/webhooks/signing.ts";
-import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../worker/vault.ts";
-import { keyStub } from "../../worker/keys.ts";
+import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../core/vault.ts";
+import { keyStub } from "../../objects/seller-key/stub.ts";
 import * as v from "valibot";
 import { KeyConfigSchema } from "../../schema/wire.ts";
 import { baseConfig, call, chat, demo, earnTrackRecord, newKeyId } from "./helpers.ts";
 import {
   as, configureHook, createHook, deliveriesOf, ownerDb, received, receiverHook, signIn, testEnv, waitFor, type TestSeller,
 } from "./webhooks-helpers.ts";
-import type { Db } from "../../worker/db.ts";
+import type { Db } from "../../core/postgres.ts";
 
 let sql: Db;
 beforeAll(() => {
@@ -106,7 +106,7 @@ describe("webhook API", () => {
   it("PR18: with DEV_WEBHOOKS_ALLOW_HTTP off, loopback and private targets are refused with webhook_url_refused", async () => {
     const seller = await signIn("ssrf");
     // The same handler the router runs, with the production setting of the flag.
-    const { createWebhook } = await import("../../worker/webhooks/api.ts");
+    const { createWebhook } = await import("../../worker/webhooks/routes.ts");
     const prodEnv = { ...testEnv, DEV_WEBHOOKS_ALLOW_HTTP: "0" };
     const attempt = async (url: string) => {
       const request = new Request("https://cn2.test/api/webhooks", {
@@ -117,7 +117,7 @@ describe("webhook API", () => {
       const res = await createWebhook(Object.assign(request, { params: {}, query: {} }) as never, prodEnv, createExecutionContext()).catch((e: unknown) => e);
       return res;
     };
-    const { ApiError } = await import("../../worker/http.ts");
+    const { ApiError } = await import("../../core/http.ts");
     for (const url of [
       "http://127.0.0.1:8080/hook", "https://127.0.0.1/hook", "https://localhost/hook", "https://[::1]/hook",
       "https://[::ffff:127.0.0.1]/hook", "https://2130706433/hook", "https://10.0.0.5/hook", "https://192.168.1.1/hook",

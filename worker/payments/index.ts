@@ -1,4 +1,4 @@
-// Payments for the proxy (B1, B2, B5, B6, P6, P7): the four calls worker/proxy.ts makes,
+// Payments for the proxy (B1, B2, B5, B6, P6, P7): the four calls worker/proxy/proxy.ts makes,
 // and the HTTP handlers for credit (top-up, webhook, faucet, balance, budget).
 //
 //   no credential      -> challengeResponse(): 402 + WWW-Authenticate: Payment (one challenge per method)
@@ -7,20 +7,20 @@
 //   nothing served     -> refund(): credit back to the buyer's wallet, exactly once, recorded
 //   answer             -> receiptHeader(): the Payment-Receipt value
 import { Challenge, Credential, Errors, PaymentRequest, Receipt } from "mppx";
-import type { Env } from "../env.ts";
-import { fromBase64Url, sha256Hex, toBase64Url } from "./encoding.ts";
+import type { Env } from "../../core/env.ts";
+import { fromBase64Url, sha256Hex, toBase64Url } from "../../core/encoding.ts";
 import { PaymentRefusal, problemResponse, type PaymentCode } from "./errors.ts";
-import { CREDIT_METHOD, CURRENCY } from "./method.ts";
+import { CREDIT_METHOD, CURRENCY } from "../../core/credit-method.ts";
 import { issueChallenges, payments, type Payments, type VerifiedPayment } from "./server.ts";
-import { proofStore } from "./store.ts";
-import { walletStub } from "./wallet.ts";
+import { proofStore } from "./atomic-store.ts";
+import { walletStub } from "../../objects/buyer-wallet/stub.ts";
 
-export { split, feeBps } from "./money.ts";
+export { split, feeBps } from "../../core/money.ts";
 export { PAYMENT_CODES, type PaymentCode } from "./errors.ts";
-export { readSpend, type SpendDay } from "./spend.ts";
+export { readSpend, type SpendDay } from "../../objects/buyer-wallet/spend.ts";
 export { CHALLENGE_TTL_MS } from "./server.ts";
-export { walletStub } from "./wallet.ts";
-export { balanceHandler, budgetHandler, faucetHandler } from "./account.ts";
+export { walletStub } from "../../objects/buyer-wallet/stub.ts";
+export { balanceHandler, budgetHandler, faucetHandler } from "./credit.ts";
 export { stripeTopUpHandler, stripeWebhookHandler } from "./stripe.ts";
 
 export const RECEIPT_HEADER = "Payment-Receipt";

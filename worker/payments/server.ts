@@ -6,14 +6,14 @@
 // in the buyer's wallet object in one RPC.
 import { Challenge, Errors, Method, Receipt } from "mppx";
 import { Mppx } from "mppx/server/core";
-import type { Env } from "../env.ts";
-import { fromBase64Url, sha256Hex } from "./encoding.ts";
-import { DidError, importVerifyKey, parseDid, verifySignature } from "./did.ts";
+import type { Env } from "../../core/env.ts";
+import { fromBase64Url, sha256Hex } from "../../core/encoding.ts";
+import { DidError, importVerifyKey, parseDid, verifySignature } from "../../core/did.ts";
 import { PaymentRefusal, type PaymentCode } from "./errors.ts";
-import { CREDIT_METHOD, CURRENCY, credit, creditMessage } from "./method.ts";
-import { proofStore } from "./store.ts";
-import { walletStub } from "./wallet.ts";
-import type { WalletCode } from "../../objects/buyer-wallet.ts";
+import { CREDIT_METHOD, CURRENCY, credit, creditMessage } from "../../core/credit-method.ts";
+import { proofStore } from "./atomic-store.ts";
+import { walletStub } from "../../objects/buyer-wallet/stub.ts";
+import type { WalletCode } from "../../schema/wallet.ts";
 
 /** How long a challenge can be answered. */
 export const CHALLENGE_TTL_MS = 5 * 60_000;

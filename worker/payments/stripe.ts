@@ -7,12 +7,12 @@
 // Exactly once: a top-up is keyed by its Checkout Session id in the buyer's wallet, so a
 // replayed event, a retried delivery, or both completion events of one session credit once.
 import * as v from "valibot";
-import type { Env } from "../env.ts";
-import { parseOr400, readJson } from "../http.ts";
-import { BuyerIdSchema } from "./account.ts";
-import { BUYER_ID } from "./did.ts";
-import { toHex } from "./encoding.ts";
-import { walletStub } from "./wallet.ts";
+import type { Env } from "../../core/env.ts";
+import { parseOr400, readJson } from "../../core/http.ts";
+import { BuyerIdSchema } from "./credit.ts";
+import { BUYER_ID } from "../../core/did.ts";
+import { toHex } from "../../core/encoding.ts";
+import { walletStub } from "../../objects/buyer-wallet/stub.ts";
 
 /** Top-ups are whole cents from $1 to $1000. */
 export const TOPUP_MIN_MICROS = 1_000_000;
@@ -126,7 +126,7 @@ export async function stripeWebhookHandler(request: Request, env: Env): Promise<
 
   const result = await walletStub(env, buyerId).topUp({ buyerId, eventId: `stripe:${s.id}`, amountMicros: cents * MICROS_PER_CENT, source: "stripe" });
   if (!result.ok) return problem("invalid_request", result.message, 400);
-  return ack({ credited: result.credited });
+  return ack({ credited: result.value.credited });
 }
 
 const ack = (extra: Record<string, unknown>) => new Response(JSON.stringify({ received: true, ...extra }), { status: 200, headers: { "content-type": "application/json" } });

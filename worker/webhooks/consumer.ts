@@ -6,11 +6,11 @@
 // ack on 2xx or retry with exponential backoff. After the queue's max_retries the runtime
 // moves the message to the dead-letter queue, whose consumer marks the delivery failed.
 import * as v from "valibot";
-import { connectDb, type Db, type DbEnv } from "../db.ts";
-import { WebhookMessageSchema, type DeliveryMessage, type EventMessage, type WebhookMessage } from "./events.ts";
+import { connectDb, type Db, type DbEnv } from "../../core/postgres.ts";
+import { WebhookMessageSchema, type DeliveryMessage, type EventMessage, type WebhookMessage } from "../../core/events.ts";
 import { secretKeys, type SecretKey } from "./secrets.ts";
 import { ATTEMPT_HEADER, EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, signatureHeader } from "./signing.ts";
-import { deliveryTarget, endpointsFor, markFailed, recordAttempt, signingSecret } from "./store.ts";
+import { deliveryTarget, endpointsFor, markFailed, recordAttempt, signingSecret } from "./storage.ts";
 import { checkWebhookUrl, urlPolicy } from "./url.ts";
 
 export interface WebhooksEnv extends DbEnv {

@@ -5,7 +5,7 @@
 // until every secret sealed under them has been rotated, then the old key can go.
 // The endpoint id is the GCM additional data: a ciphertext copied to another endpoint's
 // row does not decrypt there. See schema/sql/0004_webhooks.sql for the table.
-import { fromBase64Url, toBase64Url } from "../vault.ts";
+import { fromBase64Url, toBase64Url } from "../../core/vault.ts";
 import { SECRET_PREFIX } from "./signing.ts";
 
 export interface SecretKey {

@@ -1,0 +1,381 @@
+// One buyer = one BuyerWallet object, named by the buyer id (B2: the SHA-256 of the
+// payer's principal; the principal itself never reaches this object). A single-threaded
+// object is the right atom for prepaid credit: every check and write of a debit runs
+// synchronously, with no await in between, so a proof is claimed and the balance debited
+// in one step that no concurrent request can interleave with (P6: twelve copies of one
+// credential arriving together find exactly one winner). One RPC per paid request.
+//
+// Storage holds metadata only: amounts, proof ids (challenge ids), top-up event ids,
+// timestamps. Claim rows outlive their challenge (replay needs them until expiry; refunds
+// and disputes use them for CLAIM_RETENTION_MS) and an alarm removes them afterwards. The
+// same alarm copies per-day spend to KV `SPEND` (B5, 90-day expiry), debounced so a busy
+// buyer costs one KV write per day key every few seconds at most.
+//
+// Disputes (P7) live here too, beside the claims they are about: opening one checks the
+// claim and inserts the dispute in one synchronous step, and resolving one with a refund
+// credits the claim back through the same exactly-once path as B6 refunds. KV `DISPUTES`
+// holds a copy for ops to list and to find the wallet by dispute id; it is written right
+// away and, if that fails, by the alarm (a dirty flag, as for spend).
+import { DurableObject } from "cloudflare:workers";
+import type { Env } from "../../core/env.ts";
+import { SPEND_TTL_SECONDS, spendKey, type SpendDay } from "./spend.ts";
+import type { Result } from "../../schema/result.ts";
+import {
+  disputeIndexKey, MAX_OPEN_DISPUTES,
+  type ClaimRequest, type DisputeCode, type DisputeReason, type DisputeDecision, type DisputeIndexMeta, type DisputeRecord,
+  type HistoryEntry, type OpenDisputeRequest, type TopUpRequest, type WalletCode, type WalletSummary,
+} from "../../schema/wallet.ts";
+
+const DAY_MS = 86_400_000;
+/** Claims are kept this long after their challenge expired (refunds, disputes), then removed. */
+export const CLAIM_RETENTION_MS = 7 * DAY_MS;
+/** Top-up event ids are remembered this long (Stripe retries a webhook for 3 days). */
+const TOPUP_RETENTION_MS = 400 * DAY_MS;
+/** Per-day spend rows live as long as the KV copy (B5). */
+const SPEND_RETENTION_MS = SPEND_TTL_SECONDS * 1000;
+/** Spend reaches KV at most this often per buyer. */
+export const SPEND_FLUSH_MS = 5_000;
+const MAX_HISTORY = 500;
+/** Retention clean-ups run at most this often. */
+const CLEANUP_BATCH_MS = 3_600_000;
+/** Resolved disputes stay visible to their buyer (and in the ops index) this long. */
+export const DISPUTE_RETENTION_MS = 365 * DAY_MS;
+/** Largest single amount a wallet accepts: $1M in micro-dollars. */
+const MAX_AMOUNT = 1_000_000_000_000;
+
+const utcDay = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+
+type DisputeRow = {
+  id: string; proof_id: string; request_id: string; method: string; amount: number; reason: string; note: string | null;
+  status: string; resolution: string | null; resolution_note: string | null; refunded: number; opened_at: number; resolved_at: number | null;
+};
+const DISPUTE_COLUMNS = "id, proof_id, request_id, method, amount, reason, note, status, resolution, resolution_note, refunded, opened_at, resolved_at";
+const validAmount = (n: number) => Number.isSafeInteger(n) && n > 0 && n <= MAX_AMOUNT;
+
+export class BuyerWallet extends DurableObject<Env> {
+  private readonly sql: SqlStorage;
+  private nextAlarm: number | null = null;
+  /** The dispute-index pass in progress (see indexDisputes). */
+  private indexing: Promise<void> = Promise.resolve();
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`
+      CREATE TABLE IF NOT EXISTS account (id INTEGER PRIMARY KEY CHECK (id = 1), buyer_id TEXT NOT NULL, balance INTEGER NOT NULL CHECK (balance >= 0), daily_cap INTEGER, created_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS claims (proof_id TEXT PRIMARY KEY, method TEXT NOT NULL, amount INTEGER NOT NULL, debited INTEGER NOT NULL, day TEXT NOT NULL, at INTEGER NOT NULL, expires_at INTEGER NOT NULL, refunded_at INTEGER, refund_reason TEXT);
+      CREATE INDEX IF NOT EXISTS claims_expires ON claims (expires_at);
+      CREATE TABLE IF NOT EXISTS topups (event_id TEXT PRIMARY KEY, source TEXT NOT NULL, amount INTEGER NOT NULL, at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS spend (day TEXT PRIMARY KEY, spent INTEGER NOT NULL, refunded INTEGER NOT NULL, requests INTEGER NOT NULL, dirty INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, amount INTEGER NOT NULL, ref TEXT NOT NULL, balance INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS disputes (id TEXT PRIMARY KEY, proof_id TEXT NOT NULL UNIQUE, request_id TEXT NOT NULL, method TEXT NOT NULL, amount INTEGER NOT NULL, reason TEXT NOT NULL, note TEXT, status TEXT NOT NULL, resolution TEXT, resolution_note TEXT, refunded INTEGER NOT NULL DEFAULT 0, opened_at INTEGER NOT NULL, resolved_at INTEGER, version INTEGER NOT NULL DEFAULT 1, indexed INTEGER NOT NULL DEFAULT 0);
+      CREATE INDEX IF NOT EXISTS disputes_status ON disputes (status, opened_at);
+    `);
+    void ctx.blockConcurrencyWhile(async () => {
+      this.nextAlarm = await ctx.storage.getAlarm();
+    });
+  }
+
+  // ---- the hot path -------------------------------------------------------------------
+
+  /**
+   * Claim a proof and debit its amount, atomically: either the proof is new, the balance
+   * covers it and the day's budget allows it, and both happen; or nothing changes.
+   */
+  async claimAndDebit(req: ClaimRequest): Promise<Result<{ balanceMicros: number }, WalletCode>> {
+    const result = this.claim(req, true);
+    if (result.ok) await this.schedule(Date.now() + SPEND_FLUSH_MS);
+    return result;
+  }
+
+  /**
+   * Record a proof paid outside the wallet (a per-request on-chain charge): single use,
+   * counted as spend, refundable as credit. Nothing is debited.
+   */
+  async recordPayment(req: ClaimRequest): Promise<Result<{ balanceMicros: number }, WalletCode>> {
+    const result = this.claim(req, false);
+    if (result.ok) await this.schedule(Date.now() + SPEND_FLUSH_MS);
+    return result;
+  }
+
+  /** B6: credit a claimed proof back, exactly once. */
+  async refund(proofId: string, reason: string): Promise<Result<{ balanceMicros: number; refundedMicros: number }, WalletCode>> {
+    const now = Date.now();
+    const result = this.refundClaim(proofId, reason, now);
+    if (result.ok) await this.schedule(now + SPEND_FLUSH_MS);
+    return result;
+  }
+
+  // ---- disputes (P7) ------------------------------------------------------------------
+
+  /**
+   * Open a dispute about a payment claimed in this wallet (the caller has checked the
+   * buyer's signature and the receipt's). One dispute per payment: asking again returns
+   * the existing one (`created: false`), so a retried request is harmless.
+   */
+  async openDispute(req: OpenDisputeRequest): Promise<Result<{ dispute: DisputeRecord; created: boolean }, DisputeCode>> {
+    const now = Date.now();
+    const existing = this.disputeRow("proof_id", req.proofId);
+    if (existing) return { ok: true, value: { dispute: existing, created: false } };
+    const claim = this.sql.exec<{ method: string; amount: number; refunded_at: number | null }>("SELECT method, amount, refunded_at FROM claims WHERE proof_id = ?", req.proofId).toArray()[0];
+    if (!claim) return { ok: false, code: "payment_not_found", message: "no such payment in your wallet (another key's receipt, or older than the dispute window)" };
+    if (claim.refunded_at !== null) return { ok: false, code: "already_refunded", message: "this payment was already refunded: there is nothing to dispute" };
+    const open = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM disputes WHERE status = 'open'").one().n;
+    if (open >= MAX_OPEN_DISPUTES) return { ok: false, code: "too_many_disputes", message: `at most ${MAX_OPEN_DISPUTES} disputes can be open at once; wait for a resolution` };
+    this.sql.exec(
+      "INSERT INTO disputes (id, proof_id, request_id, method, amount, reason, note, status, opened_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?)",
+      req.disputeId, req.proofId, req.requestId, claim.method, claim.amount, req.reason, req.note, now,
+    );
+    await this.indexDisputes();
+    return { ok: true, value: { dispute: this.disputeRow("id", req.disputeId)!, created: true } };
+  }
+
+  /**
+   * Ops decide a dispute. `refund` credits the payment back to this wallet exactly once
+   * (the claim's refund mark, shared with B6 refunds, makes a second credit impossible);
+   * `reject` closes it. Repeating the same decision changes nothing (`changed: false`);
+   * the other decision on a resolved dispute is refused.
+   */
+  async resolveDispute(disputeId: string, decision: DisputeDecision, note: string | null): Promise<Result<{ dispute: DisputeRecord; changed: boolean }, DisputeCode>> {
+    const now = Date.now();
+    const dispute = this.disputeRow("id", disputeId);
+    if (!dispute) return { ok: false, code: "dispute_not_found", message: "no such dispute" };
+    const resolution = decision === "refund" ? "refunded" : "rejected";
+    if (dispute.status === "resolved") {
+      if (dispute.resolution === resolution) return { ok: true, value: { dispute, changed: false } };
+      return { ok: false, code: "dispute_resolved", message: `this dispute was already resolved (${dispute.resolution})` };
+    }
+    let refunded = 0;
+    if (decision === "refund") {
+      const result = this.refundClaim(dispute.proofId, `dispute:${disputeId}`, now);
+      // Already refunded (or gone): the buyer has the money; record that nothing more moved.
+      refunded = result.ok ? result.value.refundedMicros : 0;
+    }
+    this.sql.exec(
+      "UPDATE disputes SET status = 'resolved', resolution = ?, resolution_note = ?, refunded = ?, resolved_at = ?, version = version + 1, indexed = 0 WHERE id = ?",
+      resolution, note, refunded, now, disputeId,
+    );
+    await this.indexDisputes();
+    if (refunded > 0) await this.schedule(now + SPEND_FLUSH_MS);
+    return { ok: true, value: { dispute: this.disputeRow("id", disputeId)!, changed: true } };
+  }
+
+  dispute(disputeId: string): DisputeRecord | null {
+    return this.disputeRow("id", disputeId);
+  }
+
+  /** This buyer's disputes, newest first. */
+  disputes(limit = 100): DisputeRecord[] {
+    return this.sql.exec<DisputeRow>(`SELECT ${DISPUTE_COLUMNS} FROM disputes ORDER BY opened_at DESC, id DESC LIMIT ?`, Math.min(Math.max(limit, 0), 500)).toArray().map((r) => this.toDispute(r));
+  }
+
+  // ---- credit in ----------------------------------------------------------------------
+
+  /** Add credit once per event id; a repeated event changes nothing and says so. */
+  async topUp(req: TopUpRequest): Promise<Result<{ balanceMicros: number; credited: boolean }, WalletCode>> {
+    if (!validAmount(req.amountMicros)) return { ok: false, code: "invalid_amount", message: "amount must be a positive whole number of micro-dollars" };
+    const now = Date.now();
+    this.ensureAccount(req.buyerId, now);
+    const seen = this.sql.exec("SELECT 1 FROM topups WHERE event_id = ?", req.eventId).toArray().length > 0;
+    if (seen) return { ok: true, value: { balanceMicros: this.balance(), credited: false } };
+    this.sql.exec("INSERT INTO topups (event_id, source, amount, at) VALUES (?, ?, ?, ?)", req.eventId, req.source, req.amountMicros, now);
+    const balance = this.addBalance(req.amountMicros);
+    this.record(now, "topup", req.amountMicros, req.eventId, balance);
+    await this.schedule(now + CLEANUP_BATCH_MS);
+    return { ok: true, value: { balanceMicros: balance, credited: true } };
+  }
+
+  // ---- buyer settings and views -------------------------------------------------------
+
+  /** B5: the buyer's own daily cap on spend (null removes it). */
+  setDailyCap(buyerId: string, capMicros: number | null): Result<{ dailyCapMicros: number | null }, WalletCode> {
+    if (capMicros !== null && !(Number.isSafeInteger(capMicros) && capMicros >= 0 && capMicros <= MAX_AMOUNT)) {
+      return { ok: false, code: "invalid_amount", message: "cap must be a whole number of micro-dollars, or null" };
+    }
+    this.ensureAccount(buyerId, Date.now());
+    this.sql.exec("UPDATE account SET daily_cap = ? WHERE id = 1", capMicros);
+    return { ok: true, value: { dailyCapMicros: capMicros } };
+  }
+
+  summary(historyLimit = 50): WalletSummary {
+    const account = this.account();
+    const history = this.sql
+      .exec<{ at: number; kind: HistoryEntry["kind"]; amount: number; ref: string; balance: number }>("SELECT at, kind, amount, ref, balance FROM history ORDER BY id DESC LIMIT ?", Math.min(Math.max(historyLimit, 0), MAX_HISTORY))
+      .toArray()
+      .map((r) => ({ at: r.at, kind: r.kind, amountMicros: r.amount, ref: r.ref, balanceMicros: r.balance }));
+    return {
+      buyerId: account?.buyer_id ?? null,
+      balanceMicros: account?.balance ?? 0,
+      dailyCapMicros: account?.daily_cap ?? null,
+      spentTodayMicros: this.netSpent(utcDay(Date.now())),
+      history,
+    };
+  }
+
+  /** Spend per UTC day as this object knows it (the KV copy may lag by SPEND_FLUSH_MS). */
+  spendDays(): SpendDay[] {
+    return this.sql.exec<{ day: string; spent: number; refunded: number; requests: number }>("SELECT day, spent, refunded, requests FROM spend ORDER BY day").toArray()
+      .map((r) => ({ day: r.day, spentMicros: r.spent, refundedMicros: r.refunded, requests: r.requests }));
+  }
+
+  // ---- alarm: spend to KV, expired rows out -------------------------------------------
+
+  override async alarm(): Promise<void> {
+    this.nextAlarm = null;
+    const now = Date.now();
+    const buyerId = this.account()?.buyer_id;
+    const dirty = this.sql.exec<{ day: string; spent: number; refunded: number; requests: number }>("SELECT day, spent, refunded, requests FROM spend WHERE dirty = 1").toArray();
+    if (buyerId) {
+      for (const row of dirty) {
+        const value: SpendDay = { day: row.day, spentMicros: row.spent, refundedMicros: row.refunded, requests: row.requests };
+        // A failed put throws: the alarm is retried and the row stays dirty.
+        await this.env.SPEND.put(spendKey(buyerId, row.day), JSON.stringify(value), { expirationTtl: SPEND_TTL_SECONDS });
+        this.sql.exec("UPDATE spend SET dirty = 0 WHERE day = ? AND spent = ? AND refunded = ? AND requests = ?", row.day, row.spent, row.refunded, row.requests);
+      }
+    }
+    await this.indexDisputes();
+    // A claim under an open dispute stays until the dispute is resolved.
+    this.sql.exec("DELETE FROM claims WHERE expires_at < ? AND proof_id NOT IN (SELECT proof_id FROM disputes WHERE status = 'open')", now - CLAIM_RETENTION_MS);
+    this.sql.exec("DELETE FROM disputes WHERE status = 'resolved' AND resolved_at < ? AND indexed = 1", now - DISPUTE_RETENTION_MS);
+    this.sql.exec("DELETE FROM topups WHERE at < ?", now - TOPUP_RETENTION_MS);
+    this.sql.exec("DELETE FROM spend WHERE day < ? AND dirty = 0", utcDay(now - SPEND_RETENTION_MS));
+    this.sql.exec("DELETE FROM history WHERE at < ?", now - SPEND_RETENTION_MS);
+
+    const oldestClaim = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM claims WHERE proof_id NOT IN (SELECT proof_id FROM disputes WHERE status = 'open')").one().t;
+    const oldestResolved = this.sql.exec<{ t: number | null }>("SELECT min(resolved_at) AS t FROM disputes WHERE status = 'resolved'").one().t;
+    const oldestTopUp = this.sql.exec<{ t: number | null }>("SELECT min(at) AS t FROM topups").one().t;
+    const oldestHistory = this.sql.exec<{ t: number | null }>("SELECT min(at) AS t FROM history").one().t;
+    const retention = [
+      oldestClaim === null ? null : oldestClaim + CLAIM_RETENTION_MS,
+      oldestTopUp === null ? null : oldestTopUp + TOPUP_RETENTION_MS,
+      oldestHistory === null ? null : oldestHistory + SPEND_RETENTION_MS,
+      oldestResolved === null ? null : oldestResolved + DISPUTE_RETENTION_MS,
+    ].filter((t): t is number => t !== null);
+    const stillDirty = this.sql.exec("SELECT 1 FROM spend WHERE dirty = 1 UNION ALL SELECT 1 FROM disputes WHERE indexed = 0 LIMIT 1").toArray().length > 0;
+    // Retention clean-ups are batched (at most one an hour); a pending spend copy is not.
+    const candidates = [...retention.map((t) => Math.max(t, now + CLEANUP_BATCH_MS)), ...(stillDirty ? [now + SPEND_FLUSH_MS] : [])];
+    if (candidates.length > 0) await this.schedule(Math.min(...candidates));
+  }
+
+  // ---- internals ----------------------------------------------------------------------
+
+  /** The refund step itself, synchronous: exactly once per claim (B6 and dispute refunds alike). */
+  private refundClaim(proofId: string, reason: string, now: number): Result<{ balanceMicros: number; refundedMicros: number }, WalletCode> {
+    const claim = this.sql.exec<{ amount: number; day: string; refunded_at: number | null }>("SELECT amount, day, refunded_at FROM claims WHERE proof_id = ?", proofId).toArray()[0];
+    if (!claim) return { ok: false, code: "unknown_proof", message: "no such payment in this wallet (unknown or past retention)" };
+    if (claim.refunded_at !== null) return { ok: false, code: "already_refunded", message: "this payment was already refunded" };
+    this.sql.exec("UPDATE claims SET refunded_at = ?, refund_reason = ? WHERE proof_id = ?", now, reason.slice(0, 64), proofId);
+    const balance = this.addBalance(claim.amount);
+    this.sql.exec("UPDATE spend SET refunded = refunded + ?, dirty = 1 WHERE day = ?", claim.amount, claim.day);
+    this.record(now, "refund", claim.amount, proofId, balance);
+    return { ok: true, value: { balanceMicros: balance, refundedMicros: claim.amount } };
+  }
+
+  private disputeRow(column: "id" | "proof_id", value: string): DisputeRecord | null {
+    const row = this.sql.exec<DisputeRow>(`SELECT ${DISPUTE_COLUMNS} FROM disputes WHERE ${column} = ?`, value).toArray()[0];
+    return row ? this.toDispute(row) : null;
+  }
+
+  private toDispute(r: DisputeRow): DisputeRecord {
+    return {
+      id: r.id, buyerId: this.account()?.buyer_id ?? "", requestId: r.request_id, proofId: r.proof_id, method: r.method,
+      amountMicros: r.amount, reason: r.reason as DisputeReason, note: r.note, status: r.status as DisputeRecord["status"],
+      resolution: r.resolution as DisputeRecord["resolution"], resolutionNote: r.resolution_note, refundedMicros: r.refunded,
+      openedAt: r.opened_at, resolvedAt: r.resolved_at,
+    };
+  }
+
+  /**
+   * Copy changed disputes to KV `DISPUTES` (the ops index). A failed write leaves the row
+   * dirty and brings the alarm forward; a row changed meanwhile stays dirty (version check).
+   * Passes run one after another, so an older state can never land in KV after a newer one.
+   */
+  private indexDisputes(): Promise<void> {
+    const pass = this.indexing.then(() => this.indexDisputesOnce());
+    this.indexing = pass.catch(() => {});
+    return pass;
+  }
+
+  private async indexDisputesOnce(): Promise<void> {
+    const dirty = this.sql.exec<DisputeRow & { version: number }>(`SELECT ${DISPUTE_COLUMNS}, version FROM disputes WHERE indexed = 0`).toArray();
+    for (const row of dirty) {
+      const d = this.toDispute(row);
+      const metadata: DisputeIndexMeta = { buyerId: d.buyerId, requestId: d.requestId, status: d.status, resolution: d.resolution, amountMicros: d.amountMicros, reason: d.reason, openedAt: d.openedAt };
+      try {
+        await this.env.DISPUTES.put(disputeIndexKey(d.id), JSON.stringify(d), {
+          metadata,
+          ...(d.resolvedAt === null ? {} : { expiration: Math.ceil((d.resolvedAt + DISPUTE_RETENTION_MS) / 1000) }),
+        });
+      } catch (err) {
+        console.error(JSON.stringify({ evt: "dispute_index_failed", disputeId: d.id, error: err instanceof Error ? err.name : "unknown" }));
+        await this.schedule(Date.now() + SPEND_FLUSH_MS);
+        return;
+      }
+      this.sql.exec("UPDATE disputes SET indexed = 1 WHERE id = ? AND version = ?", d.id, row.version);
+    }
+  }
+
+  /** Synchronous from the first check to the last write: this is the atomic step. */
+  private claim(req: ClaimRequest, debit: boolean): Result<{ balanceMicros: number }, WalletCode> {
+    if (!validAmount(req.amountMicros)) return { ok: false, code: "invalid_amount", message: "amount must be a positive whole number of micro-dollars" };
+    const now = Date.now();
+    const taken = this.sql.exec("SELECT 1 FROM claims WHERE proof_id = ?", req.proofId).toArray().length > 0;
+    if (taken) return { ok: false, code: "replayed", message: "this payment credential was already used" };
+    const account = this.account();
+    const balance = account?.balance ?? 0;
+    if (debit && balance < req.amountMicros) {
+      return { ok: false, code: "insufficient_balance", message: `balance ${balance} is below the price ${req.amountMicros} (micro-dollars); top up first` };
+    }
+    const day = utcDay(now);
+    const cap = account?.daily_cap ?? null;
+    // A payment made elsewhere is recorded whatever the cap: its money has already moved.
+    if (debit && cap !== null && this.netSpent(day) + req.amountMicros > cap) {
+      return { ok: false, code: "budget_exceeded", message: `this would pass your daily budget of ${cap} micro-dollars` };
+    }
+    this.ensureAccount(req.buyerId, now);
+    this.sql.exec(
+      "INSERT INTO claims (proof_id, method, amount, debited, day, at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      req.proofId, req.method, req.amountMicros, debit ? 1 : 0, day, now, req.expiresAt,
+    );
+    const after = debit ? this.addBalance(-req.amountMicros) : balance;
+    this.sql.exec(
+      "INSERT INTO spend (day, spent, refunded, requests, dirty) VALUES (?, ?, 0, 1, 1) ON CONFLICT (day) DO UPDATE SET spent = spent + excluded.spent, requests = requests + 1, dirty = 1",
+      day, req.amountMicros,
+    );
+    this.record(now, debit ? "debit" : "payment", req.amountMicros, req.proofId, after);
+    return { ok: true, value: { balanceMicros: after } };
+  }
+
+  private account() {
+    return this.sql.exec<{ buyer_id: string; balance: number; daily_cap: number | null }>("SELECT buyer_id, balance, daily_cap FROM account WHERE id = 1").toArray()[0] ?? null;
+  }
+
+  private balance(): number {
+    return this.account()?.balance ?? 0;
+  }
+
+  private ensureAccount(buyerId: string, now: number) {
+    this.sql.exec("INSERT INTO account (id, buyer_id, balance, daily_cap, created_at) VALUES (1, ?, 0, NULL, ?) ON CONFLICT (id) DO NOTHING", buyerId, now);
+  }
+
+  private addBalance(delta: number): number {
+    return this.sql.exec<{ balance: number }>("UPDATE account SET balance = balance + ? WHERE id = 1 RETURNING balance", delta).one().balance;
+  }
+
+  private netSpent(day: string): number {
+    const row = this.sql.exec<{ spent: number; refunded: number }>("SELECT spent, refunded FROM spend WHERE day = ?", day).toArray()[0];
+    return row ? row.spent - row.refunded : 0;
+  }
+
+  private record(at: number, kind: HistoryEntry["kind"], amount: number, ref: string, balance: number) {
+    this.sql.exec("INSERT INTO history (at, kind, amount, ref, balance) VALUES (?, ?, ?, ?, ?)", at, kind, amount, ref, balance);
+    this.sql.exec("DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?", MAX_HISTORY);
+  }
+
+  /** Make sure an alarm fires no later than `at`. */
+  private async schedule(at: number) {
+    if (this.nextAlarm !== null && this.nextAlarm <= at) return;
+    this.nextAlarm = at;
+    await this.ctx.storage.setAlarm(at);
+  }
+}

@@ -1,0 +1,276 @@
+// A key object's storage and the per-request bookkeeping it batches (S7, P3).
+//
+// Admission reads memory mirrors (the limiter window, spend per period), never rows, and
+// what each request changes (a limiter hit, spend, earnings, a metadata row, the health
+// EWMA, the track record) waits in memory for one batched commit at most every
+// PERSIST_MS. A commit holds back the object's outgoing messages until it is durable (and
+// locally is an fsync on workerd's only thread), so one per request would make every
+// answer wait for it. SQLite stays the record: an evicted object reloads from it, and
+// what a crash can forget is bounded by the window (docs/operations.md). Paid answers call
+// persist() at once, so money never waits for the window.
+import { numberSetting } from "../../core/settings.ts";
+import type { RequestMeta } from "../../schema/wire.ts";
+
+const MINUTE = 60_000;
+/** Metadata rows kept until flushed to Postgres; the oldest go first past this. */
+export const MAX_BUFFERED_META = 10_000;
+const MAX_EVENTS = 200;
+
+export interface EarningsRow {
+  unflushed_micros: number;
+  fee_micros: number;
+  served_count: number;
+}
+
+/** State the buffer writes to `meta` when it was marked changed (health, track record). */
+export type DirtyState = () => Record<string, unknown>;
+
+export class WriteBuffer {
+  /** Admission times inside the last minute, oldest first (from `hitsStart`). */
+  private hits: number[] = [];
+  private hitsStart = 0;
+  private readonly spendCache = new Map<string, number>();
+  private pendingHits: number[] = [];
+  /** Limiter rows at or before this time can be deleted (expired). */
+  private hitsExpiredAt = 0;
+  private readonly pendingSpend = new Map<string, number>();
+  private readonly pendingEarnings = { sellerMicros: 0, feeMicros: 0, served: 0 };
+  private pendingMeta: RequestMeta[] = [];
+  /** Outcome changes (stream cuts) of rows that may already be written. */
+  private readonly pendingOutcomes = new Map<string, RequestMeta["outcome"]>();
+  /** `meta` entries changed since the last commit, written from `dirtyState` then. */
+  private readonly dirtyKeys = new Set<string>();
+  private pending = false;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private metaRows = 0;
+
+  private readonly sql: SqlStorage;
+  private readonly persistMs: () => string | undefined;
+  private readonly dirtyState: DirtyState;
+
+  constructor(sql: SqlStorage, persistMs: () => string | undefined, dirtyState: DirtyState) {
+    this.sql = sql;
+    this.persistMs = persistMs;
+    this.dirtyState = dirtyState;
+    sql.exec(`
+      CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS hits (at INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS hits_at ON hits (at);
+      CREATE TABLE IF NOT EXISTS spend (period TEXT PRIMARY KEY, micros INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS earnings (id INTEGER PRIMARY KEY CHECK (id = 1), unflushed_micros INTEGER NOT NULL, fee_micros INTEGER NOT NULL, served_count INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS request_meta (request_id TEXT PRIMARY KEY, at INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+    `);
+    sql.exec("DELETE FROM hits WHERE at <= ?", Date.now() - MINUTE);
+    this.hits = sql.exec<{ at: number }>("SELECT at FROM hits ORDER BY at").toArray().map((r) => r.at);
+    this.metaRows = this.countMeta();
+  }
+
+  // ---- the `meta` table: small JSON values, written at once ---------------------------
+
+  readMeta<T>(k: string): T | null {
+    const row = this.sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = ?", k).toArray()[0];
+    return row ? (JSON.parse(row.v) as T) : null;
+  }
+
+  writeMeta(k: string, value: unknown) {
+    this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, JSON.stringify(value));
+    this.dirtyKeys.delete(k);
+  }
+
+  /** `k` changed in memory; the next batch writes it (see dirtyState). */
+  changed(k: string) {
+    this.dirtyKeys.add(k);
+    this.markDirty();
+  }
+
+  /** A state change operators see: kept in storage (the last MAX_EVENTS) and logged. */
+  event(kind: string, detail: string, keyId: string | undefined) {
+    // Rare state changes only; never credentials or bodies.
+    console.log(JSON.stringify({ evt: kind, keyId, detail }));
+    this.sql.exec("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)", Date.now(), kind, detail);
+    this.sql.exec("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", MAX_EVENTS);
+  }
+
+  events(limit = 50) {
+    return this.sql.exec<{ at: number; kind: string; detail: string }>("SELECT at, kind, detail FROM events ORDER BY id DESC LIMIT ?", limit).toArray();
+  }
+
+  // ---- the limiter window --------------------------------------------------------------
+
+  /** Requests admitted in the sliding minute before `now`; expired ones are dropped. */
+  hitsInWindow(now: number): number {
+    const cutoff = now - MINUTE;
+    const before = this.hitsStart;
+    while (this.hitsStart < this.hits.length && this.hits[this.hitsStart]! <= cutoff) this.hitsStart++;
+    if (this.hitsStart > 1024 && this.hitsStart * 2 > this.hits.length) {
+      // Compact the array and the table together, in batches rather than per request.
+      this.hits = this.hits.slice(this.hitsStart);
+      this.hitsStart = 0;
+      this.hitsExpiredAt = cutoff;
+    } else if (this.hitsStart !== before && this.hitsStart === this.hits.length) {
+      this.hits = [];
+      this.hitsStart = 0;
+      this.hitsExpiredAt = cutoff;
+    }
+    return this.hits.length - this.hitsStart;
+  }
+
+  /** The oldest admission still in the window (call after hitsInWindow). */
+  oldestHit(): number | undefined {
+    return this.hits[this.hitsStart];
+  }
+
+  hit(now: number) {
+    this.hits.push(now);
+    this.pendingHits.push(now);
+  }
+
+  // ---- spend, earnings, metadata ------------------------------------------------------
+
+  spent(period: string): number {
+    let micros = this.spendCache.get(period);
+    if (micros === undefined) {
+      micros = this.sql.exec<{ micros: number }>("SELECT micros FROM spend WHERE period = ?", period).toArray()[0]?.micros ?? 0;
+      this.spendCache.set(period, micros);
+    }
+    return micros;
+  }
+
+  addSpend(period: string, micros: number) {
+    if (micros === 0) return;
+    this.spendCache.set(period, this.spent(period) + micros);
+    this.pendingSpend.set(period, (this.pendingSpend.get(period) ?? 0) + micros);
+    this.markDirty();
+  }
+
+  earn(sellerMicros: number, feeMicros: number) {
+    this.pendingEarnings.sellerMicros += sellerMicros;
+    this.pendingEarnings.feeMicros += feeMicros;
+    this.pendingEarnings.served++;
+    this.markDirty();
+  }
+
+  /** The earnings row as committed (call persist() first to include the batch). */
+  earnings(): EarningsRow | undefined {
+    return this.sql.exec<{ unflushed_micros: number; fee_micros: number; served_count: number }>("SELECT unflushed_micros, fee_micros, served_count FROM earnings WHERE id = 1").toArray()[0];
+  }
+
+  recordMeta(m: RequestMeta) {
+    this.pendingMeta.push(m);
+    this.markDirty();
+  }
+
+  /** A row's outcome changed after it was recorded (a stream cut). */
+  amendOutcome(requestId: string, outcome: RequestMeta["outcome"]) {
+    this.pendingOutcomes.set(requestId, outcome);
+    this.markDirty();
+  }
+
+  countMeta(): number {
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta").one().n;
+  }
+
+  /** Re-read after something else (the earnings flush) deleted rows. */
+  recountMeta() {
+    this.metaRows = this.countMeta();
+  }
+
+  // ---- the batch -----------------------------------------------------------------------
+
+  /** Something waits in memory: commit it within PERSIST_MS (0: at once, per request). */
+  private markDirty() {
+    if (this.pending) return;
+    this.pending = true;
+    const delay = numberSetting(this.persistMs(), 250);
+    if (delay <= 0) queueMicrotask(() => this.persist());
+    else this.timer = setTimeout(() => this.persist(), delay);
+  }
+
+  /**
+   * Write everything kept in memory since the last batch: synchronous statements, so they
+   * land in one storage commit. Called by the timer, and before anything reads these tables.
+   */
+  persist() {
+    this.cancel();
+    // Rows go in as one JSON array per table: one statement per batch, not one per row.
+    if (this.pendingHits.length > 0) {
+      this.sql.exec("INSERT INTO hits (at) SELECT value FROM json_each(?)", JSON.stringify(this.pendingHits));
+      this.pendingHits = [];
+    }
+    if (this.hitsExpiredAt > 0) {
+      this.sql.exec("DELETE FROM hits WHERE at <= ?", this.hitsExpiredAt);
+      this.hitsExpiredAt = 0;
+    }
+    for (const [period, micros] of this.pendingSpend) {
+      if (micros !== 0) this.sql.exec("INSERT INTO spend (period, micros) VALUES (?, ?) ON CONFLICT (period) DO UPDATE SET micros = micros + excluded.micros", period, micros);
+    }
+    this.pendingSpend.clear();
+    const e = this.pendingEarnings;
+    if (e.served > 0) {
+      this.sql.exec(
+        `INSERT INTO earnings (id, unflushed_micros, fee_micros, served_count) VALUES (1, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET unflushed_micros = unflushed_micros + excluded.unflushed_micros, fee_micros = fee_micros + excluded.fee_micros, served_count = served_count + excluded.served_count`,
+        e.sellerMicros, e.feeMicros, e.served,
+      );
+      e.sellerMicros = e.feeMicros = e.served = 0;
+    }
+    const rows = this.pendingMeta;
+    if (rows.length > 0) {
+      this.pendingMeta = [];
+      this.sql.exec(
+        `INSERT OR REPLACE INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?)`,
+        JSON.stringify(rows.map((m) => [m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome])),
+      );
+      this.metaRows += rows.length;
+      // Past the cap, drop the oldest rows down to it, in batches rather than per request.
+      if (this.metaRows > MAX_BUFFERED_META + 500) {
+        // rowid is insertion order, which is time order here: no sort of the table.
+        this.sql.exec("DELETE FROM request_meta WHERE rowid IN (SELECT rowid FROM request_meta ORDER BY rowid LIMIT ?)", this.metaRows - MAX_BUFFERED_META);
+        this.metaRows = MAX_BUFFERED_META;
+      }
+    }
+    for (const [requestId, outcome] of this.pendingOutcomes) this.sql.exec("UPDATE request_meta SET outcome = ? WHERE request_id = ?", outcome, requestId);
+    this.pendingOutcomes.clear();
+    if (this.dirtyKeys.size > 0) {
+      const state = this.dirtyState();
+      for (const k of this.dirtyKeys) this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", k, JSON.stringify(state[k]));
+      this.dirtyKeys.clear();
+    }
+  }
+
+  private cancel() {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending = false;
+  }
+
+  /** The key is being removed: forget everything, in memory and in storage. */
+  async clear(storage: DurableObjectStorage) {
+    this.cancel();
+    this.hits = [];
+    this.hitsStart = 0;
+    this.spendCache.clear();
+    this.pendingHits = [];
+    this.hitsExpiredAt = 0;
+    this.pendingSpend.clear();
+    this.pendingEarnings.sellerMicros = this.pendingEarnings.feeMicros = this.pendingEarnings.served = 0;
+    this.pendingMeta = [];
+    this.pendingOutcomes.clear();
+    this.dirtyKeys.clear();
+    this.metaRows = 0;
+    await storage.deleteAll();
+  }
+}
+
+// Budget periods (UTC day and month), computed once per day rather than per request.
+let periodCache = { from: 0, until: 0, day: "", month: "" };
+export function periods(now: number): { day: string; month: string } {
+  if (now < periodCache.from || now >= periodCache.until) {
+    const iso = new Date(now).toISOString();
+    const from = Date.parse(iso.slice(0, 10));
+    periodCache = { from, until: from + 86_400_000, day: `d:${iso.slice(0, 10)}`, month: `m:${iso.slice(0, 7)}` };
+  }
+  return periodCache;
+}

@@ -1,0 +1,88 @@
+// Buyer-facing credit endpoints that need no account: the buyer proves it holds its key
+// by signing the request (ACCOUNT_HEADERS; see method.ts). The DID in the header is
+// hashed at once into the buyer id (B2) and goes no further. Top-ups need no signature:
+// they name the buyer id (a hash), so the principal never even travels.
+import * as v from "valibot";
+import type { Env } from "../../core/env.ts";
+import { ApiError, json, parseOr400, readJson } from "../../core/http.ts";
+import { BUYER_ID, DidError, parseDid, verifySignature, importVerifyKey } from "../../core/did.ts";
+import { fromBase64Url, sha256Hex } from "../../core/encoding.ts";
+import { ACCOUNT_HEADERS, ACCOUNT_TOLERANCE_SECONDS, accountMessage } from "../../core/credit-method.ts";
+import { walletStub } from "../../objects/buyer-wallet/stub.ts";
+import { readSpend } from "../../objects/buyer-wallet/spend.ts";
+
+export const BuyerIdSchema = v.pipe(v.string(), v.regex(BUYER_ID, "buyerId must be 64 lowercase hex characters (SHA-256 of your did:key)"));
+const MicrosSchema = v.pipe(v.number(), v.safeInteger("must be a whole number of micro-dollars"), v.minValue(1));
+
+/** Largest faucet grant per call: $100. */
+export const FAUCET_MAX_MICROS = 100_000_000;
+
+const FaucetSchema = v.strictObject({ buyerId: BuyerIdSchema, amountMicros: v.pipe(MicrosSchema, v.maxValue(FAUCET_MAX_MICROS, `at most ${FAUCET_MAX_MICROS} micro-dollars per call`)) });
+const BudgetSchema = v.strictObject({ dailyCapMicros: v.nullable(v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(1_000_000_000_000))) });
+
+/** POST /api/credit/faucet — free credit for local development, only when DEV_FAUCET=1. */
+export async function faucetHandler(request: Request, env: Env): Promise<Response> {
+  if (env.DEV_FAUCET !== "1") throw new ApiError("not_found", "no route for POST /api/credit/faucet");
+  const input = parseOr400(FaucetSchema, await readJson(request), "faucet request");
+  const result = await walletStub(env, input.buyerId).topUp({ buyerId: input.buyerId, eventId: `faucet:${crypto.randomUUID()}`, amountMicros: input.amountMicros, source: "faucet" });
+  if (!result.ok) throw new ApiError("invalid_request", result.message);
+  return json({ buyerId: input.buyerId, creditedMicros: input.amountMicros, balanceMicros: result.value.balanceMicros });
+}
+
+/** GET /api/credit/balance (signed): balance, daily cap, today's spend, recent history, tracked spend per day. */
+export async function balanceHandler(request: Request, env: Env): Promise<Response> {
+  const buyerId = await verifyAccountRequest(request, "");
+  const summary = await walletStub(env, buyerId).summary(50);
+  return json({ ...summary, buyerId, spend: await readSpend(env, buyerId) });
+}
+
+/** PUT /api/credit/budget (signed) { dailyCapMicros: number | null }. */
+export async function budgetHandler(request: Request, env: Env): Promise<Response> {
+  const { buyerId, body } = await readSignedJson(request, 4096);
+  const input = parseOr400(BudgetSchema, body, "budget");
+  const result = await walletStub(env, buyerId).setDailyCap(buyerId, input.dailyCapMicros);
+  if (!result.ok) throw new ApiError("invalid_request", result.message);
+  return json({ buyerId, dailyCapMicros: result.value.dailyCapMicros });
+}
+
+/** Check a buyer-signed request; returns the buyer id. */
+/** A buyer-signed JSON body: the signature covers the raw text, so read it once, bounded. */
+export async function readSignedJson(request: Request, maxBytes: number): Promise<{ buyerId: string; body: unknown }> {
+  const length = Number(request.headers.get("content-length") ?? "0");
+  if (length > maxBytes) throw new ApiError("body_too_large", `body over ${maxBytes} bytes`);
+  const text = await request.text();
+  if (text.length > maxBytes) throw new ApiError("body_too_large", `body over ${maxBytes} bytes`);
+  const buyerId = await verifyAccountRequest(request, text);
+  try {
+    return { buyerId, body: JSON.parse(text) };
+  } catch {
+    throw new ApiError("invalid_json", "body is not valid JSON");
+  }
+}
+
+export async function verifyAccountRequest(request: Request, body: string): Promise<string> {
+  const did = request.headers.get(ACCOUNT_HEADERS.did);
+  const time = request.headers.get(ACCOUNT_HEADERS.time);
+  const signature = request.headers.get(ACCOUNT_HEADERS.signature);
+  if (!did || !time || !signature) throw new ApiError("unauthorized", `sign this request with your buyer key (${Object.values(ACCOUNT_HEADERS).join(", ")})`);
+  if (!/^\d{1,12}$/.test(time) || Math.abs(Number(time) - Date.now() / 1000) > ACCOUNT_TOLERANCE_SECONDS) {
+    throw new ApiError("unauthorized", `${ACCOUNT_HEADERS.time} must be the current unix time in seconds (±${ACCOUNT_TOLERANCE_SECONDS}s)`);
+  }
+  let parsed: ReturnType<typeof parseDid>;
+  try {
+    parsed = parseDid(did);
+  } catch (err) {
+    throw new ApiError("unauthorized", err instanceof DidError ? `${ACCOUNT_HEADERS.did}: ${err.message}` : "bad buyer did");
+  }
+  const url = new URL(request.url);
+  const message = accountMessage({ method: request.method, pathAndQuery: url.pathname + url.search, time, bodySha256: await sha256Hex(body) });
+  let ok = false;
+  try {
+    ok = await verifySignature(parsed.alg, await importVerifyKey(parsed), fromBase64Url(signature), message);
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new ApiError("unauthorized", "the buyer signature does not verify");
+  return sha256Hex(parsed.did);
+}
+

@@ -1,0 +1,53 @@
+// Pool snapshots as the router reads them: from KV, kept in isolate memory for
+// POOL_CACHE_MS so the hot path rarely waits on KV, and never on a central object.
+import { poolName, type PoolSnapshot, type Region, type Tier } from "../../schema/wire.ts";
+import { poolSnapshotKey } from "../../objects/pool-index/stub.ts";
+import type { Env } from "../../core/env.ts";
+import { numberSetting } from "../../core/settings.ts";
+
+const cache = new Map<string, { at: number; snapshot: PoolSnapshot | null }>();
+
+/**
+ * The common case, every pool fresh in this isolate's memory, without a promise: null
+ * when any of them must be read from KV (then use readPools).
+ */
+export function cachedPools(env: Env, provider: string, regions: readonly Region[], tier: Tier): PoolSnapshot[] | null {
+  const now = Date.now();
+  const out: PoolSnapshot[] = [];
+  for (const region of regions) {
+    const hit = fresh(env, poolName(provider, region, tier), now);
+    if (!hit) return null;
+    if (hit.snapshot) out.push(hit.snapshot);
+  }
+  return out;
+}
+
+export async function readPools(env: Env, provider: string, regions: readonly Region[], tier: Tier): Promise<PoolSnapshot[]> {
+  const now = Date.now();
+  const snaps = await Promise.all(
+    regions.map(async (region) => {
+      const name = poolName(provider, region, tier);
+      const hit = fresh(env, name, now);
+      if (hit) return hit.snapshot;
+      const snapshot = await env.POOLS.get<PoolSnapshot>(poolSnapshotKey(name), "json");
+      cache.set(name, { at: now, snapshot });
+      return snapshot;
+    }),
+  );
+  return snaps.filter((s): s is PoolSnapshot => s !== null);
+}
+
+/** The isolate's copy of a pool snapshot, if younger than POOL_CACHE_MS. */
+function fresh(env: Env, name: string, now: number) {
+  const hit = cache.get(name);
+  return hit && now - hit.at < numberSetting(env.POOL_CACHE_MS, 3000) ? hit : undefined;
+}
+
+/** In-flight requests this isolate has sent to each key: the "load" in routing. */
+const inFlight = new Map<string, number>();
+export const localLoad = (keyId: string) => inFlight.get(keyId) ?? 0;
+export function trackLoad(keyId: string, delta: 1 | -1) {
+  const n = (inFlight.get(keyId) ?? 0) + delta;
+  if (n <= 0) inFlight.delete(keyId);
+  else inFlight.set(keyId, n);
+}

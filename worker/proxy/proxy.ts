@@ -1,0 +1,180 @@
+// The buyer-facing proxy (P1, P2, B3): validate, pick keys, hand the request to a key
+// object, fail over while no byte has reached the buyer, stream the answer back.
+import * as v from "valibot";
+import { isProviderId, PROVIDERS, type Provider } from "../../schema/providers.ts";
+import { H, RETRYABLE, TierSchema, type ErrorCode } from "../../schema/wire.ts";
+import type { Env } from "../../core/env.ts";
+import { ApiError, errorResponse, splitUrl } from "../../core/http.ts";
+import { keyRequestHeaders } from "../../core/forward.ts";
+import { keyStub } from "../../objects/seller-key/stub.ts";
+import { cachedPools, localLoad, readPools, trackLoad } from "./pools.ts";
+import type { Payment } from "../payments/index.ts";
+import { attemptOrder, buyerRegions, eligible, isEuCountry, type Candidate } from "./routing.ts";
+
+/** At most this many keys are tried for one request. */
+const MAX_ATTEMPTS = 3;
+/** Total size of request headers we accept (names + values). */
+const MAX_HEADER_BYTES = 32 * 1024;
+/** Request bodies are held in memory so a failover can resend them. */
+export const MAX_BODY_BYTES = 10 * 1024 * 1024;
+
+/** Payments (mppx) load on the first paid request: the operator path never needs them. */
+const payments = () => import("../payments/index.ts");
+
+const MaxPrice = v.pipe(v.string(), v.regex(/^\d{1,15}$/));
+
+export interface ProxyTarget {
+  provider: keyof typeof PROVIDERS;
+  /** The provider's own path, e.g. /v1/chat/completions. */
+  path: string;
+}
+
+export function parseTarget(pathname: string): ProxyTarget {
+  const match = /^\/([^/]+)(\/.*)?$/.exec(pathname);
+  const provider = match?.[1] ?? "";
+  if (!isProviderId(provider)) throw new ApiError("unknown_provider", `unknown provider "${provider.slice(0, 40)}"; known: openai, anthropic, google, groq`);
+  return { provider, path: match?.[2] ?? "/" };
+}
+
+/**
+ * `operator`: the request carries the ops token; it is served unpaid and earns nothing
+ * (health checks, benchmarks). Everyone else pays per request over MPP.
+ */
+export async function proxy(request: Request, env: Env, requestId: string, operator: boolean): Promise<Response> {
+  const { pathname, search } = splitUrl(request.url);
+  const { provider, path } = parseTarget(pathname);
+
+  let headerBytes = 0;
+  for (const [name, value] of request.headers) headerBytes += name.length + value.length;
+  if (headerBytes > MAX_HEADER_BYTES) throw new ApiError("headers_too_large", `request headers exceed ${MAX_HEADER_BYTES} bytes`);
+
+  const tierHeader = request.headers.get(H.tier);
+  const tier = tierHeader === null ? "standard" : v.is(TierSchema, tierHeader) ? tierHeader : null;
+  if (tier === null) throw new ApiError("invalid_tier", `${H.tier} must be standard, premium or economy`);
+  const maxHeader = request.headers.get(H.maxPrice);
+  if (maxHeader !== null && !v.is(MaxPrice, maxHeader)) throw new ApiError("invalid_max_price", `${H.maxPrice} must be a whole number of micro-dollars`);
+  const maxPrice = maxHeader === null ? null : Number(maxHeader);
+
+  // The edge country is used for this decision only and never stored (PR10).
+  const country = (request.cf?.country as string | undefined) ?? request.headers.get("cf-ipcountry");
+  const regions = buyerRegions(country);
+  const snapshots = cachedPools(env, provider, regions, tier) ?? (await readPools(env, provider, regions, tier));
+  const constraints = { method: request.method, path, regions, maxPrice: null, now: Date.now() };
+  const capped = eligible(snapshots, { ...constraints, maxPrice });
+  if (capped.length === 0) {
+    if (maxPrice !== null && eligible(snapshots, constraints).length > 0) throw new ApiError("price_cap_too_low", `no ${provider} key is priced at or below ${maxPrice} micro-dollars for this route`);
+    if (isEuCountry(country)) throw new ApiError("no_eu_key_available", `no EU-hosted ${provider} key is available in the ${tier} tier; EU buyers are served by EU keys only`);
+    throw new ApiError("no_key_available", `no ${provider} key is available in the ${tier} tier`);
+  }
+
+  const body = await bufferBody(request);
+  // B1: the quote is the cheapest key this buyer could be served by; the credential is
+  // scoped to this method and route, so it cannot pay for anything else.
+  const route = `${request.method} /${provider}${path}`;
+  let payment: Payment | null = null;
+  let keys = capped;
+  let quote = 0;
+  if (!operator) {
+    const { challengeResponse, charge, hasPaymentCredential } = await payments();
+    quote = Math.min(...capped.map((c) => c.price));
+    if (!hasPaymentCredential(request)) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
+    const charged = await charge(request, env, route, requestId);
+    if (!charged.ok) return charged.response;
+    payment = charged.payment;
+    const paid = payment.amountMicros;
+    keys = capped.filter((c) => c.price <= paid);
+    if (keys.length === 0) {
+      await safeRefund(env, payment, "prices_rose", requestId);
+      return challengeResponse(request, env, { amountMicros: quote, route }, requestId, { code: "payment_required", detail: `prices rose since the challenge; your ${paid} micro-dollars were refunded; pay the new quote` });
+    }
+  }
+
+  const order = attemptOrder(keys, localLoad, Math.random, MAX_ATTEMPTS);
+  const refusals: Response[] = [];
+  let answer: Response | null = null;
+  for (const key of order) {
+    const res = await tryKey(env, PROVIDERS[provider], key, request, search, path, body, requestId, payment?.amountMicros ?? 0);
+    // A served answer carries no refusal code (SellerKey drops any cn2- header an upstream sends).
+    const code = res.headers.get(H.refusal) as ErrorCode | null;
+    if (code === null) {
+      answer = res;
+      break;
+    }
+    if (!RETRYABLE.has(code)) {
+      answer = res;
+      break;
+    }
+    refusals.push(res);
+    if (request.signal.aborted) break;
+  }
+  answer ??= combineRefusals(refusals, requestId);
+  return payment ? settle(env, payment, answer, requestId, { amountMicros: quote, route }) : answer;
+}
+
+/**
+ * B6: the buyer pays only for a successful answer. Anything else (no key could serve, an
+ * upstream error the buyer's request caused) is refunded at once, and the receipt says so.
+ */
+async function settle(env: Env, payment: Payment, answer: Response, requestId: string, quote: { amountMicros: number; route: string }): Promise<Response> {
+  const { RECEIPT_HEADER, receiptHeader, nextChallenge } = await payments();
+  const refunded = answer.status >= 400 && (await safeRefund(env, payment, answer.headers.get(H.refusal) ?? `status_${answer.status}`, requestId));
+  const [receipt, next] = await Promise.all([receiptHeader(payment, { requestId, refunded }), nextChallenge(env, quote)]);
+  const out = new Response(answer.body, answer);
+  out.headers.set(RECEIPT_HEADER, receipt);
+  if (next !== null) out.headers.set(H.nextChallenge, next);
+  return out;
+}
+
+/**
+ * Refund, never throwing: if the wallet is unreachable the receipt says "not refunded",
+ * and the log line (proof id, no buyer data) plus the buyer's dispute put it right.
+ */
+async function safeRefund(env: Env, payment: Payment, reason: string, requestId: string): Promise<boolean> {
+  try {
+    await (await payments()).refund(env, payment, reason);
+    return true;
+  } catch (err) {
+    console.error(JSON.stringify({ evt: "refund_failed", requestId, proofId: payment.proofId, error: err instanceof Error ? err.name : "unknown" }));
+    return false;
+  }
+}
+
+async function tryKey(env: Env, provider: Provider, key: Candidate, request: Request, search: string, path: string, body: ArrayBuffer | null, requestId: string, paid: number): Promise<Response> {
+  // Always set: a buyer's own copies of our internal headers must never reach the key.
+  const headers = keyRequestHeaders(provider, request.headers, { [H.requestId]: requestId, [H.paid]: String(paid) });
+  trackLoad(key.keyId, 1);
+  try {
+    return await keyStub(env, key.keyId, key.home).fetch(`https://key${path}${search}`, {
+      method: request.method,
+      headers,
+      body,
+    });
+  } catch {
+    return errorResponse("upstream_error", "key object unavailable", { requestId, headers: { [H.refusal]: "upstream_error" } });
+  } finally {
+    trackLoad(key.keyId, -1);
+  }
+}
+
+async function bufferBody(request: Request): Promise<ArrayBuffer | null> {
+  if (request.method === "GET" || request.method === "HEAD" || request.body === null) return null;
+  const declared = Number(request.headers.get("content-length") ?? "0");
+  if (declared > MAX_BODY_BYTES) throw new ApiError("body_too_large", `request body exceeds ${MAX_BODY_BYTES} bytes`);
+  const buf = await request.arrayBuffer();
+  if (buf.byteLength > MAX_BODY_BYTES) throw new ApiError("body_too_large", `request body exceeds ${MAX_BODY_BYTES} bytes`);
+  return buf;
+}
+
+/** Every tried key refused: one refusal kind is passed on as is, a mix becomes 503. */
+function combineRefusals(refusals: Response[], requestId: string): Response {
+  const codes = refusals.map((r) => r.headers.get(H.refusal) as ErrorCode);
+  const last = refusals[refusals.length - 1];
+  if (last && codes.every((c) => c === codes[0])) {
+    const out = new Response(last.body, last);
+    out.headers.delete(H.refusal);
+    return out;
+  }
+  const retryAfter = refusals.map((r) => Number(r.headers.get("retry-after"))).filter((n) => n > 0);
+  const headers: Record<string, string> = retryAfter.length ? { "retry-after": String(Math.min(...retryAfter)) } : {};
+  return errorResponse("no_key_available", `all ${refusals.length} keys tried refused: ${[...new Set(codes)].join(", ")}`, { requestId, headers });
+}
