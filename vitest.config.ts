@@ -34,7 +34,10 @@ export default defineConfig({
               // Postgres: the database test/global-setup.ts started, behind Hyperdrive.
               hyperdrives: { HYPERDRIVE: inject<string>("dbUrl") },
               bindings: {
+                // Development, opted into (core/environment.ts): wrangler.toml is production.
+                CN2_DEV: "1",
                 OPS_TOKEN: "test-ops-token",
+                PROXY_TOKEN: "test-proxy-token",
                 VAULT_PRIVATE_KEYS: inject<string>("vaultPrivateKeys"),
                 UPSTREAM_BASE_URLS: JSON.stringify(inject<Record<string, string>>("upstreamBaseUrls")),
                 DEMO_UPSTREAM_URL: inject<string>("demoUpstreamUrl"),

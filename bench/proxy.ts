@@ -136,6 +136,7 @@ async function main() {
 
   // 3. cn2 in workerd, seeded with three keys by a seller signed in through the dev sign-in.
   const opsToken = randomHex(24);
+  const proxyToken = randomHex(24);
   const vault = await generateVaultKey("bench-1");
   const devKey = await generateDevSigningKey("bench");
   const inspectorPort = args["cpu-profile"] ? await freePort() : undefined;
@@ -144,7 +145,10 @@ async function main() {
     inspectorPort,
     databaseUrl,
     bindings: {
+      // Development, opted into (core/environment.ts): the demo upstream, the faucet, the dev sign-in.
+      CN2_DEV: "1",
       OPS_TOKEN: opsToken,
+      PROXY_TOKEN: proxyToken,
       VAULT_PRIVATE_KEYS: JSON.stringify([vault.privateKey]),
       UPSTREAM_BASE_URLS: JSON.stringify(bases),
       // POOL_CACHE_MS and POOL_DEBOUNCE_MS keep wrangler.toml's values (production's):
@@ -153,7 +157,7 @@ async function main() {
       // The paid path (bench/paid.ts): challenges keyed by a throwaway secret, credit from the dev faucet.
       MPP_SECRET_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"),
       DEV_FAUCET: "1",
-      // Seller accounts: the dev sign-in with a throwaway key (never enabled when DEPLOYED=1).
+      // Seller accounts: the dev sign-in with a throwaway key.
       AUTH_DEV_SIGNING_KEY: JSON.stringify(devKey.privateJwk),
       AUTH_JWKS: JSON.stringify(devKey.jwks),
       ...VAR_OVERRIDES,
@@ -186,7 +190,7 @@ async function main() {
     },
     cn2: {
       url: `${worker.url}/openai/v1/chat/completions`,
-      headers: { "content-type": "application/json", "cn2-ops-token": opsToken },
+      headers: { "content-type": "application/json", "cn2-proxy-token": proxyToken },
       body: BODY,
       verify,
     },

@@ -2,12 +2,14 @@
 // variable but never echoing a secret.
 import * as v from "valibot";
 import type { Env } from "./env.ts";
+import { devSetting } from "./environment.ts";
 
 const UpstreamOverrides = v.record(v.string(), v.pipe(v.string(), v.url()));
 let overrides: { raw: string; value: Record<string, string> } | null = null;
 
-export function upstreamOverrides(env: Pick<Env, "UPSTREAM_BASE_URLS">): Record<string, string> {
-  const raw = env.UPSTREAM_BASE_URLS || "{}";
+/** Other hosts for the providers: development only (core/environment.ts); production has none. */
+export function upstreamOverrides(env: Pick<Env, "UPSTREAM_BASE_URLS" | "CN2_DEV">): Record<string, string> {
+  const raw = devSetting(env, "UPSTREAM_BASE_URLS") ?? "{}";
   if (overrides?.raw !== raw) {
     let parsed: unknown;
     try {

@@ -183,6 +183,8 @@ export const ERROR_CODES = {
   vault_key_unknown: 400,
   decrypt_failed: 422,
   internal_error: 500,
+  // a development setting in production: the Worker refuses to serve (core/environment.ts)
+  misconfigured: 503,
   // disputes (P7, worker/payments/disputes.ts)
   invalid_receipt: 400,
   payment_not_found: 404,
@@ -223,7 +225,7 @@ export const H = {
   requestId: "cn2-request-id",
   tier: "cn2-tier",
   maxPrice: "cn2-max-price",
-  opsToken: "cn2-ops-token",
+  proxyToken: "cn2-proxy-token",
   /** Set by SellerKey on a response: the refusal code (absent on a served answer). */
   refusal: "cn2-refusal",
   /** Set by SellerKey on a served answer: what the request cost in micro-dollars. */

@@ -285,6 +285,14 @@ export function isMain(importMetaUrl: string): boolean {
 
 /** Run a CLI's main: print a one-line error and exit non-zero on failure. */
 export function runCli(main: (argv: string[]) => Promise<void>): void {
+  // A reader that stops early (`| head`) closes the pipe: that is the reader's choice, not
+  // an error, so the CLI ends quietly instead of printing a stack.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code !== "EPIPE") throw err;
+      process.exit(0);
+    });
+  }
   main(process.argv.slice(2)).catch((err: unknown) => {
     process.stderr.write(formatError(err) + "\n");
     process.exitCode = err instanceof CliError ? 2 : 1;

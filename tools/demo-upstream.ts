@@ -45,28 +45,28 @@ interface ProviderSpec {
   identityHeaders: readonly string[];
 }
 
-const OPS_TOKEN_HEADER = "cn2-ops-token";
+const PROXY_TOKEN_HEADER = "cn2-proxy-token";
 
 // Longest prefix first: "/groq/openai" must not be read as a path under some "/groq".
 const PROVIDERS: readonly ProviderSpec[] = [
   {
     name: "groq", prefix: "/groq/openai", dialect: "openai", authHeader: "authorization",
-    foreignHeaders: ["x-api-key", "x-goog-api-key", OPS_TOKEN_HEADER], requestIdHeader: "x-request-id",
+    foreignHeaders: ["x-api-key", "x-goog-api-key", PROXY_TOKEN_HEADER], requestIdHeader: "x-request-id",
     identityHeaders: ["set-cookie", "__cf_bm=demo; path=/; HttpOnly"],
   },
   {
     name: "openai", prefix: "/openai", dialect: "openai", authHeader: "authorization",
-    foreignHeaders: ["x-api-key", "x-goog-api-key", OPS_TOKEN_HEADER], requestIdHeader: "x-request-id",
+    foreignHeaders: ["x-api-key", "x-goog-api-key", PROXY_TOKEN_HEADER], requestIdHeader: "x-request-id",
     identityHeaders: ["openai-organization", "org-demo", "openai-project", "proj_demo", "set-cookie", "__cf_bm=demo; path=/; HttpOnly"],
   },
   {
     name: "anthropic", prefix: "/anthropic", dialect: "anthropic", authHeader: "x-api-key",
-    foreignHeaders: ["authorization", "x-goog-api-key", OPS_TOKEN_HEADER], requestIdHeader: "request-id",
+    foreignHeaders: ["authorization", "x-goog-api-key", PROXY_TOKEN_HEADER], requestIdHeader: "request-id",
     identityHeaders: ["anthropic-organization-id", "00000000-0000-4000-8000-00000000demo"],
   },
   {
     name: "google", prefix: "/google", dialect: "google", authHeader: "x-goog-api-key",
-    foreignHeaders: ["authorization", "x-api-key", OPS_TOKEN_HEADER], requestIdHeader: null,
+    foreignHeaders: ["authorization", "x-api-key", PROXY_TOKEN_HEADER], requestIdHeader: null,
     identityHeaders: [],
   },
 ];

@@ -45,7 +45,7 @@ function randomHex(bytes: number): string {
  * what is missing: an existing vault key must survive restarts or stored envelopes stop
  * opening, and a kept MPP secret keeps outstanding challenges and receipts verifiable.
  */
-export async function ensureDevVars(path = DEV_VARS_PATH): Promise<{ opsToken: string; created: string[] }> {
+export async function ensureDevVars(path = DEV_VARS_PATH): Promise<{ opsToken: string; proxyToken: string; created: string[] }> {
   const existing = existsSync(path) ? readFileSync(path, "utf8") : "";
   const vars = parseDevVars(existing);
   const added: string[] = [];
@@ -65,6 +65,12 @@ export async function ensureDevVars(path = DEV_VARS_PATH): Promise<{ opsToken: s
   if (!opsToken) {
     opsToken = randomHex(32);
     added.push(`OPS_TOKEN=${opsToken}`);
+  }
+  // Unpaid proxy calls (the printed curl): a token of their own, never the ops token.
+  let proxyToken = vars.PROXY_TOKEN;
+  if (!proxyToken) {
+    proxyToken = randomHex(32);
+    added.push(`PROXY_TOKEN=${proxyToken}`);
   }
 
   // Payments (docs/payments.md): challenge ids and receipts are HMACs under this key.
@@ -88,7 +94,7 @@ export async function ensureDevVars(path = DEV_VARS_PATH): Promise<{ opsToken: s
     writeFileSync(path, `${header}${prefix}${added.join("\n")}\n`, { mode: 0o600 });
     chmodSync(path, 0o600); // mode applies only on creation
   }
-  return { opsToken, created: added.map((line) => line.slice(0, line.indexOf("="))) };
+  return { opsToken, proxyToken, created: added.map((line) => line.slice(0, line.indexOf("="))) };
 }
 
 // ---------------------------------------------------------------------------------
@@ -139,10 +145,13 @@ function startWrangler(upstreams: Record<string, string>, services: DevServices)
     "dev",
     "--port", String(PORT),
     "--ip", HOST,
+    // Development, opted into here (core/environment.ts): wrangler.toml is production, and
+    // the settings below are refused there.
+    "--var", "CN2_DEV:1",
     "--var", `UPSTREAM_BASE_URLS:${JSON.stringify(upstreams)}`,
     // Free credit at POST /api/credit/faucet: local development only, never in wrangler.toml.
     "--var", "DEV_FAUCET:1",
-    // Webhook receivers on http://127.0.0.1 for local testing; refused when DEPLOYED=1.
+    // Webhook receivers on http://127.0.0.1 for local testing.
     "--var", "DEV_WEBHOOKS_ALLOW_HTTP:1",
     // KYC against the fake Persona (tools/fake-persona.ts): throwaway credentials per start.
     "--var", `PERSONA_API_BASE:${services.persona.url}`,
@@ -263,15 +272,15 @@ export async function seedDemoKeys(client: ApiClient): Promise<{ seeded: boolean
 // ---------------------------------------------------------------------------------
 // 6. Ready
 
-function readyBlock(url: string, opsToken: string, upstreamUrl: string, keyIds: string[]): string {
+function readyBlock(url: string, proxyToken: string, upstreamUrl: string, keyIds: string[]): string {
   const body = '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hello"}]}';
   return [
     "",
     `cn2 is running at ${url}   (demo upstream: ${upstreamUrl})`,
     "",
-    "Stream a chat completion through the marketplace:",
+    "Stream a chat completion through the marketplace (unpaid, with the dev proxy token):",
     "",
-    `  curl -N ${url}/openai/v1/chat/completions -H "cn2-ops-token: ${opsToken}" -H "content-type: application/json" -d '${body}'`,
+    `  curl -N ${url}/openai/v1/chat/completions -H "cn2-proxy-token: ${proxyToken}" -H "content-type: application/json" -d '${body}'`,
     "",
     "Buy it like anyone would: a buyer key, free credit from the dev faucet, a paid call:",
     "",
@@ -296,7 +305,7 @@ function readyBlock(url: string, opsToken: string, upstreamUrl: string, keyIds: 
 // ---------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const { opsToken, created } = await ensureDevVars();
+  const { opsToken, proxyToken, created } = await ensureDevVars();
   if (created.length) log(`wrote ${created.join(", ")} to .dev.vars`);
 
   const upstream = await startDemoUpstream({ port: UPSTREAM_PORT, host: HOST }).catch((err: NodeJS.ErrnoException) => {
@@ -338,7 +347,7 @@ async function main(): Promise<void> {
     await waitForHealthz(client, wrangler);
     const { seeded, keyIds } = await seedDemoKeys(client);
     log(seeded ? `seeded seller ${DEFAULT_DEV_EMAIL} with ${keyIds.length} demo keys` : `seller ${DEFAULT_DEV_EMAIL} already has ${keyIds.length} key(s); not seeding`);
-    process.stdout.write(readyBlock(url, opsToken, upstream.url, keyIds));
+    process.stdout.write(readyBlock(url, proxyToken, upstream.url, keyIds));
   } catch (err) {
     process.stderr.write(formatError(err, opsToken) + "\n");
     await shutdown(1);

@@ -2,6 +2,8 @@
 // from here so wrangler binds them.
 import type { Env } from "../core/env.ts";
 import { handle } from "./router.ts";
+import { errorResponse, newRequestId } from "../core/http.ts";
+import { misconfiguration } from "../core/environment.ts";
 import { handleWebhookBatch, isWebhookQueue } from "./webhooks/consumer.ts";
 
 export { SellerKey } from "../objects/seller-key/seller-key.ts";
@@ -9,10 +11,27 @@ export { PoolIndex } from "../objects/pool-index/pool-index.ts";
 export { BuyerWallet } from "../objects/buyer-wallet/buyer-wallet.ts";
 export { ProofStore } from "../objects/proof-store/proof-store.ts";
 
+/** Why this Worker must not serve (a development setting in production), checked once per env. */
+const refusals = new WeakMap<object, string | null>();
+function refusal(env: Env): string | null {
+  let why = refusals.get(env);
+  if (why === undefined) {
+    why = misconfiguration(env);
+    refusals.set(env, why);
+    if (why) console.error(JSON.stringify({ evt: "misconfigured", error: why }));
+  }
+  return why;
+}
+
 export default {
-  fetch: (request, env, ctx) => handle(request, env, ctx),
+  fetch(request, env, ctx) {
+    const why = refusal(env);
+    if (why) return errorResponse("misconfigured", why, { status: 503, requestId: newRequestId() });
+    return handle(request, env, ctx);
+  },
   // Queue consumers, by queue name: seller webhook deliveries and their dead letters.
   async queue(batch, env, ctx) {
+    if (refusal(env)) return batch.retryAll();
     if (isWebhookQueue(batch.queue)) return handleWebhookBatch(batch, env, ctx);
     console.error(JSON.stringify({ evt: "queue_unknown", queue: batch.queue }));
     batch.retryAll();

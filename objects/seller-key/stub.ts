@@ -1,6 +1,7 @@
 // Where a key lives: its ciphertext and registry metadata in KV `VAULT`, its state in a
 // SellerKey object. EU keys' objects are created in the EU jurisdiction when deployed;
 // workerd refuses jurisdictions locally, so this is the one place that chooses.
+import { isDevelopment } from "../../core/environment.ts";
 import type { Home, Region } from "../../schema/wire.ts";
 import type { Env } from "../../core/env.ts";
 
@@ -19,7 +20,7 @@ const ids = new Map<string, DurableObjectId>();
 const IDS_MAX = 10_000;
 
 export function keyStub(env: Env, keyId: string, home: Home) {
-  const eu = home === "eu" && env.DEPLOYED === "1";
+  const eu = home === "eu" && !isDevelopment(env);
   const ns = eu ? env.SELLER_KEY.jurisdiction("eu") : env.SELLER_KEY;
   const cacheKey = (eu ? "eu:" : "") + keyId;
   let id = ids.get(cacheKey);

@@ -53,6 +53,7 @@ const walletOf = (id: string) => wallets.get(id) ?? (wallets.set(id, new MemoryW
 const env = {
   MPP_SECRET_KEY: "node-test-mpp-secret-0123456789abcdef0123456789",
   MPP_REALM: "cn2-node-test",
+  CN2_DEV: "1",
   DEV_FAUCET: "1",
   BUYER_WALLET: { idFromName: (name: string) => name, get: (id: string) => walletOf(id) },
   SPEND: { list: async () => ({ keys: [], list_complete: true }), get: async () => null },

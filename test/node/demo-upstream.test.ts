@@ -234,7 +234,7 @@ describe("credentials", () => {
     const cases: [string, Record<string, string>, string][] = [
       [`${base.anthropic}/v1/messages`, { "x-api-key": "sk-demo-b", ...ANTHROPIC_VERSION, authorization: "Bearer buyer" }, "authorization"],
       [`${base.openai}/v1/chat/completions`, { authorization: "Bearer sk-demo-a", "x-api-key": "buyer" }, "x-api-key"],
-      [`${base.google}/v1beta/models/g:generateContent`, { "x-goog-api-key": "sk-demo-c", "cn2-ops-token": "t" }, "cn2-ops-token"],
+      [`${base.google}/v1beta/models/g:generateContent`, { "x-goog-api-key": "sk-demo-c", "cn2-proxy-token": "t" }, "cn2-proxy-token"],
       [`${base.groq}/v1/chat/completions`, { authorization: "Bearer sk-demo-a", "x-goog-api-key": "buyer" }, "x-goog-api-key"],
       // The buyer's payment credential must be replaced, never forwarded.
       [`${base.openai}/v1/chat/completions`, { authorization: "Payment eyJjaGFsbGVuZ2UiOnt9fQ" }, "authorization"],

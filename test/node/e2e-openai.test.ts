@@ -34,6 +34,7 @@ beforeAll(async () => {
   worker = await startWorker({
     storageDir: join(dir, "state"),
     bindings: {
+      CN2_DEV: "1",
       OPS_TOKEN,
       VAULT_PRIVATE_KEYS: JSON.stringify([vault.privateKey]),
       MPP_SECRET_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("hex"),

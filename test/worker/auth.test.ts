@@ -41,7 +41,7 @@ beforeAll(async () => {
   const other = await keyPair("other");
   signingJwk = main.priv;
   otherJwk = other.priv;
-  env = { AUTH_JWKS: JSON.stringify({ keys: [main.pub] }), AUTH_ISSUER: ISSUER, AUTH_DEV_SIGNING_KEY: JSON.stringify(main.priv) };
+  env = { CN2_DEV: "1", AUTH_JWKS: JSON.stringify({ keys: [main.pub] }), AUTH_ISSUER: ISSUER, AUTH_DEV_SIGNING_KEY: JSON.stringify(main.priv) };
 });
 
 describe("seller tokens", () => {

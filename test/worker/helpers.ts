@@ -9,6 +9,8 @@ import { keyStub } from "../../objects/seller-key/stub.ts";
 import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../core/vault.ts";
 
 export const OPS = "test-ops-token";
+/** Unpaid proxy calls (PROXY_TOKEN, `cn2-proxy-token`): not the ops token. */
+export const PROXY = "test-proxy-token";
 const testEnv = env as unknown as { DEMO_UPSTREAM_URL: string; VAULT_PRIVATE_KEYS: string };
 export const DEMO = testEnv.DEMO_UPSTREAM_URL;
 
@@ -92,7 +94,7 @@ export const chatBody = (stream = false) => JSON.stringify({ model: "gpt-4o-mini
 export function chat(opts: { stream?: boolean; headers?: Record<string, string>; provider?: string; signal?: AbortSignal } = {}) {
   return call(`/${opts.provider ?? "openai"}/v1/chat/completions`, {
     method: "POST",
-    headers: { "content-type": "application/json", "cn2-ops-token": OPS, ...opts.headers },
+    headers: { "content-type": "application/json", "cn2-proxy-token": PROXY, ...opts.headers },
     body: chatBody(opts.stream),
     signal: opts.signal,
   });

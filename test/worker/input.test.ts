@@ -1,7 +1,7 @@
 // M5: bad input always gets a clear 4xx with a stable code, and never changes state.
 import fc from "fast-check";
 import { beforeEach, describe, expect, it } from "vitest";
-import { addKey, api, as, baseConfig, call, chat, newKeyId, OPS, removeAllKeys, signIn, testSeller } from "./helpers.ts";
+import { addKey, api, as, baseConfig, call, chat, newKeyId, OPS, PROXY, removeAllKeys, signIn, testSeller } from "./helpers.ts";
 import { encryptCredential, generateVaultKey } from "../../core/vault.ts";
 
 async function expectError(res: Response, status: number, code: string) {
@@ -20,7 +20,7 @@ describe("bad input on the proxy", () => {
   });
 
   it("unknown provider", async () => {
-    await expectError(await call("/nosuch/v1/chat/completions", { method: "POST", headers: { "cn2-ops-token": OPS } }), 404, "unknown_provider");
+    await expectError(await call("/nosuch/v1/chat/completions", { method: "POST", headers: { "cn2-proxy-token": PROXY } }), 404, "unknown_provider");
   });
   it("invalid tier", async () => {
     await expectError(await chat({ headers: { "cn2-tier": "gold" } }), 400, "invalid_tier");
@@ -32,17 +32,17 @@ describe("bad input on the proxy", () => {
     await expectError(await chat({ headers: { "x-padding": "a".repeat(40 * 1024) } }), 431, "headers_too_large");
   });
   it("oversized body", async () => {
-    const res = await call("/openai/v1/chat/completions", { method: "POST", headers: { "cn2-ops-token": OPS, "content-type": "application/json" }, body: "x".repeat(10 * 1024 * 1024 + 1) });
+    const res = await call("/openai/v1/chat/completions", { method: "POST", headers: { "cn2-proxy-token": PROXY, "content-type": "application/json" }, body: "x".repeat(10 * 1024 * 1024 + 1) });
     await expectError(res, 413, "body_too_large");
   });
   it("no open proxy: without payment or the ops token a request is not served", async () => {
-    await expectError(await chat({ headers: { "cn2-ops-token": "wrong" } }), 401, "unauthorized");
+    await expectError(await chat({ headers: { "cn2-proxy-token": "wrong" } }), 401, "unauthorized");
     const res = await call("/openai/v1/chat/completions", { method: "POST", body: "{}" });
     expect(res.headers.get("www-authenticate")).toMatch(/^Payment /);
     await expectError(res, 402, "payment_required");
   });
   it("a route no key allows", async () => {
-    await expectError(await call("/openai/v1/fine_tuning/jobs", { method: "POST", headers: { "cn2-ops-token": OPS }, body: "{}" }), 403, "route_not_allowed");
+    await expectError(await call("/openai/v1/fine_tuning/jobs", { method: "POST", headers: { "cn2-proxy-token": PROXY }, body: "{}" }), 403, "route_not_allowed");
   });
   it("an unknown path outside every prefix", async () => {
     await expectError(await call("/", {}), 404, "not_found");

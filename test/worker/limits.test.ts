@@ -5,7 +5,7 @@ import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { Env } from "../../core/env.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
-import { addKey, api, call, chat, demo, inspect, OPS, persisted, removeAllKeys, resetDemo } from "./helpers.ts";
+import { addKey, api, call, chat, demo, inspect, OPS, PROXY, persisted, removeAllKeys, resetDemo } from "./helpers.ts";
 
 const codeOf = async (res: Response) => ((await res.json()) as { error?: { code: string } }).error?.code;
 
@@ -82,7 +82,7 @@ describe("per-key limits", () => {
     await ok.text();
     const res = await call("/openai/v1/embeddings", {
       method: "POST",
-      headers: { "content-type": "application/json", "cn2-ops-token": OPS },
+      headers: { "content-type": "application/json", "cn2-proxy-token": PROXY },
       body: JSON.stringify({ model: "text-embedding-3-small", input: "x" }),
     });
     expect(res.status).toBe(403);

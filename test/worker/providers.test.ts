@@ -1,10 +1,10 @@
 // P1: every catalogued provider is reachable with its own credential header; buyer
 // credentials never reach it, and account headers never come back.
 import { beforeEach, describe, expect, it } from "vitest";
-import { addKey, call, demoLog, OPS, removeAllKeys, resetDemo } from "./helpers.ts";
+import { addKey, call, demoLog, OPS, PROXY, removeAllKeys, resetDemo } from "./helpers.ts";
 
 const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
-  call(path, { method: "POST", headers: { "content-type": "application/json", "cn2-ops-token": OPS, ...headers }, body: JSON.stringify(body) });
+  call(path, { method: "POST", headers: { "content-type": "application/json", "cn2-proxy-token": PROXY, ...headers }, body: JSON.stringify(body) });
 
 describe("provider catalog through the proxy", () => {
   beforeEach(async () => {
@@ -70,7 +70,7 @@ describe("provider catalog through the proxy", () => {
 
   it("GET routes forward the query string", async () => {
     await addKey();
-    const res = await call("/openai/v1/models?limit=2", { headers: { "cn2-ops-token": OPS } });
+    const res = await call("/openai/v1/models?limit=2", { headers: { "cn2-proxy-token": PROXY } });
     expect(res.status).toBe(200);
     expect(((await res.json()) as { data: unknown[] }).data.length).toBeGreaterThan(0);
   });

@@ -4,7 +4,7 @@
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { addKey, api, call, chat, demo, OPS, persisted, removeAllKeys, resetDemo } from "./helpers.ts";
+import { addKey, api, call, chat, demo, OPS, PROXY, persisted, removeAllKeys, resetDemo } from "./helpers.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
 import { poolStub } from "../../objects/pool-index/stub.ts";
 import type { Env } from "../../core/env.ts";
@@ -49,7 +49,7 @@ describe("secrets and bodies stay out of every sink", () => {
     // Success, streaming, refusal, upstream failure, disablement, inspection, listing.
     await record(await chat());
     await record(await chat({ stream: true }));
-    await record(await call("/openai/v1/nope", { method: "POST", headers: { "cn2-ops-token": OPS }, body: "{}" }));
+    await record(await call("/openai/v1/nope", { method: "POST", headers: { "cn2-proxy-token": PROXY }, body: "{}" }));
     await demo("/__demo/behaviour", { credential: secret, status: 500, times: 2 });
     for (let i = 0; i < 2; i++) await record(await chat());
     await demo("/__demo/behaviour", { credential: secret, status: 401 });
@@ -88,7 +88,7 @@ describe("secrets and bodies stay out of every sink", () => {
     const { keyId } = await addKey();
     const res = await call("/openai/v1/chat/completions", {
       method: "POST",
-      headers: { "content-type": "application/json", "cn2-ops-token": OPS },
+      headers: { "content-type": "application/json", "cn2-proxy-token": PROXY },
       body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: marker }] }),
     });
     const answer = await res.text();

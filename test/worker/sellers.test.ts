@@ -85,7 +85,7 @@ describe("sign-in and the session (S1)", () => {
     const session = new Request("https://cn2.test/auth/session", { method: "POST", headers: { "content-type": "application/json", "cn2-csrf": "1" }, body: JSON.stringify({ accessToken: "x" }) });
     await expect(authApi.createSession(session as never, bare, createExecutionContext())).rejects.toMatchObject({ code: "auth_not_configured", status: 503 });
     // A deployment never offers the dev sign-in, whatever its secrets say.
-    await expect(authApi.devSignInPost(post.clone() as never, { ...e, DEPLOYED: "1" } as Env, createExecutionContext())).rejects.toMatchObject({ code: "not_found" });
+    await expect(authApi.devSignInPost(post.clone() as never, { ...e, CN2_DEV: undefined } as Env, createExecutionContext())).rejects.toMatchObject({ code: "not_found" });
   });
 });
 

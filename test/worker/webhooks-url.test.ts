@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { checkWebhookUrl, classifyHost, parseIPv4, parseIPv6, urlPolicy, type UrlPolicy } from "../../worker/webhooks/url.ts";
 
 const PROD: UrlPolicy = urlPolicy({});
-const DEV: UrlPolicy = urlPolicy({ DEV_WEBHOOKS_ALLOW_HTTP: "1" });
+const DEV: UrlPolicy = urlPolicy({ CN2_DEV: "1", DEV_WEBHOOKS_ALLOW_HTTP: "1" });
 
 function refused(url: string, policy = PROD) {
   const r = checkWebhookUrl(url, policy);
@@ -15,11 +15,11 @@ function refused(url: string, policy = PROD) {
 }
 
 describe("webhook URL policy", () => {
-  it("the dev flag is honoured only when not deployed", () => {
-    expect(urlPolicy({})).toEqual({ allowHttp: false, allowLoopback: false });
-    expect(urlPolicy({ DEV_WEBHOOKS_ALLOW_HTTP: "0" })).toEqual({ allowHttp: false, allowLoopback: false });
-    expect(urlPolicy({ DEV_WEBHOOKS_ALLOW_HTTP: "1" })).toEqual({ allowHttp: true, allowLoopback: true });
-    expect(urlPolicy({ DEV_WEBHOOKS_ALLOW_HTTP: "1", DEPLOYED: "1" })).toEqual({ allowHttp: false, allowLoopback: false });
+  it("the dev flag is honoured only in development (CN2_DEV=1)", () => {
+    expect(urlPolicy({ CN2_DEV: "1" })).toEqual({ allowHttp: false, allowLoopback: false });
+    expect(urlPolicy({ CN2_DEV: "1", DEV_WEBHOOKS_ALLOW_HTTP: "0" })).toEqual({ allowHttp: false, allowLoopback: false });
+    expect(urlPolicy({ CN2_DEV: "1", DEV_WEBHOOKS_ALLOW_HTTP: "1" })).toEqual({ allowHttp: true, allowLoopback: true });
+    expect(urlPolicy({ DEV_WEBHOOKS_ALLOW_HTTP: "1" })).toEqual({ allowHttp: false, allowLoopback: false });
   });
 
   it("accepts ordinary public https URLs and normalises them", () => {

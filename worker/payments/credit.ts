@@ -2,6 +2,7 @@
 // by signing the request (ACCOUNT_HEADERS; see method.ts). The DID in the header is
 // hashed at once into the buyer id (B2) and goes no further. Top-ups need no signature:
 // they name the buyer id (a hash), so the principal never even travels.
+import { devSetting } from "../../core/environment.ts";
 import * as v from "valibot";
 import type { Env } from "../../core/env.ts";
 import { ApiError, json, parseOr400, readJson } from "../../core/http.ts";
@@ -20,9 +21,9 @@ export const FAUCET_MAX_MICROS = 100_000_000;
 const FaucetSchema = v.strictObject({ buyerId: BuyerIdSchema, amountMicros: v.pipe(MicrosSchema, v.maxValue(FAUCET_MAX_MICROS, `at most ${FAUCET_MAX_MICROS} micro-dollars per call`)) });
 const BudgetSchema = v.strictObject({ dailyCapMicros: v.nullable(v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(1_000_000_000_000))) });
 
-/** POST /api/credit/faucet — free credit for local development, only when DEV_FAUCET=1. */
+/** POST /api/credit/faucet — free credit in development only (CN2_DEV=1 and DEV_FAUCET=1). */
 export async function faucetHandler(request: Request, env: Env): Promise<Response> {
-  if (env.DEV_FAUCET !== "1") throw new ApiError("not_found", "no route for POST /api/credit/faucet");
+  if (devSetting(env, "DEV_FAUCET") !== "1") throw new ApiError("not_found", "no route for POST /api/credit/faucet");
   const input = parseOr400(FaucetSchema, await readJson(request), "faucet request");
   const result = await walletStub(env, input.buyerId).topUp({ buyerId: input.buyerId, eventId: `faucet:${crypto.randomUUID()}`, amountMicros: input.amountMicros, source: "faucet" });
   if (!result.ok) throw new ApiError("invalid_request", result.message);

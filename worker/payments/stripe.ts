@@ -6,6 +6,7 @@
 //
 // Exactly once: a top-up is keyed by its Checkout Session id in the buyer's wallet, so a
 // replayed event, a retried delivery, or both completion events of one session credit once.
+import { devSetting } from "../../core/environment.ts";
 import * as v from "valibot";
 import type { Env } from "../../core/env.ts";
 import { parseOr400, readJson } from "../../core/http.ts";
@@ -131,7 +132,7 @@ export async function stripeWebhookHandler(request: Request, env: Env): Promise<
 
 const ack = (extra: Record<string, unknown>) => new Response(JSON.stringify({ received: true, ...extra }), { status: 200, headers: { "content-type": "application/json" } });
 
-const stripeBase = (env: Env) => (env.STRIPE_API_BASE || "https://api.stripe.com").replace(/\/+$/, "");
+const stripeBase = (env: Env) => (devSetting(env, "STRIPE_API_BASE") ?? "https://api.stripe.com").replace(/\/+$/, "");
 
 // ---- Stripe's signature scheme ------------------------------------------------------
 

@@ -11,23 +11,16 @@ import { proxy } from "./proxy.ts";
 
 const KNOWN_PROVIDERS: ReadonlySet<string> = new Set(PROVIDER_IDS);
 
-const bearer = (request: Request) => {
-  const auth = request.headers.get("authorization");
-  return auth?.startsWith("Bearer ") ? auth.slice(7) : null;
-};
-
 /**
- * Operators may call the proxy unpaid with the ops token (health checks, benchmarks).
- * A wrong `cn2-ops-token` is an error, not a silent fall back to paying.
+ * Unpaid proxy calls (health checks, benchmarks) need the proxy token, a secret of its own
+ * (PROXY_TOKEN: revocable by rotating it, unset in production unless wanted), never the
+ * ops token. A wrong `cn2-proxy-token` is an error, not a silent fall back to paying.
  */
-export function isOperator(request: Request, env: Env): boolean {
-  const header = request.headers.get(H.opsToken);
-  if (header !== null) {
-    if (!env.OPS_TOKEN || !safeEqual(header, env.OPS_TOKEN)) throw new ApiError("unauthorized", `wrong ${H.opsToken}`);
-    return true;
-  }
-  const token = bearer(request);
-  return token !== null && !!env.OPS_TOKEN && safeEqual(token, env.OPS_TOKEN);
+export function isUnpaidCaller(request: Request, env: Env): boolean {
+  const header = request.headers.get(H.proxyToken);
+  if (header === null) return false;
+  if (!env.PROXY_TOKEN || !safeEqual(header, env.PROXY_TOKEN)) throw new ApiError("unauthorized", `wrong ${H.proxyToken}`);
+  return true;
 }
 
 /** Whether a request goes straight to the proxy: its first path segment names a provider. */
@@ -41,13 +34,13 @@ export function isProviderCall(url: string): boolean {
 export async function handleProviderCall(request: Request, env: Env): Promise<Response> {
   const requestId = newRequestId();
   try {
-    return withRequestId(await proxy(request, env, requestId, isOperator(request, env)), requestId);
+    return withRequestId(await proxy(request, env, requestId, isUnpaidCaller(request, env)), requestId);
   } catch (err) {
     return failedResponse(err, requestId);
   }
 }
 
-const proxyRoute = (req: IRequest, env: Env) => proxy(req, env, req.requestId as string, isOperator(req, env));
+const proxyRoute = (req: IRequest, env: Env) => proxy(req, env, req.requestId as string, isUnpaidCaller(req, env));
 
 /** Known providers never reach these (handleProviderCall); anything else is an unknown provider's error. */
 export const proxyRoutes = [

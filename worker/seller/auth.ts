@@ -6,16 +6,19 @@ import { createLocalJWKSet, createRemoteJWKSet, importJWK, jwtVerify, SignJWT, t
 import * as v from "valibot";
 import { publicJwk } from "../../core/dev-signing-key.ts";
 import { ApiError } from "../../core/http.ts";
+import { devSetting } from "../../core/environment.ts";
 
 export interface AuthEnv {
   /** Supabase project URL; its JWKS is at /auth/v1/.well-known/jwks.json. */
   SUPABASE_URL?: string;
-  /** Public JWKS as JSON: overrides the remote one (dev, tests, pinned keys). */
+  /** Development only (core/environment.ts): a public JWKS as JSON, trusted instead of Supabase's. */
   AUTH_JWKS?: string;
   /** Expected `iss`; defaults to SUPABASE_URL + /auth/v1. */
   AUTH_ISSUER?: string;
-  /** Private ES256 JWK (JSON) for the local dev sign-in; never set in production. */
+  /** Development only: private ES256 JWK (JSON) for the local dev sign-in. */
   AUTH_DEV_SIGNING_KEY?: string;
+  /** "1" opts into development (core/environment.ts); without it the two above are never read. */
+  CN2_DEV?: string;
 }
 
 export interface SellerIdentity {
@@ -52,20 +55,21 @@ export const issuerOf = (env: AuthEnv) => {
  * How sellers sign in here: Supabase Auth (production), the local dev sign-in, or nothing,
  * in which case every sign-in flow answers 503 auth_not_configured rather than guessing.
  */
-export function authMode(env: AuthEnv & { DEPLOYED?: string }): { supabase: boolean; dev: boolean; canVerify: boolean } {
+export function authMode(env: AuthEnv): { supabase: boolean; dev: boolean; canVerify: boolean } {
   const supabase = setting(env.SUPABASE_URL) !== undefined;
   const dev = devSignInEnabled(env);
-  return { supabase, dev, canVerify: supabase || dev || setting(env.AUTH_JWKS) !== undefined };
+  return { supabase, dev, canVerify: supabase || dev || devSetting(env, "AUTH_JWKS") !== undefined };
 }
 
-/** The dev sign-in exists only with a dev signing key, and never in a deployment. */
-export const devSignInEnabled = (env: AuthEnv & { DEPLOYED?: string }) => setting(env.AUTH_DEV_SIGNING_KEY) !== undefined && env.DEPLOYED !== "1";
+/** The dev sign-in exists only in development, with a dev signing key. */
+export const devSignInEnabled = (env: AuthEnv) => devSetting(env, "AUTH_DEV_SIGNING_KEY") !== undefined;
 
 const keySets = new Map<string, JWTVerifyGetKey>();
 function keySet(env: AuthEnv): JWTVerifyGetKey {
-  const jwks = setting(env.AUTH_JWKS);
+  // Production trusts Supabase's keys only: the development keys are not even read there.
+  const jwks = setting(devSetting(env, "AUTH_JWKS"));
   const supabase = setting(env.SUPABASE_URL);
-  const devKey = setting(env.AUTH_DEV_SIGNING_KEY);
+  const devKey = setting(devSetting(env, "AUTH_DEV_SIGNING_KEY"));
   const source = jwks ?? supabase ?? devKey ?? "";
   let set = keySets.get(source);
   if (!set) {
@@ -149,8 +153,8 @@ export async function devUserId(email: string): Promise<string> {
 
 /** Local sign-in: a JWT shaped like Supabase's, only where a dev signing key is configured. */
 export async function issueDevToken(env: AuthEnv, email: string, ttlSeconds = SESSION_SECONDS): Promise<string> {
-  const devKey = setting(env.AUTH_DEV_SIGNING_KEY);
-  if (!devKey) throw new ApiError("not_found", "dev sign-in is disabled");
+  const devKey = setting(devSetting(env, "AUTH_DEV_SIGNING_KEY"));
+  if (!devKey) throw new ApiError("not_found", "dev sign-in is disabled (development only)");
   const jwk = JSON.parse(devKey) as JsonWebKey & { kid?: string };
   const key = await importJWK(jwk, "ES256");
   return new SignJWT({ email, role: AUDIENCE, app_metadata: { provider: "email" }, user_metadata: {} })

@@ -8,6 +8,7 @@
 //                           pairs while Persona rotates the secret. Older than 5 minutes (or
 //                           that far in the future) is refused, so a captured delivery
 //                           cannot be replayed later.
+import { devSetting } from "../../core/environment.ts";
 import type { IRequest } from "itty-router";
 import * as v from "valibot";
 import { asService, UuidSchema, type KycStatus } from "../../schema/tables.ts";
@@ -29,7 +30,7 @@ const InquiryCreated = v.object({ data: v.object({ id: v.pipe(v.string(), v.rege
 const OneTimeLink = v.object({ meta: v.object({ "one-time-link": v.pipe(v.string(), v.url()) }) });
 
 async function persona(env: Env, path: string, body: unknown): Promise<unknown> {
-  const base = (setting(env.PERSONA_API_BASE) ?? "https://api.withpersona.com").replace(/\/+$/, "");
+  const base = (devSetting(env, "PERSONA_API_BASE") ?? "https://api.withpersona.com").replace(/\/+$/, "");
   let res: Response;
   try {
     res = await fetch(`${base}${path}`, {

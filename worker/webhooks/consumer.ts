@@ -17,9 +17,9 @@ export interface WebhooksEnv extends DbEnv {
   WEBHOOKS?: Queue<WebhookMessage>;
   /** Secret: JSON [{kid, key}] newest first, AES-256-GCM keys for signing secrets at rest. */
   WEBHOOK_SECRET_KEYS?: string;
-  /** "1" in dev and tests only: http and loopback receivers (ignored when DEPLOYED=1). */
+  /** "1" in dev and tests only: http and loopback receivers (read only when CN2_DEV=1). */
   DEV_WEBHOOKS_ALLOW_HTTP?: string;
-  DEPLOYED?: string;
+  CN2_DEV?: string;
   /** First retry delay in seconds; it doubles per attempt (default 60). */
   WEBHOOK_RETRY_BASE_SECONDS?: string;
   /** Milliseconds a receiver has to answer (default 10000). */

@@ -11,6 +11,7 @@
 // Worker has no DNS lookup to pin. docs/webhooks.md explains what Cloudflare's own fetch
 // adds there. The check runs when an endpoint is registered and again before every
 // delivery attempt, and redirects are never followed.
+import { devSetting } from "../../core/environment.ts";
 
 /** Why a URL was refused: stable codes, also used in error messages and the delivery log. */
 export type UrlRefusal =
@@ -46,11 +47,11 @@ export const ALLOWED_HTTPS_PORTS: ReadonlySet<string> = new Set(["", "443", "205
 
 /**
  * The policy for this environment. DEV_WEBHOOKS_ALLOW_HTTP === "1" (set only by the dev
- * orchestrator and the tests) allows http and loopback receivers; a deployment
- * (DEPLOYED === "1") ignores it, so a stray variable cannot open loopback in production.
+ * orchestrator and the tests) allows http and loopback receivers in development only
+ * (core/environment.ts), so a stray variable cannot open loopback in production.
  */
-export function urlPolicy(env: { DEV_WEBHOOKS_ALLOW_HTTP?: string; DEPLOYED?: string }): UrlPolicy {
-  const dev = env.DEV_WEBHOOKS_ALLOW_HTTP === "1" && env.DEPLOYED !== "1";
+export function urlPolicy(env: { DEV_WEBHOOKS_ALLOW_HTTP?: string; CN2_DEV?: string }): UrlPolicy {
+  const dev = devSetting(env, "DEV_WEBHOOKS_ALLOW_HTTP") === "1";
   return { allowHttp: dev, allowLoopback: dev };
 }
 
