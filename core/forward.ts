@@ -3,6 +3,7 @@
 // never reach a provider; the seller's credential is injected the provider's way. The
 // router applies the allow-list (keyRequestHeaders) before the key object, the only
 // other party that sees them (key objects are reachable through this Worker alone).
+import { SECURITY_HEADERS } from "./http.ts";
 import type { Provider } from "../schema/providers.ts";
 import { H } from "../schema/wire.ts";
 
@@ -67,5 +68,6 @@ export function buyerResponse(provider: Provider, upstream: Response, body: Body
   for (const name of provider.stripResponseHeaders) headers.delete(name);
   for (const name of OURS) headers.delete(name);
   for (const name in ours) headers.set(name, ours[name]!);
+  for (const name in SECURITY_HEADERS) headers.set(name, SECURITY_HEADERS[name]!);
   return out;
 }

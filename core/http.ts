@@ -128,3 +128,39 @@ export function withRequestId(response: Response, requestId: string): Response {
   out.headers.set(H.requestId, requestId);
   return out;
 }
+
+/**
+ * Transport and browser hardening on every answer (PR22): HTTPS only for two years
+ * (HSTS, preload-ready), no MIME sniffing, no referrer, never framed, and a CSP that lets an
+ * API answer load nothing. The dashboard's pages get their own CSP from the static assets
+ * (dashboard/public/_headers). The zone settings that go with it: docs/operations.md.
+ */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  "strict-transport-security": "max-age=63072000; includeSubDomains; preload",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+  "x-frame-options": "DENY",
+  "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+};
+
+function setSecurityHeaders(headers: Headers) {
+  for (const name in SECURITY_HEADERS) headers.set(name, SECURITY_HEADERS[name]!);
+}
+
+/**
+ * The answer with SECURITY_HEADERS. Set in place where the headers are ours to change; an
+ * answer whose headers are immutable (from another object) is copied, unless it already
+ * has them (the key objects set them on served answers, so the proxy's hot path never
+ * copies). A WebSocket upgrade passes as it is.
+ */
+export function secured(response: Response): Response {
+  if (response.status === 101 || response.headers.has("strict-transport-security")) return response;
+  try {
+    setSecurityHeaders(response.headers);
+    return response;
+  } catch {
+    const out = new Response(response.body, response);
+    setSecurityHeaders(out.headers);
+    return out;
+  }
+}

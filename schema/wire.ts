@@ -185,6 +185,8 @@ export const ERROR_CODES = {
   internal_error: 500,
   // a development setting in production: the Worker refuses to serve (core/environment.ts)
   misconfigured: 503,
+  // plain HTTP in production (PR22)
+  https_required: 403,
   // disputes (P7, worker/payments/disputes.ts)
   invalid_receipt: 400,
   payment_not_found: 404,

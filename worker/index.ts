@@ -2,8 +2,8 @@
 // from here so wrangler binds them.
 import type { Env } from "../core/env.ts";
 import { handle } from "./router.ts";
-import { errorResponse, newRequestId } from "../core/http.ts";
-import { misconfiguration } from "../core/environment.ts";
+import { errorResponse, newRequestId, secured } from "../core/http.ts";
+import { isDevelopment, misconfiguration } from "../core/environment.ts";
 import { handleWebhookBatch, isWebhookQueue } from "./webhooks/consumer.ts";
 
 export { SellerKey } from "../objects/seller-key/seller-key.ts";
@@ -24,10 +24,15 @@ function refusal(env: Env): string | null {
 }
 
 export default {
-  fetch(request, env, ctx) {
+  async fetch(request, env, ctx) {
     const why = refusal(env);
-    if (why) return errorResponse("misconfigured", why, { status: 503, requestId: newRequestId() });
-    return handle(request, env, ctx);
+    if (why) return secured(errorResponse("misconfigured", why, { status: 503, requestId: newRequestId() }));
+    // PR22: production is TLS only. The zone redirects plain HTTP (docs/operations.md); what
+    // still arrives over it is refused, not served (a redirect would replay a POST's body).
+    if (request.url.startsWith("http:") && !isDevelopment(env)) {
+      return secured(errorResponse("https_required", "cn2 answers over HTTPS only: use https://", { requestId: newRequestId() }));
+    }
+    return secured(await handle(request, env, ctx));
   },
   // Queue consumers, by queue name: seller webhook deliveries and their dead letters.
   async queue(batch, env, ctx) {
