@@ -26,6 +26,7 @@ import {
   type DisputeCode, type DisputeIndexMeta, type DisputeRecord, type DisputeResult,
 } from "../objects/buyer-wallet.ts";
 import type { Env } from "./env.ts";
+import { clawBackDispute } from "./payouts/clawback.ts";
 import { ApiError, json, parseOr400 } from "./http.ts";
 import { readSignedJson, verifyAccountRequest } from "./payments/account.ts";
 import { verifyReceipt } from "./payments/index.ts";
@@ -155,7 +156,14 @@ export async function resolveDisputeHandler(request: Request, env: Env, id: stri
   const input = parseOr400(ResolveSchema, body, "resolution");
   const result = await walletStub(env, buyerId).resolveDispute(disputeId, input.decision, input.note || null);
   const { dispute, changed } = unwrapDispute(result);
-  return json({ dispute, changed });
+  // A refund claws back the serving seller's share (exactly once per dispute); repeating
+  // the same resolution retries a clawback that was still pending.
+  let clawback: unknown = null;
+  if (dispute.resolution === "refunded" && dispute.refundedMicros > 0) {
+    clawback = await clawBackDispute(env, { disputeId, requestId: dispute.requestId, refundedMicros: dispute.refundedMicros })
+      .catch(() => ({ status: "pending", reason: "db_unavailable" }));
+  }
+  return json({ dispute, changed, clawback });
 }
 
 // ---- helpers --------------------------------------------------------------------------

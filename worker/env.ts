@@ -71,4 +71,17 @@ export interface Env {
   WEBHOOK_RETRY_BASE_SECONDS?: string;
   /** Milliseconds a webhook receiver has to answer. */
   WEBHOOK_TIMEOUT_MS?: string;
+  // payout execution (worker/payouts/, docs/payouts.md)
+  /** Smallest payout in micro-dollars, on request and on schedule. */
+  PAYOUT_MIN_MICROS?: string;
+  /** Tempo chain of the USDC payouts: "tempo" (mainnet), "tempoModerato" (testnet) or "tempoLocalnet". */
+  TEMPO_PAYOUT_CHAIN?: string;
+  /** Tempo JSON-RPC URL ("" = the chain's default public RPC). */
+  TEMPO_RPC_URL?: string;
+  /** The TIP-20 USDC token the treasury pays in (0x address, 6 decimals). */
+  TEMPO_PAYOUT_TOKEN?: string;
+  /** Secret: the treasury account's private key (0x + 64 hex). Without it USDC payouts answer 503. */
+  TEMPO_TREASURY_KEY?: string;
+  /** Secret, optional: the Connect webhook endpoint's own signing secret, when Stripe gives it a separate one. */
+  STRIPE_CONNECT_WEBHOOK_SECRET?: string;
 }

@@ -3,6 +3,7 @@
 import type { Env } from "./env.ts";
 import { handle } from "./router.ts";
 import { handleWebhookBatch, isWebhookQueue } from "./webhooks/consumer.ts";
+import { runPayoutSchedule } from "./payouts/schedule.ts";
 
 export { SellerKey } from "../objects/seller-key.ts";
 export { PoolIndex } from "../objects/pool-index.ts";
@@ -16,5 +17,9 @@ export default {
     if (isWebhookQueue(batch.queue)) return handleWebhookBatch(batch, env, ctx);
     console.error(JSON.stringify({ evt: "queue_unknown", queue: batch.queue }));
     batch.retryAll();
+  },
+  // The Cron Trigger (wrangler.toml [triggers]): scheduled payouts, execution, reconciliation.
+  async scheduled(_controller, env, ctx) {
+    ctx.waitUntil(runPayoutSchedule(env).then(() => undefined));
   },
 } satisfies ExportedHandler<Env>;

@@ -24,6 +24,9 @@ type Args = [Env, ExecutionContext];
 const payments = () => import("./payments/index.ts");
 /** Disputes (P7) load with the first dispute call. */
 const disputes = () => import("./disputes.ts");
+/** Payout onboarding and ops (worker/payouts/) load with their first call. */
+const payoutOnboarding = () => import("./payouts/onboarding.ts");
+const payoutOps = () => import("./payouts/ops.ts");
 
 const newRequestId = () => `req_${crypto.randomUUID().replaceAll("-", "")}`;
 
@@ -141,6 +144,9 @@ router
   .put("/api/payout", payouts.putPayout)
   .delete("/api/payout", payouts.deletePayout)
   .post("/api/payouts", payouts.requestPayout)
+  .post("/api/payout/stripe/onboard", async (req, env, ctx) => (await payoutOnboarding()).onboardStripe(req, env, ctx))
+  .post("/api/payout/confirm", async (req, env, ctx) => (await payoutOnboarding()).confirmEvmAddress(req, env, ctx))
+  .put("/api/payout/schedule", async (req, env, ctx) => (await payoutOnboarding()).putSchedule(req, env, ctx))
   .post("/api/kyc/start", kyc.startKyc)
   .post("/webhooks/persona", kyc.personaWebhook)
   .get("/api/earnings", earnings.getEarnings)
@@ -155,6 +161,8 @@ router
   .get("/ops/disputes", async (req, env) => (await disputes()).listDisputesHandler(req, env))
   .get("/ops/disputes/:id", async (req, env) => (await disputes()).getDisputeHandler(env, req.params.id))
   .post("/ops/disputes/:id/resolve", async (req, env) => (await disputes()).resolveDisputeHandler(req, env, req.params.id))
+  .get("/ops/payouts", async (req, env) => (await payoutOps()).listPayoutsHandler(req, env))
+  .post("/ops/payouts/:id/retry", async (req, env) => (await payoutOps()).retryPayoutHandler(env, req.params.id))
   // Known providers never get here (handle()); anything else is an unknown provider's error.
   .all("/:provider/*", proxyRoute)
   .all("/:provider", proxyRoute);
