@@ -6,12 +6,12 @@ import { TEST_SUPABASE } from "./test/fake-supabase.ts";
 import { TEST_PERSONA } from "./test/test-secrets.ts";
 import { ANVIL_TREASURY_KEY, ANVIL_USD_TOKEN } from "./test/anvil.ts";
 
-/** mppx ships sourceMappingURL comments without the maps: skip them instead of warning per module. */
+/** mppx and stripe ship sourceMappingURL comments without the maps: skip them instead of warning per module. */
 const mppxWithoutMaps: Plugin = {
   name: "mppx-without-source-maps",
   enforce: "pre",
   load(id) {
-    if (!/\/node_modules\/mppx\/dist\/.*\.js$/.test(id)) return null;
+    if (!/\/node_modules\/(?:mppx\/dist|stripe\/esm)\/.*\.js$/.test(id)) return null;
     return readFileSync(id, "utf8").replace(/\n\/\/# sourceMappingURL=\S+\s*$/, "\n");
   },
 };
