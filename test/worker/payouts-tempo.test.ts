@@ -79,3 +79,18 @@ describe("USDC payouts on Tempo (local anvil node)", () => {
     expect(await tokenBalance(address)).toBe(1_000_000n);
   });
 });
+
+describe("USDC payouts without a treasury configured", () => {
+  it("wait as requested (unclaimed) instead of being marked sent with nothing sent", async () => {
+    const { executePayout } = await import("../../worker/payouts/execute.ts");
+    const { seller, address } = await usdcSeller("tempo-unconfigured", 1_000_000);
+    await as(seller, "/api/payout/confirm", { method: "POST", json: { evmAddress: address } });
+    const row = await ownerDb(async (sql) => (await sql`select * from public.request_payout(${seller.id}, ${null}, ${1}, ${null}, ${null})`)[0]!);
+    const after = await ownerDb((sql) => executePayout({ ...e, TEMPO_TREASURY_KEY: undefined }, sql, row.id as string));
+    expect(after).toMatchObject({ id: row.id, status: "requested", external_ref: null });
+    expect(await tokenBalance(address)).toBe(0n);
+    // Once configured, the same payout is sent (here: executed directly, as the cron would).
+    expect(await ownerDb((sql) => executePayout(e, sql, row.id as string))).toMatchObject({ status: "paid" });
+    expect(await tokenBalance(address)).toBe(1_000_000n);
+  });
+});

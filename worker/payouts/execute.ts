@@ -17,10 +17,20 @@ import { stripeClient } from "../payments/stripe.ts";
 import { notifyPayout } from "./notify.ts";
 import { sendStripeTransfer } from "./stripe-connect.ts";
 import { claimPayout, getPayout, markFailed, markPaid, recordRef } from "./store.ts";
-import { reconcileTempo, sendTempoTransfer } from "./tempo.ts";
+import { reconcileTempo, sendTempoTransfer, tempoConfig } from "./tempo.ts";
 
-/** Execute one payout if it is still requested; returns it as it stands afterwards. */
+/** Whether this deployment can send on a method's rail at all (else payouts wait, requested). */
+export function railConfigured(env: Env, method: PayoutRow["method"]): boolean {
+  return method === "stripe_connect" ? stripeClient(env) !== null : tempoConfig(env) !== null;
+}
+
+/**
+ * Execute one payout if it is still requested; returns it as it stands afterwards. A
+ * payout whose rail is not configured here stays requested (unclaimed) for a later run.
+ */
 export async function executePayout(env: Env, sql: Db, payoutId: string): Promise<PayoutRow | null> {
+  const current = await getPayout(sql, payoutId);
+  if (!current || current.status !== "requested" || !railConfigured(env, current.method)) return current;
   const claimed = await claimPayout(sql, payoutId);
   if (!claimed) return getPayout(sql, payoutId); // someone else has it, or it is done
   return send(env, sql, claimed);
