@@ -94,3 +94,19 @@ describe("USDC payouts without a treasury configured", () => {
     expect(await tokenBalance(address)).toBe(1_000_000n);
   });
 });
+
+describe("a USDC transfer the chain refuses", () => {
+  it("fails the payout, restores the balance and nothing reaches the address", async () => {
+    const { executePayout } = await import("../../worker/payouts/execute.ts");
+    const { seller, address } = await usdcSeller("tempo-refused", 700_000);
+    await as(seller, "/api/payout/confirm", { method: "POST", json: { evmAddress: address } });
+    const row = await ownerDb(async (sql) => (await sql`select * from public.request_payout(${seller.id}, ${null}, ${1}, ${null}, ${null})`)[0]!);
+    // A treasury with no tokens at all: the transfer reverts before anything is broadcast.
+    const empty = { ...e, TEMPO_TREASURY_KEY: generatePrivateKey() };
+    const after = await ownerDb((sql) => executePayout(empty, sql, row.id as string));
+    expect(after).toMatchObject({ id: row.id, status: "failed", failure_code: "tempo.transfer_refused", external_ref: null });
+    expect(await tokenBalance(address)).toBe(0n);
+    const { balance } = (await (await as(seller, "/api/earnings")).json()) as { balance: { withdrawnMicros: number; availableMicros: number } };
+    expect(balance).toMatchObject({ withdrawnMicros: 0, availableMicros: 700_000 });
+  });
+});
