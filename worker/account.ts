@@ -20,7 +20,7 @@ import type { Home } from "../schema/wire.ts";
 import { clearedSessionCookie, requireSeller } from "./auth.ts";
 import { withDb } from "./db.ts";
 import type { Env } from "./env.ts";
-import { ledgerEntryView } from "./earnings.ts";
+import { clawbackView, ledgerEntryView } from "./earnings.ts";
 import { ApiError, json, parseOr400 } from "./http.ts";
 import { retireAndRemove } from "./keys-api.ts";
 import { keyStub, listKeyIds } from "./keys.ts";
@@ -43,6 +43,7 @@ async function collect(c: SellerContext) {
     const [pref] = await tx<PayoutPreferenceRow[]>`select * from public.payout_preferences where seller_id = ${c.identity.id}`;
     const ledger = await tx<EarningsLedgerRow[]>`select * from public.earnings_ledger where seller_id = ${c.identity.id} order by id`;
     const payouts = await tx<PayoutRow[]>`select * from public.payouts where seller_id = ${c.identity.id} order by requested_at`;
+    const clawbacks = await tx<Parameters<typeof clawbackView>[0][]>`select * from public.clawbacks where seller_id = ${c.identity.id} order by created_at`;
     const [kyc] = await tx<{ status: KycStatus; updated_at: Date }[]>`select status, updated_at from public.kyc where seller_id = ${c.identity.id}`;
     return {
       exportedAt: new Date().toISOString(),
@@ -52,6 +53,7 @@ async function collect(c: SellerContext) {
       keys: keys.map((k) => ({ keyId: k.key_id, home: k.home, createdAt: k.created_at.toISOString(), updatedAt: k.updated_at.toISOString(), config: rowToKeyConfig(k) })),
       earnings: ledger.map(ledgerEntryView),
       payouts: payouts.map(payoutView),
+      clawbacks: clawbacks.map(clawbackView),
     };
   });
 }

@@ -107,6 +107,11 @@ describe("dispute clawbacks", () => {
     expect((await balanceOf(seller)).availableMicros).toBe(-1800);
     const view = await ownerDb((sql) => sql`select clawed_back_micros::int as c from public.seller_balances where seller_id = ${seller.id}`);
     expect(view[0]!.c).toBe(1800);
+    // The seller sees it in its earnings and its data export (S9).
+    const earnings = (await (await as(seller, "/api/earnings")).json()) as { clawbacks: { disputeId: string; requestId: string; amountMicros: number }[] };
+    expect(earnings.clawbacks).toEqual([expect.objectContaining({ disputeId: dispute.id, requestId: paid.requestId, amountMicros: 1800 })]);
+    const exported = (await (await as(seller, "/api/export")).json()) as { clawbacks: { disputeId: string }[] };
+    expect(exported.clawbacks.map((c) => c.disputeId)).toEqual([dispute.id]);
 
     // Nothing to pay while negative; the next earnings are netted by the next payout.
     await ownerDb((sql) => sql`update public.payouts set status = 'paid', completed_at = now() where id = ${first.payout.id}`);
