@@ -4,13 +4,14 @@ import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { TEST_STRIPE } from "./test/fake-stripe.ts";
 import { TEST_SUPABASE } from "./test/fake-supabase.ts";
 import { TEST_PERSONA } from "./test/test-secrets.ts";
+import { ANVIL_TREASURY_KEY, ANVIL_USD_TOKEN } from "./test/anvil.ts";
 
-/** mppx ships sourceMappingURL comments without the maps: skip them instead of warning per module. */
+/** mppx and stripe ship sourceMappingURL comments without the maps: skip them instead of warning per module. */
 const mppxWithoutMaps: Plugin = {
   name: "mppx-without-source-maps",
   enforce: "pre",
   load(id) {
-    if (!/\/node_modules\/mppx\/dist\/.*\.js$/.test(id)) return null;
+    if (!/\/node_modules\/(?:mppx\/dist|stripe\/esm)\/.*\.js$/.test(id)) return null;
     return readFileSync(id, "utf8").replace(/\n\/\/# sourceMappingURL=\S+\s*$/, "\n");
   },
 };
@@ -74,6 +75,13 @@ export default defineConfig({
                 WEBHOOK_RETRY_BASE_SECONDS: "1",
                 WEBHOOK_TIMEOUT_MS: "1500",
                 WEBHOOK_RECEIVER_URL: inject<string>("webhookReceiverUrl"),
+                // Payouts: a one-cent minimum; USDC from anvil's first dev account on the
+                // local Tempo node test/global-setup.ts starts.
+                PAYOUT_MIN_MICROS: "10000",
+                TEMPO_PAYOUT_CHAIN: "tempoLocalnet",
+                TEMPO_RPC_URL: inject<string>("anvilUrl"),
+                TEMPO_PAYOUT_TOKEN: ANVIL_USD_TOKEN,
+                TEMPO_TREASURY_KEY: ANVIL_TREASURY_KEY,
               },
               // Webhook deliveries give up after 4 attempts here (12 retries in wrangler.toml),
               // so the dead-letter path runs end to end in seconds.

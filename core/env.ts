@@ -23,6 +23,10 @@ declare global {
       /** Persona API key (KYC inquiries) and the signing secret of /webhooks/persona. */
       PERSONA_API_KEY?: string;
       PERSONA_WEBHOOK_SECRET?: string;
+      /** The Tempo treasury account's private key (0x + 64 hex): pays USDC payouts; without it they answer 503. */
+      TEMPO_TREASURY_KEY?: string;
+      /** Optional: the Connect webhook endpoint's own signing secret, when Stripe gives it a separate one. */
+      STRIPE_CONNECT_WEBHOOK_SECRET?: string;
       /** JSON [{kid, key}] newest first: AES-256-GCM keys sealing webhook signing secrets at rest. */
       WEBHOOK_SECRET_KEYS?: string;
       // Development only (core/environment.ts): read only when CN2_DEV is "1"; in

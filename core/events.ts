@@ -16,6 +16,7 @@ export const WEBHOOK_EVENT_TYPES = [
   "key.recovered",
   "key.tier_changed",
   "payout.created",
+  "payout.sent",
   "payout.paid",
   "payout.failed",
 ] as const;

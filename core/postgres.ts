@@ -71,7 +71,15 @@ export function toApiError(error: unknown): unknown {
     case "insufficient_balance":
       return new ApiError("insufficient_balance", "the amount exceeds the available balance");
     case "payout_preference_required":
-      return new ApiError("payout_preference_required", "set a payout preference first (PUT /api/payout)");
+      return new ApiError("payout_method_required", "set a payout method first (POST /api/payout/stripe/onboard, or PUT /api/payout with a USDC address)");
+    case "payout_method_not_ready":
+      return new ApiError("payout_method_not_ready", "the payout method is not ready: finish Stripe onboarding, or confirm the USDC address (POST /api/payout/confirm)");
+    case "below_minimum":
+      return new ApiError("below_minimum", "the amount available to pay out is below the minimum payout");
+    case "payout_unit":
+      return new ApiError("invalid_request", "the amount must be a whole number of the payout method's units (cents for Stripe)");
+    case "payout_in_progress":
+      return new ApiError("payout_in_progress", "a payout is already in progress; wait until it is paid or failed");
     case "seller_closed":
     case "seller_not_found":
       return new ApiError("account_closed", "this seller account is closed");

@@ -75,6 +75,14 @@ export const DB_ERRORS = {
   payout_preference_required: "CN006",
   /** close_seller_account: no open account with that id. */
   seller_not_found: "CN007",
+  /** request_payout: Stripe payouts not enabled yet, or the USDC address not confirmed. */
+  payout_method_not_ready: "CN008",
+  /** request_payout: the amount (rounded down to the method's unit) is below the minimum. */
+  below_minimum: "CN009",
+  /** payouts: the amount is not a whole number of the method's units (cents, token units). */
+  payout_unit: "CN010",
+  /** request_payout: the seller already has a payout requested or sent. */
+  payout_in_progress: "CN011",
   insufficient_privilege: "42501",
   check_violation: "23514",
   unique_violation: "23505",
@@ -149,15 +157,23 @@ export interface KycRow {
 
 export const PAYOUT_METHODS = ["stripe_connect", "usdc_tempo"] as const;
 export type PayoutMethod = (typeof PAYOUT_METHODS)[number];
+export const PAYOUT_SCHEDULES = ["daily", "weekly", "monthly", "manual"] as const;
+export type PayoutSchedule = (typeof PAYOUT_SCHEDULES)[number];
 export interface PayoutPreferenceRow {
   seller_id: string;
   method: PayoutMethod;
   stripe_account_id: string | null;
   evm_address: string | null;
+  /** Stripe's account.updated said payouts are enabled (0011). */
+  stripe_payouts_enabled: boolean;
+  /** The seller confirmed the USDC address (0011). */
+  evm_confirmed_at: Date | null;
+  schedule: PayoutSchedule;
   updated_at: Date;
 }
 
-export const PAYOUT_STATUSES = ["pending", "processing", "paid", "failed", "canceled"] as const;
+/** requested -> sent -> paid | failed (0011); canceled is kept for ops. */
+export const PAYOUT_STATUSES = ["requested", "sent", "paid", "failed", "canceled"] as const;
 export interface PayoutRow {
   id: string;
   seller_id: string | null;
@@ -170,6 +186,11 @@ export interface PayoutRow {
   failure_code: string | null;
   requested_at: Date;
   completed_at: Date | null;
+  /** The amount in the rail's unit: cents (Stripe) or TIP-20 base units (0011). */
+  amount_units: Int8 | null;
+  schedule_key: string | null;
+  retry_of: string | null;
+  sent_at: Date | null;
 }
 
 export interface WebhookEndpointRow {
@@ -224,7 +245,9 @@ export interface SellerBalanceRow {
   seller_id: string;
   earned_micros: Int8;
   withdrawn_micros: Int8;
+  /** Negative after a dispute clawback that followed a payout: the next payout nets it. */
   available_micros: Int8;
+  clawed_back_micros: Int8;
 }
 
 export const DISPUTE_REASONS = ["not_served", "wrong_amount", "upstream_error", "duplicate_charge", "other"] as const;

@@ -1,6 +1,7 @@
-// A fake Supabase Auth Admin API on loopback: the one call cn2 makes (delete a user when a
-// seller closes the account), checked for the service-role key in both headers Supabase
-// wants. GET /__fake/deleted lists the user ids deleted so far.
+// A fake Supabase Auth (GoTrue) Admin API on loopback for the real supabase-js client: the
+// one call cn2 makes (auth.admin.deleteUser when a seller closes the account), checked for
+// the service-role key in both headers Supabase wants, answered in GoTrue's shapes (the
+// deleted user; `{code, error_code, msg}` errors). GET /__fake/deleted lists deleted ids.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 
@@ -14,18 +15,35 @@ export async function startFakeSupabase(opts: { serviceRoleKey: string }): Promi
       res.writeHead(status, { "content-type": "application/json" });
       res.end(JSON.stringify(body));
     };
-    req.resume();
+    let raw = "";
+    req.setEncoding("utf8");
+    req.on("data", (c: string) => (raw += c));
+    req.on("end", () => answer(raw));
+    const answer = (raw: string) => {
     if (url.pathname === "/__fake/deleted") return send(200, { deleted });
     const m = url.pathname.match(/^\/auth\/v1\/admin\/users\/([0-9a-f-]{36})$/);
+    // supabase-js reads the user before deleting it: any user not deleted yet exists here.
+    if (req.method === "GET" && m) {
+      if (req.headers.apikey !== opts.serviceRoleKey || req.headers.authorization !== `Bearer ${opts.serviceRoleKey}`) {
+        return send(401, { code: 401, error_code: "bad_jwt", msg: "invalid JWT" });
+      }
+      if (deleted.includes(m[1]!)) return send(404, { code: 404, error_code: "user_not_found", msg: "User not found" });
+      const now = new Date().toISOString();
+      return send(200, { id: m[1], aud: "authenticated", role: "authenticated", email: null, app_metadata: {}, user_metadata: {}, created_at: now, updated_at: now });
+    }
     if (req.method === "DELETE" && m) {
       if (req.headers.apikey !== opts.serviceRoleKey || req.headers.authorization !== `Bearer ${opts.serviceRoleKey}`) {
-        return send(401, { msg: "invalid JWT" });
+        return send(401, { code: 401, error_code: "bad_jwt", msg: "invalid JWT" });
       }
-      if (deleted.includes(m[1]!)) return send(404, { msg: "User not found" });
+      const body = raw ? (JSON.parse(raw) as { should_soft_delete?: boolean }) : {};
+      if (body.should_soft_delete) return send(400, { code: 400, error_code: "validation_failed", msg: "soft delete not expected" });
+      if (deleted.includes(m[1]!)) return send(404, { code: 404, error_code: "user_not_found", msg: "User not found" });
       deleted.push(m[1]!);
-      return send(200, {});
+      const now = new Date().toISOString();
+      return send(200, { id: m[1], aud: "authenticated", role: "authenticated", email: null, app_metadata: {}, user_metadata: {}, created_at: now, updated_at: now });
     }
-    send(404, { msg: "not found" });
+    send(404, { code: 404, error_code: "not_found", msg: "not found" });
+    };
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {

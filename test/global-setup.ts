@@ -10,6 +10,7 @@ import { startFakePersona } from "../tools/fake-persona.ts";
 import { generateDevSigningKey } from "../core/dev-signing-key.ts";
 import { startFakeSupabase, TEST_SUPABASE } from "./fake-supabase.ts";
 import { TEST_PERSONA } from "./test-secrets.ts";
+import { startAnvil } from "./anvil.ts";
 
 export default async function setup(project: TestProject) {
   const upstream = await startDemoUpstream({ port: 0 });
@@ -24,6 +25,8 @@ export default async function setup(project: TestProject) {
   const devKey = await generateDevSigningKey("test-dev");
   const persona = await startFakePersona(TEST_PERSONA);
   const supabase = await startFakeSupabase(TEST_SUPABASE);
+  // USDC payouts: a real local Tempo node (anvil --network tempo).
+  const anvil = await startAnvil();
   const current = await generateVaultKey("test-2");
   const previous = await generateVaultKey("test-1");
   project.provide("demoUpstreamUrl", upstream.url);
@@ -37,7 +40,9 @@ export default async function setup(project: TestProject) {
   project.provide("authJwks", JSON.stringify(devKey.jwks));
   project.provide("fakePersonaUrl", persona.url);
   project.provide("fakeSupabaseUrl", supabase.url);
+  project.provide("anvilUrl", anvil.url);
   return async () => {
+    await anvil.close();
     await supabase.close();
     await persona.close();
     await db.close();
@@ -73,5 +78,6 @@ declare module "vitest" {
     authJwks: string;
     fakePersonaUrl: string;
     fakeSupabaseUrl: string;
+    anvilUrl: string;
   }
 }

@@ -3,6 +3,7 @@
 //
 //   npm run inspect -- key <keyId> | pool <provider> <region> <tier> | pools [provider]
 //   npm run inspect -- disable <keyId> | drain <keyId>        (add --json for raw JSON only)
+//   npm run inspect -- payouts [pending|failed|open|all] | payout retry <payoutId>
 import { PROVIDER_IDS } from "../schema/providers.ts";
 import { KeyIdSchema, REGIONS, TIERS, type PoolSnapshot } from "../schema/wire.ts";
 import * as v from "valibot";
@@ -15,6 +16,8 @@ const USAGE = `cn2 ops inspection
   npm run inspect -- pools [provider]                  every non-empty pool
   npm run inspect -- disable <keyId>                   stop routing to a key (state disabled)
   npm run inspect -- drain <keyId>                     pause a key: no new requests, in-flight ones finish
+  npm run inspect -- payouts [pending|failed|open|all] seller payouts; default open = pending (requested, sent) and failed
+  npm run inspect -- payout retry <payoutId>           retry a failed payout (once: a second retry returns the first)
 Options: --json prints the raw JSON only.
 Environment: CN2_URL (default http://127.0.0.1:8787), CN2_OPS_TOKEN (default: OPS_TOKEN in .dev.vars).`;
 
@@ -31,6 +34,37 @@ function oneOf(what: string, raw: string | undefined, allowed: readonly string[]
   if (!raw || !allowed.includes(raw)) throw new CliError(`${what} must be one of ${allowed.join(", ")}${raw ? `, got "${raw}"` : ""}`);
   return raw;
 }
+
+/** A payout as GET /ops/payouts lists it (worker/payouts/ops.ts). */
+export interface OpsPayout {
+  id: string;
+  sellerId: string | null;
+  method: "stripe_connect" | "usdc_tempo";
+  destination: string | null;
+  amountMicros: number;
+  amountUnits: number | null;
+  status: "requested" | "sent" | "paid" | "failed" | "canceled";
+  externalRef: string | null;
+  failureCode: string | null;
+  retryOf: string | null;
+  requestedAt: string;
+  sentAt: string | null;
+}
+
+const usd = (micros: number) => `$${(micros / 1_000_000).toFixed(6)}`;
+
+/** One line per payout: what ops act on first (status, age, amount, where, why it failed). */
+export function summarizePayouts(payouts: OpsPayout[]): string {
+  if (payouts.length === 0) return "no payouts";
+  return payouts.map((p) => [
+    p.status.padEnd(9), p.id, usd(p.amountMicros).padStart(16), p.method === "stripe_connect" ? "stripe" : "usdc  ",
+    p.destination ?? "-", `seller ${p.sellerId ?? "(closed)"}`, `requested ${p.requestedAt}`,
+    p.status === "sent" && !p.externalRef ? "NO TRANSFER RECORDED (check Stripe / the chain by memo)" : p.externalRef ?? "",
+    p.failureCode ? `failed: ${p.failureCode}` : "", p.retryOf ? `retry of ${p.retryOf}` : "",
+  ].filter(Boolean).join("  ")).join("\n");
+}
+
+const PAYOUT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 const ms = (n: unknown) => (typeof n === "number" ? `${Math.round(n)} ms` : "?");
 const when = (t: unknown) => (typeof t === "number" && t > 0 ? new Date(t).toISOString() : "-");
@@ -111,6 +145,18 @@ export async function main(argv: string[], client: ApiClient = apiClient()): Pro
       const pools = await allPools(client, providers);
       if (json) return out(pretty(pools));
       return out(pools.length ? pools.map(summarizePool).join("\n\n") : "no pool has members");
+    }
+    case "payouts": {
+      const status = oneOf("status", args[0] ?? "open", ["pending", "failed", "open", "all"]);
+      const { payouts } = await client.call<{ payouts: OpsPayout[] }>("GET", `/ops/payouts?status=${status}`);
+      return json ? out(pretty(payouts)) : out(summarizePayouts(payouts));
+    }
+    case "payout": {
+      if (args[0] !== "retry") throw new CliError("usage: npm run inspect -- payout retry <payoutId>");
+      const id = args[1] ?? "";
+      if (!PAYOUT_ID.test(id)) throw new CliError("a payout id is a UUID (see `npm run inspect -- payouts failed`)");
+      const result = await client.call<{ retryOf: string; payout: OpsPayout }>("POST", `/ops/payouts/${id}/retry`);
+      return show(`retry of ${result.retryOf}\n${summarizePayouts([result.payout])}`, result);
     }
     case undefined:
     case "help":

@@ -41,6 +41,11 @@ const USAGE = `cn2 seller CLI
       fields: priceMicros requestsPerMinute maxConcurrent dailyBudgetMicros monthlyBudgetMicros
               (none = no cap) allowedRoutes (comma list) region tier status (active|paused)
   npm run seller -- remove <keyId>
+  npm run seller -- payout [--amount-micros <n>]
+      Withdraw (default: everything available, rounded down to cents for Stripe) to your payout method.
+  npm run seller -- payout status | onboard | confirm <0xAddress> | schedule <daily|weekly|monthly|manual>
+      status: method, readiness, KYC and balance; onboard: a Stripe Connect onboarding link;
+      confirm: confirm the USDC address you set; schedule: when scheduled payouts run (weekly by default).
 
 Environment: CN2_URL (default http://127.0.0.1:8787), CN2_SELLER_TOKEN (default: the saved session).`;
 
@@ -304,6 +309,36 @@ async function cmdLogin(client: ApiClient, args: string[]): Promise<void> {
   process.stdout.write(`signed in as ${session.email ?? session.sellerId} (seller ${session.sellerId})${until}; session saved to ${SESSION_PATH}\n`);
 }
 
+async function cmdPayout(client: ApiClient, args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const print = (value: unknown) => void process.stdout.write(pretty(value) + "\n");
+  switch (sub) {
+    case "status":
+      return print({ ...(await client.call<Record<string, unknown>>("GET", "/api/payout", undefined, "seller")), balance: (await client.earnings()).balance });
+    case "onboard": {
+      const link = await client.call<{ accountId: string; url: string; expiresAt: string }>("POST", "/api/payout/stripe/onboard", {}, "seller");
+      return void process.stdout.write(`Stripe account ${link.accountId}: finish onboarding at\n${link.url}\n(the link expires ${link.expiresAt})\n`);
+    }
+    case "confirm": {
+      if (!rest[0]) throw new CliError("usage: npm run seller -- payout confirm <0xAddress>");
+      return print(await client.call("POST", "/api/payout/confirm", { evmAddress: rest[0] }, "seller"));
+    }
+    case "schedule": {
+      if (!rest[0]) throw new CliError("usage: npm run seller -- payout schedule <daily|weekly|monthly|manual>");
+      return print(await client.call("PUT", "/api/payout/schedule", { schedule: rest[0] }, "seller"));
+    }
+    default: {
+      const { values } = parseArgs({ args, strict: true, options: { "amount-micros": { type: "string" } } });
+      const raw = values["amount-micros"];
+      if (raw !== undefined && !/^[1-9][0-9]{0,15}$/.test(raw)) throw new CliError("--amount-micros must be a whole number of micro-dollars");
+      const { payout } = await client.call<{ payout: { id: string; status: string; amountMicros: number; method: string } }>(
+        "POST", "/api/payouts", raw === undefined ? {} : { amountMicros: Number(raw) }, "seller");
+      process.stdout.write(`payout ${payout.id}: ${payout.status}, ${(payout.amountMicros / 1_000_000).toFixed(6)} USD by ${payout.method}\n`);
+      return print(payout);
+    }
+  }
+}
+
 export async function main(argv: string[], client: ApiClient = apiClient()): Promise<void> {
   const [command, ...args] = argv;
   switch (command) {
@@ -325,6 +360,8 @@ export async function main(argv: string[], client: ApiClient = apiClient()): Pro
       const key = await client.patchKey(keyId, parsePatch(args.slice(1)));
       return void process.stdout.write(pretty(key) + "\n");
     }
+    case "payout":
+      return cmdPayout(client, args);
     case "remove": {
       const keyId = keyIdArg(args, "remove");
       await client.deleteKey(keyId);

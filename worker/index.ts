@@ -5,6 +5,7 @@ import { handle } from "./router.ts";
 import { errorResponse, newRequestId, secured } from "../core/http.ts";
 import { isDevelopment, misconfiguration } from "../core/environment.ts";
 import { handleWebhookBatch, isWebhookQueue } from "./webhooks/consumer.ts";
+import { runPayoutSchedule } from "./payouts/schedule.ts";
 
 export { SellerKey } from "../objects/seller-key/seller-key.ts";
 export { PoolIndex } from "../objects/pool-index/pool-index.ts";
@@ -40,5 +41,11 @@ export default {
     if (isWebhookQueue(batch.queue)) return handleWebhookBatch(batch, env, ctx);
     console.error(JSON.stringify({ evt: "queue_unknown", queue: batch.queue }));
     batch.retryAll();
+  },
+  // The Cron Trigger (wrangler.toml [triggers]): scheduled payouts, execution, reconciliation.
+  async scheduled(_controller, env, ctx) {
+    // A misconfigured production moves no money either.
+    if (refusal(env)) return;
+    ctx.waitUntil(runPayoutSchedule(env).then(() => undefined));
   },
 } satisfies ExportedHandler<Env>;

@@ -125,13 +125,13 @@ describe("payouts", () => {
     expect(await failure(() => payout(4_500_001))).toBe("CN003");
     expect(await failure(() => payout(0))).toBe("23514");
     const [first] = await payout(4_000_000);
-    expect(first).toMatchObject({ method: "usdc_tempo", destination: CHECKSUMMED, status: "pending" });
+    expect(first).toMatchObject({ method: "usdc_tempo", destination: CHECKSUMMED, status: "requested" });
     expect(await failure(() => payout(500_001))).toBe("CN003");
     // A failed payout gives the money back to the balance; a final status is final.
     await asService(sql, (tx) => tx`update public.payouts set status = 'failed', failure_code = 'account_closed', completed_at = now() where id = ${first!.id}`);
     expect(await failure(() => asService(sql, (tx) => tx`update public.payouts set status = 'paid' where id = ${first!.id}`))).toBe("CN001");
     const [second] = await payout(4_500_000);
-    expect(second!.status).toBe("pending");
+    expect(second!.status).toBe("requested");
     expect(await failure(() => sql`delete from public.payouts where id = ${second!.id}`)).toBe("CN001");
   });
 });

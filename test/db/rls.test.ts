@@ -193,7 +193,7 @@ describe("service_role", () => {
     expect(await failure(() => asService(sql, (tx) => tx`update public.earnings_ledger set amount_micros = 0 where seller_id = ${a.id}`))).toBe("42501");
     expect(await failure(() => asService(sql, (tx) => tx`delete from public.earnings_ledger where seller_id = ${a.id}`))).toBe("42501");
     expect(await failure(() => asService(sql, (tx) => tx`update public.payouts set amount_micros = 5 where id = ${a.payoutId}`))).toBe("42501");
-    const marked = await asService(sql, (tx) => tx`update public.payouts set status = 'processing' where id = ${a.payoutId}`);
+    const marked = await asService(sql, (tx) => tx`update public.payouts set status = 'sent' where id = ${a.payoutId}`);
     expect(marked.count).toBe(1);
   });
 

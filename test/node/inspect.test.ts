@@ -2,7 +2,7 @@
 // in readable lines above the JSON; P2: where a key serves and the record behind it.
 import { describe, expect, it } from "vitest";
 import type { KeyInspection } from "../../schema/wire.ts";
-import { summarizeKey } from "../../tools/inspect.ts";
+import { summarizeKey, summarizePayouts, type OpsPayout } from "../../tools/inspect.ts";
 
 const inspection: KeyInspection = {
   keyId: "k_inspect0000001", sellerId: "8318f563-a631-54b3-8ab5-9722a8736a06", home: "default", createdAt: 0,
@@ -30,5 +30,27 @@ describe("ops key summary", () => {
 
   it("a key whose object did not give a record says so without inventing one", () => {
     expect(summarizeKey({ ...inspection, servingTier: null, trackRecord: null })).toContain("tier      serving ? (asked premium)\n");
+  });
+});
+
+describe("ops payout summary", () => {
+  const base: OpsPayout = {
+    id: "0b8f6c1e-7a2d-4c1b-9f3e-2d5a6b7c8d9e", sellerId: "8318f563-a631-54b3-8ab5-9722a8736a06", method: "stripe_connect",
+    destination: "acct_1Test000000000", amountMicros: 12_340_000, amountUnits: 1234, status: "failed", externalRef: null,
+    failureCode: "stripe.insufficient_funds", retryOf: null, requestedAt: "2026-12-02T01:00:00.000Z", sentAt: null,
+  };
+
+  it("puts status, amount, destination and the failure on one line per payout", () => {
+    const text = summarizePayouts([base]);
+    expect(text).toContain("failed");
+    expect(text).toContain("$12.340000");
+    expect(text).toContain("acct_1Test000000000");
+    expect(text).toContain("failed: stripe.insufficient_funds");
+  });
+
+  it("flags a sent payout with no recorded transfer, the case ops must check by hand", () => {
+    expect(summarizePayouts([{ ...base, status: "sent", failureCode: null, method: "usdc_tempo", destination: "0x52908400098527886E0F7030069857D2E4169EE7" }]))
+      .toContain("NO TRANSFER RECORDED");
+    expect(summarizePayouts([])).toBe("no payouts");
   });
 });

@@ -65,11 +65,14 @@ describe("KYC through Persona", () => {
     expect(kyc.status).toBe("approved");
     expect(Date.now() - Date.parse(kyc.updatedAt!)).toBeLessThan(60_000);
     expect(await (await as(s, "/api/payout")).json()).toMatchObject({ payoutsLocked: false, kyc: "approved" });
+    // Unlocked: the next gate is the payout method (Stripe has not enabled payouts on this
+    // account: no account.updated says so), no longer KYC (docs/payouts.md).
     const payout = await as(s, "/api/payouts", { method: "POST", json: { amountMicros: 1000000 } });
-    expect(payout.status).toBe(201);
-    expect(((await payout.json()) as { payout: unknown }).payout).toMatchObject({ method: "stripe_connect", destination: "acct_1KycSeller00001", amountMicros: 1000000, status: "pending" });
-    // Never above the balance.
-    const tooMuch = await as(s, "/api/payouts", { method: "POST", json: { amountMicros: 4000001 } });
+    expect(payout.status).toBe(409);
+    expect(((await payout.json()) as { error: { code: string } }).error.code).toBe("payout_method_not_ready");
+    // Never above the balance (checked by the database whatever the method).
+    await ownerDb((sql) => sql`update public.payout_preferences set stripe_payouts_enabled = true where seller_id = ${s.id}`);
+    const tooMuch = await as(s, "/api/payouts", { method: "POST", json: { amountMicros: 5000001 } });
     expect(((await tooMuch.json()) as { error: { code: string } }).error.code).toBe("insufficient_balance");
 
     // A late "pending" does not undo the decision.

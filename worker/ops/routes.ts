@@ -6,6 +6,9 @@ import { ApiError, safeEqual } from "../../core/http.ts";
 import { disputes } from "../payments/routes.ts";
 import { disableKey, drainKey, inspectKey, inspectPool } from "./inspect.ts";
 
+/** Payout operations (worker/payouts/) load with their first call. */
+const payoutOps = () => import("../payouts/ops.ts");
+
 /** Every /ops route needs the ops token as a bearer; returning nothing lets the route run. */
 function requireOps(request: Request, env: Env) {
   const auth = request.headers.get("authorization");
@@ -22,4 +25,6 @@ export const opsRoutes = [
   ["get", "/ops/disputes", async (req: IRequest, env: Env) => (await disputes()).listDisputesHandler(req, env)],
   ["get", "/ops/disputes/:id", async (req: IRequest, env: Env) => (await disputes()).getDisputeHandler(env, req.params.id!)],
   ["post", "/ops/disputes/:id/resolve", async (req: IRequest, env: Env) => (await disputes()).resolveDisputeHandler(req, env, req.params.id!)],
+  ["get", "/ops/payouts", async (req: IRequest, env: Env) => (await payoutOps()).listPayoutsHandler(req, env)],
+  ["post", "/ops/payouts/:id/retry", async (req: IRequest, env: Env) => (await payoutOps()).retryPayoutHandler(env, req.params.id!)],
 ] as const;

@@ -26,6 +26,7 @@ import {
   type DisputeCode, type DisputeIndexMeta, type DisputeRecord,
 } from "../../schema/wallet.ts";
 import type { Env } from "../../core/env.ts";
+import { clawBackDispute } from "../payouts/clawback.ts";
 import { ApiError, json, parseOr400, unwrap } from "../../core/http.ts";
 import { readSignedJson, verifyAccountRequest } from "./credit.ts";
 import { verifyReceipt } from "./index.ts";
@@ -155,7 +156,14 @@ export async function resolveDisputeHandler(request: Request, env: Env, id: stri
   const input = parseOr400(ResolveSchema, body, "resolution");
   const result = await walletStub(env, buyerId).resolveDispute(disputeId, input.decision, input.note || null);
   const { dispute, changed } = unwrap(result);
-  return json({ dispute, changed });
+  // A refund claws back the serving seller's share (exactly once per dispute); repeating
+  // the same resolution retries a clawback that was still pending.
+  let clawback: unknown = null;
+  if (dispute.resolution === "refunded" && dispute.refundedMicros > 0) {
+    clawback = await clawBackDispute(env, { disputeId, requestId: dispute.requestId, refundedMicros: dispute.refundedMicros })
+      .catch(() => ({ status: "pending", reason: "db_unavailable" }));
+  }
+  return json({ dispute, changed, clawback });
 }
 
 // ---- helpers --------------------------------------------------------------------------

@@ -1,19 +1,21 @@
 // Card top-ups of prepaid credit through Stripe Checkout (Stripe's minimum charge rules
-// out per-request card payments), with the webhook verified in WebCrypto per Stripe's
-// documented scheme: `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, t + "." + body)>`.
-// Stripe's REST API is called with fetch and form encoding; its base URL is a variable
-// (STRIPE_API_BASE) so tests point it at a fake Stripe on loopback.
+// out per-request card payments), and the one Stripe webhook endpoint, with the `stripe`
+// package: its fetch HTTP client and SubtleCrypto verifier run in a Worker. The API base
+// is a variable (STRIPE_API_BASE) turned into the client's host/port/protocol options, so
+// tests point the real client at a fake Stripe on loopback.
 //
 // Exactly once: a top-up is keyed by its Checkout Session id in the buyer's wallet, so a
 // replayed event, a retried delivery, or both completion events of one session credit once.
-import { devSetting } from "../../core/environment.ts";
+// Connect events (account.updated, transfer.*) go to the payouts code (worker/payouts/).
+import Stripe from "stripe";
 import * as v from "valibot";
 import type { Env } from "../../core/env.ts";
 import { parseOr400, readJson } from "../../core/http.ts";
 import { BuyerIdSchema } from "./credit.ts";
 import { BUYER_ID } from "../../core/did.ts";
-import { toHex } from "../../core/encoding.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
+import { handleConnectEvent } from "../payouts/stripe-connect.ts";
+import { ack, EventSchema, problem, stripeClient } from "../../core/stripe.ts";
 
 /** Top-ups are whole cents from $1 to $1000. */
 export const TOPUP_MIN_MICROS = 1_000_000;
@@ -21,6 +23,9 @@ export const TOPUP_MAX_MICROS = 1_000_000_000;
 const MICROS_PER_CENT = 10_000;
 export const STRIPE_TOLERANCE_SECONDS = 300;
 const MAX_WEBHOOK_BYTES = 256 * 1024;
+
+
+const cryptoProvider = Stripe.createSubtleCryptoProvider();
 
 const TopUpSchema = v.strictObject({
   buyerId: BuyerIdSchema,
@@ -34,56 +39,35 @@ const TopUpSchema = v.strictObject({
   cancelUrl: v.optional(v.pipe(v.string(), v.url(), v.maxLength(2000))),
 });
 
-function problem(code: string, message: string, status: number): Response {
-  return new Response(JSON.stringify({ error: { code, message } }), { status, headers: { "content-type": "application/json" } });
-}
 
 /** POST /api/credit/topup { buyerId, amountMicros, successUrl?, cancelUrl? } -> { sessionId, url } */
 export async function stripeTopUpHandler(request: Request, env: Env): Promise<Response> {
   if (!env.STRIPE_SECRET_KEY) return problem("topup_unavailable", "card top-ups are not configured here (STRIPE_SECRET_KEY)", 503);
   const input = parseOr400(TopUpSchema, await readJson(request), "top-up");
+  const stripe = stripeClient(env)!;
   const origin = new URL(request.url).origin;
-  const form = new URLSearchParams({
-    mode: "payment",
-    "line_items[0][quantity]": "1",
-    "line_items[0][price_data][currency]": "usd",
-    "line_items[0][price_data][unit_amount]": String(input.amountMicros / MICROS_PER_CENT),
-    "line_items[0][price_data][product_data][name]": "cn2 prepaid credit",
-    client_reference_id: input.buyerId,
-    "metadata[cn2_buyer_id]": input.buyerId,
-    "metadata[cn2_credit_micros]": String(input.amountMicros),
-    "payment_intent_data[metadata][cn2_buyer_id]": input.buyerId,
-    success_url: input.successUrl ?? `${origin}/?topup=success`,
-    cancel_url: input.cancelUrl ?? `${origin}/?topup=cancelled`,
-  });
-  let res: Response;
+  let session: Stripe.Checkout.Session;
   try {
-    res = await fetch(`${stripeBase(env)}/v1/checkout/sessions`, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${env.STRIPE_SECRET_KEY}`,
-        "content-type": "application/x-www-form-urlencoded",
-        "idempotency-key": `cn2-topup-${crypto.randomUUID()}`,
-      },
-      body: form,
-    });
-  } catch {
-    return problem("stripe_unavailable", "Stripe could not be reached; nothing was charged", 502);
+    session = await stripe.checkout.sessions.create({
+      mode: "payment",
+      line_items: [{ quantity: 1, price_data: { currency: "usd", unit_amount: input.amountMicros / MICROS_PER_CENT, product_data: { name: "cn2 prepaid credit" } } }],
+      client_reference_id: input.buyerId,
+      metadata: { cn2_buyer_id: input.buyerId, cn2_credit_micros: String(input.amountMicros) },
+      payment_intent_data: { metadata: { cn2_buyer_id: input.buyerId } },
+      success_url: input.successUrl ?? `${origin}/?topup=success`,
+      cancel_url: input.cancelUrl ?? `${origin}/?topup=cancelled`,
+    }, { idempotencyKey: `cn2-topup-${crypto.randomUUID()}` });
+  } catch (err) {
+    if (err instanceof Stripe.errors.StripeConnectionError) return problem("stripe_unavailable", "Stripe could not be reached; nothing was charged", 502);
+    // Stripe's error type and status only: its message can echo request fields.
+    const e = err as { type?: unknown; statusCode?: unknown };
+    console.error(JSON.stringify({ evt: "stripe_checkout_failed", status: typeof e.statusCode === "number" ? e.statusCode : null, type: typeof e.type === "string" ? e.type : null }));
+    return problem("stripe_error", `Stripe refused the checkout session (${typeof e.statusCode === "number" ? e.statusCode : "error"})`, 502);
   }
-  const body = (await res.json().catch(() => null)) as { id?: unknown; url?: unknown; error?: { type?: unknown } } | null;
-  if (!res.ok || typeof body?.id !== "string" || typeof body.url !== "string") {
-    // Stripe's error type only: its message can echo request fields.
-    console.error(JSON.stringify({ evt: "stripe_checkout_failed", status: res.status, type: typeof body?.error?.type === "string" ? body.error.type : null }));
-    return problem("stripe_error", `Stripe refused the checkout session (${res.status})`, 502);
-  }
-  return new Response(JSON.stringify({ sessionId: body.id, url: body.url, amountMicros: input.amountMicros }), { status: 201, headers: { "content-type": "application/json" } });
+  if (!session.url) return problem("stripe_error", "Stripe returned a checkout session without a URL", 502);
+  return new Response(JSON.stringify({ sessionId: session.id, url: session.url, amountMicros: input.amountMicros }), { status: 201, headers: { "content-type": "application/json" } });
 }
 
-const EventSchema = v.looseObject({
-  id: v.pipe(v.string(), v.maxLength(255)),
-  type: v.pipe(v.string(), v.maxLength(255)),
-  data: v.looseObject({ object: v.looseObject({}) }),
-});
 
 const SessionSchema = v.looseObject({
   id: v.pipe(v.string(), v.regex(/^cs_[A-Za-z0-9_]{1,250}$/, "not a checkout session id")),
@@ -97,22 +81,34 @@ const SessionSchema = v.looseObject({
 });
 
 const CREDIT_EVENTS = new Set(["checkout.session.completed", "checkout.session.async_payment_succeeded"]);
+/** Seller onboarding and payout transfers (worker/payouts/stripe-connect.ts). */
+const CONNECT_EVENTS = new Set(["account.updated", "transfer.created", "transfer.updated", "transfer.reversed"]);
 
-/** POST /webhooks/stripe: verify, then credit a paid Checkout Session exactly once. */
+/** POST /webhooks/stripe: verify; credit a paid Checkout Session exactly once; hand Connect events to payouts. */
 export async function stripeWebhookHandler(request: Request, env: Env): Promise<Response> {
   if (!env.STRIPE_WEBHOOK_SECRET) return problem("webhook_unavailable", "Stripe webhooks are not configured here (STRIPE_WEBHOOK_SECRET)", 503);
   const payload = await request.text();
   if (payload.length > MAX_WEBHOOK_BYTES) return problem("body_too_large", "webhook body too large", 413);
-  const verified = await verifyStripeSignature(payload, request.headers.get("stripe-signature"), env.STRIPE_WEBHOOK_SECRET);
-  if (!verified.ok) return problem("bad_signature", `Stripe signature refused: ${verified.reason}`, 400);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(payload);
-  } catch {
-    return problem("invalid_json", "body is not valid JSON", 400);
+  const header = request.headers.get("stripe-signature");
+  if (!header) return problem("bad_signature", "Stripe signature refused: no Stripe-Signature header", 400);
+  let parsed: unknown = undefined;
+  // The account endpoint's secret, then (if Stripe gave the Connect endpoint its own) that one.
+  for (const secret of [env.STRIPE_WEBHOOK_SECRET, env.STRIPE_CONNECT_WEBHOOK_SECRET]) {
+    if (!secret) continue;
+    try {
+      // The library checks the scheme (t=, one or more v1=, HMAC-SHA256 over "t.payload") and the tolerance.
+      parsed = await Stripe.webhooks.constructEventAsync(payload, header, secret, STRIPE_TOLERANCE_SECONDS, cryptoProvider);
+      break;
+    } catch (err) {
+      if (!(err instanceof Stripe.errors.StripeSignatureVerificationError)) return problem("invalid_json", "body is not valid JSON", 400);
+    }
   }
+  if (parsed === undefined) return problem("bad_signature", "Stripe signature refused: no signature matches within the tolerance", 400);
   const event = v.safeParse(EventSchema, parsed);
   if (!event.success) return problem("invalid_request", "not a Stripe event", 400);
+  if (CONNECT_EVENTS.has(event.output.type)) {
+    return handleConnectEvent(env, event.output);
+  }
   if (!CREDIT_EVENTS.has(event.output.type)) return ack({ ignored: true });
 
   const session = v.safeParse(SessionSchema, event.output.data.object);
@@ -130,50 +126,4 @@ export async function stripeWebhookHandler(request: Request, env: Env): Promise<
   return ack({ credited: result.value.credited });
 }
 
-const ack = (extra: Record<string, unknown>) => new Response(JSON.stringify({ received: true, ...extra }), { status: 200, headers: { "content-type": "application/json" } });
 
-const stripeBase = (env: Env) => (devSetting(env, "STRIPE_API_BASE") ?? "https://api.stripe.com").replace(/\/+$/, "");
-
-// ---- Stripe's signature scheme ------------------------------------------------------
-
-async function hmacHex(secret: string, message: string): Promise<string> {
-  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  return toHex(new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(message))));
-}
-
-function constantTimeEqual(a: string, b: string): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
-  return diff === 0;
-}
-
-export async function verifyStripeSignature(
-  payload: string,
-  header: string | null,
-  secret: string,
-  opts: { toleranceSeconds?: number; now?: number } = {},
-): Promise<{ ok: true; timestamp: number } | { ok: false; reason: string }> {
-  if (!header) return { ok: false, reason: "no Stripe-Signature header" };
-  let timestamp: number | null = null;
-  const signatures: string[] = [];
-  for (const part of header.split(",")) {
-    const eq = part.indexOf("=");
-    if (eq < 0) continue;
-    const k = part.slice(0, eq).trim();
-    const val = part.slice(eq + 1).trim();
-    if (k === "t" && /^\d{1,12}$/.test(val)) timestamp = Number(val);
-    else if (k === "v1" && /^[0-9a-f]{64}$/.test(val)) signatures.push(val);
-  }
-  if (timestamp === null) return { ok: false, reason: "no timestamp" };
-  if (signatures.length === 0) return { ok: false, reason: "no v1 signature" };
-  const now = opts.now ?? Math.floor(Date.now() / 1000);
-  if (Math.abs(now - timestamp) > (opts.toleranceSeconds ?? STRIPE_TOLERANCE_SECONDS)) return { ok: false, reason: "timestamp outside the tolerance" };
-  const expected = await hmacHex(secret, `${timestamp}.${payload}`);
-  return signatures.some((sig) => constantTimeEqual(sig, expected)) ? { ok: true, timestamp } : { ok: false, reason: "no signature matches" };
-}
-
-/** The header Stripe would send for `payload` (tests, the fake Stripe, local replays). */
-export async function stripeSignatureHeader(payload: string, secret: string, timestamp = Math.floor(Date.now() / 1000)): Promise<string> {
-  return `t=${timestamp},v1=${await hmacHex(secret, `${timestamp}.${payload}`)}`;
-}

@@ -7,10 +7,12 @@
 //   2 public.close_seller_account(): earnings and payouts stay (7 years) under a fresh
 //     pseudonym; keys, payout preference, KYC status, webhooks and the personal columns go
 //   3 every key is removed everywhere: KV ciphertext, pool index entry, object storage
-//   4 the auth user is deleted: Supabase's through its Admin API (service-role key) in
-//     production; locally our auth.users row (which takes the closed seller row with it)
+//   4 the auth user is deleted: Supabase's through supabase-js `auth.admin.deleteUser`
+//     (service-role key) in production; locally our auth.users row (which takes the
+//     closed seller row with it)
 // A failure stops the sequence with an error and the call can simply be repeated: a closed
 // account still finds its leftover keys through the KV registry.
+import { createClient } from "@supabase/supabase-js";
 import type { IRequest } from "itty-router";
 import * as v from "valibot";
 import { asService, rowToKeyConfig, type EarningsLedgerRow, type KeyRow, type KycStatus, type PayoutPreferenceRow, type PayoutRow } from "../../schema/tables.ts";
@@ -18,7 +20,7 @@ import type { Home } from "../../schema/wire.ts";
 import { clearedSessionCookie, requireSeller } from "./auth.ts";
 import { withDb } from "../../core/postgres.ts";
 import type { Env } from "../../core/env.ts";
-import { ledgerEntryView } from "./earnings.ts";
+import { clawbackView, ledgerEntryView } from "./earnings.ts";
 import { ApiError, json, parseOr400 } from "../../core/http.ts";
 import { retireAndRemove } from "./keys.ts";
 import { keyStub, listKeyIds } from "../../objects/seller-key/stub.ts";
@@ -41,6 +43,7 @@ async function collect(c: SellerContext) {
     const [pref] = await tx<PayoutPreferenceRow[]>`select * from public.payout_preferences where seller_id = ${c.identity.id}`;
     const ledger = await tx<EarningsLedgerRow[]>`select * from public.earnings_ledger where seller_id = ${c.identity.id} order by id`;
     const payouts = await tx<PayoutRow[]>`select * from public.payouts where seller_id = ${c.identity.id} order by requested_at`;
+    const clawbacks = await tx<Parameters<typeof clawbackView>[0][]>`select * from public.clawbacks where seller_id = ${c.identity.id} order by created_at`;
     const [kyc] = await tx<{ status: KycStatus; updated_at: Date }[]>`select status, updated_at from public.kyc where seller_id = ${c.identity.id}`;
     return {
       exportedAt: new Date().toISOString(),
@@ -50,6 +53,7 @@ async function collect(c: SellerContext) {
       keys: keys.map((k) => ({ keyId: k.key_id, home: k.home, createdAt: k.created_at.toISOString(), updatedAt: k.updated_at.toISOString(), config: rowToKeyConfig(k) })),
       earnings: ledger.map(ledgerEntryView),
       payouts: payouts.map(payoutView),
+      clawbacks: clawbacks.map(clawbackView),
     };
   });
 }
@@ -108,22 +112,25 @@ function supabaseAdmin(env: Env): { url: string; key: string } | null {
 }
 
 async function deleteSupabaseUser(admin: { url: string; key: string }, userId: string): Promise<void> {
-  let res: Response;
+  // Server-side client: no session to keep or refresh, only the service role's admin calls.
+  const supabase = createClient(admin.url, admin.key, {
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    global: { fetch: (input, init) => fetch(input, { ...init, signal: AbortSignal.timeout(15_000) }) },
+  });
+  let error: { status?: number; code?: string; name?: string } | null;
   try {
-    res = await fetch(`${admin.url}/auth/v1/admin/users/${encodeURIComponent(userId)}`, {
-      method: "DELETE",
-      headers: { apikey: admin.key, authorization: `Bearer ${admin.key}` },
-      signal: AbortSignal.timeout(15_000),
-    });
+    ({ error } = await supabase.auth.admin.deleteUser(userId));
   } catch {
     throw new ApiError("upstream_error", "the auth provider could not be reached to delete the sign-in; try again");
   }
-  await res.body?.cancel();
+  if (!error) return;
   // 404: already gone (a repeated call).
-  if (!res.ok && res.status !== 404) {
-    console.error(JSON.stringify({ evt: "auth_user_delete_failed", status: res.status }));
-    throw new ApiError("upstream_error", `the auth provider refused to delete the sign-in (${res.status}); try again`);
+  if (error.status === 404 || error.code === "user_not_found") return;
+  if (error.status === undefined || error.name === "AuthRetryableFetchError") {
+    throw new ApiError("upstream_error", "the auth provider could not be reached to delete the sign-in; try again");
   }
+  console.error(JSON.stringify({ evt: "auth_user_delete_failed", status: error.status, code: typeof error.code === "string" ? error.code : null }));
+  throw new ApiError("upstream_error", `the auth provider refused to delete the sign-in (${error.status}); try again`);
 }
 
 export async function deleteAccount(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {

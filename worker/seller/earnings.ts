@@ -1,7 +1,8 @@
 // Earnings (S7, PR16): the balance and history of the signed-in seller, from the ledger
 // its key objects flush to (objects/seller-key/earnings-flush.ts) and its payouts. Balance = what
 // the ledger credits (what buyers paid minus the marketplace fee) minus payouts that did
-// not fail. Read as the seller: row-level security shows only its own rows.
+// not fail minus dispute clawbacks (schema/sql/0011). Read as the seller: row-level
+// security shows only its own rows.
 import * as v from "valibot";
 import { micros, type EarningsLedgerRow, type PayoutRow, type SellerBalanceRow } from "../../schema/tables.ts";
 import { json, parseOr400 } from "../../core/http.ts";
@@ -11,6 +12,11 @@ import { sellerRoute } from "./profile.ts";
 const Query = v.object({
   limit: v.optional(v.pipe(v.string(), v.regex(/^\d{1,3}$/, "limit must be 1-500"), v.transform(Number), v.minValue(1), v.maxValue(500)), "100"),
   before: v.optional(v.pipe(v.string(), v.regex(/^\d{1,18}$/, "before must be an entry id"))),
+});
+
+interface ClawbackRow { id: string; dispute_id: string; request_id: string; key_id: string; amount_micros: string; created_at: Date }
+export const clawbackView = (c: ClawbackRow) => ({
+  id: c.id, disputeId: c.dispute_id, requestId: c.request_id, keyId: c.key_id, amountMicros: micros(c.amount_micros), createdAt: c.created_at.toISOString(),
 });
 
 export const ledgerEntryView = (e: EarningsLedgerRow) => ({
@@ -30,14 +36,15 @@ export const ledgerEntryView = (e: EarningsLedgerRow) => ({
 export const getEarnings = sellerRoute(async (c) => {
   const q = parseOr400(Query, Object.fromEntries(new URL(c.request.url).searchParams), "query");
   const limit = Number(q.limit);
-  const { balance, entries, payouts } = await c.asSeller(async (tx) => {
+  const { balance, entries, payouts, clawbacks } = await c.asSeller(async (tx) => {
     const [balance] = await tx<SellerBalanceRow[]>`select * from public.seller_balances where seller_id = ${c.identity.id}`;
     const entries = await tx<EarningsLedgerRow[]>`
       select * from public.earnings_ledger
        where seller_id = ${c.identity.id} ${q.before ? tx`and id < ${q.before}` : tx``}
        order by id desc limit ${limit + 1}`;
     const payouts = await tx<PayoutRow[]>`select * from public.payouts where seller_id = ${c.identity.id} order by requested_at desc limit 100`;
-    return { balance, entries, payouts };
+    const clawbacks = await tx<ClawbackRow[]>`select * from public.clawbacks where seller_id = ${c.identity.id} order by created_at desc limit 100`;
+    return { balance, entries, payouts, clawbacks };
   });
   const page = entries.slice(0, limit);
   return json({
@@ -49,5 +56,7 @@ export const getEarnings = sellerRoute(async (c) => {
     history: page.map(ledgerEntryView),
     nextBefore: entries.length > limit ? String(page[page.length - 1]!.id) : null,
     payouts: payouts.map(payoutView),
+    /** Dispute refunds that took back this seller's share (netted from the balance). */
+    clawbacks: clawbacks.map(clawbackView),
   });
 });

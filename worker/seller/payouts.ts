@@ -3,12 +3,19 @@
 // wallet on Tempo (an EVM address, EIP-55 checksum verified, stored checksummed).
 // Withdrawals stay locked until KYC is approved (S5): the database refuses the payout row
 // otherwise (CN002), whatever the caller, and never lets one exceed the balance (CN003).
+// A withdrawal is executed at once (worker/payouts/execute.ts): Stripe transfer or USDC.
 import { getAddress } from "viem";
 import * as v from "valibot";
-import { asService, PayoutPreferenceSchema, type KycStatus, type PayoutPreferenceRow, type PayoutRow } from "../../schema/tables.ts";
+import { PayoutPreferenceSchema, type KycStatus, type PayoutPreferenceRow } from "../../schema/tables.ts";
 import { json, parseOr400, readJson } from "../../core/http.ts";
+import { executePayout } from "../payouts/execute.ts";
+import { notifyPayout } from "../payouts/notify.ts";
+import { readiness } from "./payout-onboarding.ts";
+import { minPayoutMicros } from "../payouts/schedule.ts";
+import { payoutView, requestPayoutRow } from "../payouts/store.ts";
 import { sellerRoute, type SellerContext } from "./profile.ts";
-import { emitSellerEvent } from "../../core/emit-event.ts";
+
+export { payoutView };
 
 export interface PayoutPreferenceView {
   method: PayoutPreferenceRow["method"];
@@ -26,7 +33,7 @@ async function payoutState(c: SellerContext) {
     const [pref] = await tx<PayoutPreferenceRow[]>`select * from public.payout_preferences where seller_id = ${c.identity.id}`;
     const [kyc] = await tx<{ status: KycStatus }[]>`select status from public.kyc where seller_id = ${c.identity.id}`;
     const status = kyc?.status ?? "not_started";
-    return { preference: pref ? prefView(pref) : null, kyc: status, payoutsLocked: status !== "approved" };
+    return { preference: pref ? { ...prefView(pref), ...readiness(pref) } : null, kyc: status, payoutsLocked: status !== "approved" };
   });
 }
 
@@ -50,26 +57,29 @@ export const deletePayout = sellerRoute(async (c) => {
   return json(await payoutState(c));
 });
 
-const WithdrawalSchema = v.strictObject({
-  amountMicros: v.pipe(v.number(), v.safeInteger("must be an integer number of micro-dollars"), v.minValue(1)),
-});
-
-export const payoutView = (p: PayoutRow) => ({
-  id: p.id, method: p.method, destination: p.destination, amountMicros: Number(p.amount_micros), status: p.status,
-  requestedAt: p.requested_at.toISOString(), completedAt: p.completed_at?.toISOString() ?? null,
-});
+const WithdrawalSchema = v.optional(v.strictObject({
+  /** Omitted: everything available (rounded down to cents for Stripe; the rest stays). */
+  amountMicros: v.optional(v.pipe(v.number(), v.safeInteger("must be an integer number of micro-dollars"), v.minValue(1))),
+}), {});
 
 /**
- * Ask for a withdrawal. The row is inserted as service_role (sellers cannot write payouts);
- * the database copies the destination from the preference and enforces KYC and balance.
- * Executing it (Stripe transfer, USDC send) is the payout worker's job, not this call's.
+ * Ask for a withdrawal and execute it. The database (public.request_payout, as
+ * service_role) locks the seller, checks KYC, the method's readiness, the minimum and the
+ * balance, and copies the destination from the preference; then the payout is sent
+ * (Stripe transfer / USDC transfer). 201 with the payout as it stands after sending.
  */
 export const requestPayout = sellerRoute(async (c) => {
-  const { amountMicros } = parseOr400(WithdrawalSchema, await readJson(c.request), "withdrawal");
-  const [row] = await asService(c.sql, (tx) => tx<PayoutRow[]>`
-    insert into public.payouts (seller_id, amount_micros) values (${c.identity.id}, ${amountMicros}) returning *`);
-  const payout = payoutView(row!);
-  // S6: the seller's webhooks hear about it (payout.paid / payout.failed come with execution).
-  c.ctx.waitUntil(emitSellerEvent(c.env, c.identity.id, { type: "payout.created", data: { payoutId: payout.id, amountMicros: payout.amountMicros, method: payout.method, status: payout.status } }));
-  return json({ payout }, 201);
+  const text = await c.request.text();
+  let body: unknown;
+  try {
+    body = text.trim() ? JSON.parse(text) : undefined;
+  } catch {
+    return json({ error: { code: "invalid_json", message: "body is not valid JSON" } }, 400);
+  }
+  const { amountMicros } = parseOr400(WithdrawalSchema, body, "withdrawal");
+  const row = await requestPayoutRow(c.sql, c.identity.id, { amountMicros: amountMicros ?? null, minMicros: minPayoutMicros(c.env) });
+  // S6: the seller's webhooks hear about each state (payout.created, .sent, .paid, .failed).
+  await notifyPayout(c.env, row);
+  const after = (await executePayout(c.env, c.sql, row.id)) ?? row;
+  return json({ payout: payoutView(after) }, 201);
 });

@@ -1,6 +1,7 @@
 // The seller's side of the API (S1-S9): sign-in, the vault's public key, profile, keys,
 // payouts, KYC, earnings and data rights. Mounted by worker/router.ts; every /api route
 // here needs the seller's session (sellerRoute in profile.ts), except the public key.
+import type { IRequest } from "itty-router";
 import { json } from "../../core/http.ts";
 import { parseVaultPrivateKeys, publicKeysOf } from "../../core/vault.ts";
 import type { Env } from "../../core/env.ts";
@@ -11,6 +12,9 @@ import * as kyc from "./kyc.ts";
 import * as payouts from "./payouts.ts";
 import * as profile from "./profile.ts";
 import * as signIn from "./sign-in.ts";
+
+/** Payout onboarding (worker/payouts/) loads with its first call. */
+const payoutOnboarding = () => import("./payout-onboarding.ts");
 
 /** What sellers encrypt their keys to (S2): the newest vault key first. */
 function vaultPublicKey(_req: Request, env: Env) {
@@ -39,6 +43,9 @@ export const sellerRoutes = [
   ["put", "/api/payout", payouts.putPayout],
   ["delete", "/api/payout", payouts.deletePayout],
   ["post", "/api/payouts", payouts.requestPayout],
+  ["post", "/api/payout/stripe/onboard", async (req: IRequest, env: Env, ctx: ExecutionContext) => (await payoutOnboarding()).onboardStripe(req, env, ctx)],
+  ["post", "/api/payout/confirm", async (req: IRequest, env: Env, ctx: ExecutionContext) => (await payoutOnboarding()).confirmEvmAddress(req, env, ctx)],
+  ["put", "/api/payout/schedule", async (req: IRequest, env: Env, ctx: ExecutionContext) => (await payoutOnboarding()).putSchedule(req, env, ctx)],
   ["post", "/api/kyc/start", kyc.startKyc],
   ["post", "/webhooks/persona", kyc.personaWebhook],
   ["get", "/api/earnings", earnings.getEarnings],
