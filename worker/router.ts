@@ -11,7 +11,7 @@ import * as keys from "./keys-api.ts";
 import * as kyc from "./kyc.ts";
 import * as payouts from "./payouts.ts";
 import * as sellers from "./sellers.ts";
-import { disableKey, drainKey, inspectKey, inspectPool } from "./ops-api.ts";
+import { disableKey, drainKey, inspectKey, inspectPool, restartKey } from "./ops-api.ts";
 import { proxy } from "./proxy.ts";
 import { PROVIDER_IDS } from "../schema/providers.ts";
 import * as webhooks from "./webhooks/api.ts";
@@ -151,6 +151,7 @@ router
   .get("/ops/keys/:id", (req, env) => inspectKey(env, req.params.id))
   .post("/ops/keys/:id/disable", (req, env) => disableKey(env, req.params.id))
   .post("/ops/keys/:id/drain", (req, env) => drainKey(env, req.params.id))
+  .post("/ops/keys/:id/restart", (req, env) => restartKey(env, req.params.id))
   .get("/ops/pools/:provider/:region/:tier", (req, env) => inspectPool(env, req.params))
   .get("/ops/disputes", async (req, env) => (await disputes()).listDisputesHandler(req, env))
   .get("/ops/disputes/:id", async (req, env) => (await disputes()).getDisputeHandler(env, req.params.id))
