@@ -20,7 +20,7 @@ import {
   type KeyView, type PoolMember, type RequestMeta, type Tier,
 } from "../schema/wire.ts";
 import type { Env } from "../worker/env.ts";
-import { ApiError, attempt, errorResponse, splitUrl, type Result } from "../worker/http.ts";
+import { ApiError, attempt, clip, errorResponse, splitUrl, type Result } from "../worker/http.ts";
 import { buyerResponse, upstreamHeaders, upstreamUrl } from "../worker/forward.ts";
 import { decryptCredential, parseVaultPrivateKeys, VaultError } from "../worker/vault.ts";
 import { numberSetting, upstreamOverrides } from "../worker/settings.ts";
@@ -358,7 +358,7 @@ export class SellerKey extends DurableObject<Env> {
         : refusal("key_cooling", "key is cooling down", requestId, retryAfterSeconds(this.health.coolingUntil - now));
     }
     const routes = config.allowedRoutes.length > 0 ? config.allowedRoutes : provider.defaultRoutes;
-    if (!routeAllowed(routes, method, path)) return refusal("route_not_allowed", `${method} ${path} is not allowed on this key`, requestId);
+    if (!routeAllowed(routes, method, path)) return refusal("route_not_allowed", `${clip(method, 16)} ${clip(path)} is not allowed on this key`, requestId);
     if (this.inFlight >= config.maxConcurrent) return refusal("concurrency_limit", `key serves at most ${config.maxConcurrent} requests at once`, requestId);
     const inWindow = this.hitsInWindow(now);
     if (inWindow >= config.requestsPerMinute) {

@@ -3,7 +3,7 @@
 import { AutoRouter, type IRequest } from "itty-router";
 import { H } from "../schema/wire.ts";
 import type { Env } from "./env.ts";
-import { ApiError, errorResponse, json, safeEqual, splitUrl } from "./http.ts";
+import { ApiError, clip, errorResponse, json, safeEqual, splitUrl } from "./http.ts";
 import * as account from "./account.ts";
 import * as auth from "./auth-api.ts";
 import * as earnings from "./earnings.ts";
@@ -67,9 +67,12 @@ function withRequestId(response: Response, requestId: string): Response {
   return out;
 }
 
+const noRoute = (request: Req) =>
+  errorResponse("not_found", `no route for ${clip(request.method, 16)} ${clip(splitUrl(request.url).pathname)}`, { requestId: request.requestId });
+
 export const router = AutoRouter<Req, Args>({
   before: [(request) => { request.requestId = newRequestId(); }],
-  missing: (request) => errorResponse("not_found", `no route for ${request.method} ${new URL(request.url).pathname}`, { requestId: request.requestId }),
+  missing: (request) => noRoute(request),
   catch: (err, request) => failed(err, request.requestId),
   finally: [(response: Response, request) => withRequestId(response, request.requestId)],
 });
@@ -146,7 +149,7 @@ router
   .get("/api/earnings", earnings.getEarnings)
   .get("/api/export", account.exportData)
   .delete("/api/account", account.deleteAccount)
-  .all("/api/*", (req) => errorResponse("not_found", `no route for ${req.method} ${new URL(req.url).pathname}`, { requestId: req.requestId }))
+  .all("/api/*", (req) => noRoute(req))
   .all("/ops/*", requireOps)
   .get("/ops/keys/:id", (req, env) => inspectKey(env, req.params.id))
   .post("/ops/keys/:id/disable", (req, env) => disableKey(env, req.params.id))
