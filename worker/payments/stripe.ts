@@ -33,13 +33,15 @@ const TopUpSchema = v.strictObject({
   cancelUrl: v.optional(v.pipe(v.string(), v.url(), v.maxLength(2000))),
 });
 
-function problem(code: string, message: string, status: number): Response {
-  return new Response(JSON.stringify({ error: { code, message } }), { status, headers: { "content-type": "application/json" } });
+/** An error in the Worker's one shape: code, message and the router's request id (set on the request). */
+function problem(request: Request, code: string, message: string, status: number): Response {
+  const requestId = (request as { requestId?: string }).requestId;
+  return new Response(JSON.stringify({ error: { code, message }, ...(requestId ? { requestId } : {}) }), { status, headers: { "content-type": "application/json" } });
 }
 
 /** POST /api/credit/topup { buyerId, amountMicros, successUrl?, cancelUrl? } -> { sessionId, url } */
 export async function stripeTopUpHandler(request: Request, env: Env): Promise<Response> {
-  if (!env.STRIPE_SECRET_KEY) return problem("topup_unavailable", "card top-ups are not configured here (STRIPE_SECRET_KEY)", 503);
+  if (!env.STRIPE_SECRET_KEY) return problem(request, "topup_unavailable", "card top-ups are not configured here (STRIPE_SECRET_KEY)", 503);
   const input = parseOr400(TopUpSchema, await readJson(request), "top-up");
   const origin = new URL(request.url).origin;
   const form = new URLSearchParams({
@@ -67,13 +69,13 @@ export async function stripeTopUpHandler(request: Request, env: Env): Promise<Re
       body: form,
     });
   } catch {
-    return problem("stripe_unavailable", "Stripe could not be reached; nothing was charged", 502);
+    return problem(request, "stripe_unavailable", "Stripe could not be reached; nothing was charged", 502);
   }
   const body = (await res.json().catch(() => null)) as { id?: unknown; url?: unknown; error?: { type?: unknown } } | null;
   if (!res.ok || typeof body?.id !== "string" || typeof body.url !== "string") {
     // Stripe's error type only: its message can echo request fields.
     console.error(JSON.stringify({ evt: "stripe_checkout_failed", status: res.status, type: typeof body?.error?.type === "string" ? body.error.type : null }));
-    return problem("stripe_error", `Stripe refused the checkout session (${res.status})`, 502);
+    return problem(request, "stripe_error", `Stripe refused the checkout session (${res.status})`, 502);
   }
   return new Response(JSON.stringify({ sessionId: body.id, url: body.url, amountMicros: input.amountMicros }), { status: 201, headers: { "content-type": "application/json" } });
 }
@@ -99,23 +101,23 @@ const CREDIT_EVENTS = new Set(["checkout.session.completed", "checkout.session.a
 
 /** POST /webhooks/stripe: verify, then credit a paid Checkout Session exactly once. */
 export async function stripeWebhookHandler(request: Request, env: Env): Promise<Response> {
-  if (!env.STRIPE_WEBHOOK_SECRET) return problem("webhook_unavailable", "Stripe webhooks are not configured here (STRIPE_WEBHOOK_SECRET)", 503);
+  if (!env.STRIPE_WEBHOOK_SECRET) return problem(request, "webhook_unavailable", "Stripe webhooks are not configured here (STRIPE_WEBHOOK_SECRET)", 503);
   const payload = await request.text();
-  if (payload.length > MAX_WEBHOOK_BYTES) return problem("body_too_large", "webhook body too large", 413);
+  if (payload.length > MAX_WEBHOOK_BYTES) return problem(request, "body_too_large", "webhook body too large", 413);
   const verified = await verifyStripeSignature(payload, request.headers.get("stripe-signature"), env.STRIPE_WEBHOOK_SECRET);
-  if (!verified.ok) return problem("bad_signature", `Stripe signature refused: ${verified.reason}`, 400);
+  if (!verified.ok) return problem(request, "bad_signature", `Stripe signature refused: ${verified.reason}`, 400);
   let parsed: unknown;
   try {
     parsed = JSON.parse(payload);
   } catch {
-    return problem("invalid_json", "body is not valid JSON", 400);
+    return problem(request, "invalid_json", "body is not valid JSON", 400);
   }
   const event = v.safeParse(EventSchema, parsed);
-  if (!event.success) return problem("invalid_request", "not a Stripe event", 400);
+  if (!event.success) return problem(request, "invalid_request", "not a Stripe event", 400);
   if (!CREDIT_EVENTS.has(event.output.type)) return ack({ ignored: true });
 
   const session = v.safeParse(SessionSchema, event.output.data.object);
-  if (!session.success) return problem("invalid_request", "event does not carry a checkout session", 400);
+  if (!session.success) return problem(request, "invalid_request", "event does not carry a checkout session", 400);
   const s = session.output;
   if (s.payment_status !== "paid") return ack({ credited: false, reason: "not_paid" });
   const buyerId = s.metadata?.cn2_buyer_id ?? s.client_reference_id ?? "";
@@ -125,7 +127,7 @@ export async function stripeWebhookHandler(request: Request, env: Env): Promise<
   if ((s.currency ?? "").toLowerCase() !== "usd" || cents <= 0) return ack({ credited: false, reason: "unsupported_amount" });
 
   const result = await walletStub(env, buyerId).topUp({ buyerId, eventId: `stripe:${s.id}`, amountMicros: cents * MICROS_PER_CENT, source: "stripe" });
-  if (!result.ok) return problem("invalid_request", result.message, 400);
+  if (!result.ok) return problem(request, "invalid_request", result.message, 400);
   return ack({ credited: result.credited });
 }
 
