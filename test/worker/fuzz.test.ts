@@ -140,7 +140,8 @@ async function snapshot(f: Fixtures) {
   const keys = ((await keysRes.json()) as { keys: { keyId: string; config: unknown; health: { state: string } }[] }).keys.map((k) => ({ keyId: k.keyId, config: k.config, state: k.health.state }));
   const key = await inspect(f.keyId);
   const ledger = await ownerDb(async (sql) => {
-    const [row] = await sql<{ n: string; total: string }[]>`select count(*)::text as n, coalesce(sum(amount_micros), 0)::text as total from public.earnings_ledger`;
+    const [row] = await sql<{ n: string; total: string }[]>`select count(*)::text as n, coalesce(sum(amount_micros), 0)::text as total from public.earnings_ledger
+                                                            where seller_id = ${f.seller.id} or key_id = ${f.keyId}`;
     return row;
   });
   const keyRows = await ownerDb((sql) => sql<{ key_id: string; status: string; price_micros: string }[]>`select key_id, status, price_micros::text from public.keys where seller_id = ${f.seller.id} order by key_id`);
