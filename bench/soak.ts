@@ -15,7 +15,7 @@
 //                Miniflare's unsafeEvictDurableObject waits for a busy object to go idle,
 //                which under load it never does);
 //                Postgres unreachable during earnings flushes (a TCP gate in front of it
-//                that refuses and cuts connections); the seller's webhook receiver failing
+//                that refuses connections); the seller's webhook receiver failing
 //   the books    after traffic stops: every key is removed through the seller API, which
 //                flushes its earnings to the ledger first (nothing is dropped); then
 //                buyer debits minus refunds (faucet credit minus each wallet's balance)
@@ -92,7 +92,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---- Postgres behind a gate ----------------------------------------------------------
 
-/** A TCP pass-through to the database that can refuse new connections and cut open ones. */
+/** A TCP pass-through to the database that can refuse new connections. */
 async function databaseGate(target: { host: string; port: number }): Promise<{ url: (base: string) => string; down(): void; up(): void; close(): Promise<void> }> {
   let open = true;
   const pairs = new Set<[Socket, Socket]>();
@@ -126,12 +126,14 @@ async function databaseGate(target: { host: string; port: number }): Promise<{ u
       u.port = String(port);
       return u.href;
     },
+    /**
+     * New connections are refused (a flush connects afresh each time, so it fails); open
+     * ones finish. Cutting open ones too wedged the embedded database's single backend in
+     * a 60 s run (tools/db.ts; every later connection timed out), a limit of PGlite, not of
+     * PostgreSQL, which rolls a cut connection's transaction back.
+     */
     down() {
       open = false;
-      for (const [a, b] of [...pairs]) {
-        a.destroy();
-        b.destroy();
-      }
     },
     up() {
       open = true;
