@@ -192,10 +192,12 @@ interface Tally {
   unpaid: Record<string, number>;
   /** Requests that failed before any answer (connection reset, client timeout). */
   networkErrors: number;
+  /** The first few network errors, as the client saw them (which step failed). */
+  networkErrorSamples: string[];
   streamed: number;
 }
 
-const newTally = (): Tally => ({ requests: 0, served: 0, refunded: 0, refundedMicros: 0, cut: 0, receiptMicros: 0, unpaid: {}, networkErrors: 0, streamed: 0 });
+const newTally = (): Tally => ({ requests: 0, served: 0, refunded: 0, refundedMicros: 0, cut: 0, receiptMicros: 0, unpaid: {}, networkErrors: 0, networkErrorSamples: [], streamed: 0 });
 
 function readReceipt(value: string | null): { amountMicros: number; refunded: boolean } | null {
   if (value === null) return null;
@@ -221,8 +223,12 @@ async function buyerLoop(base: string, key: BuyerKey, end: number, rand: () => n
         body: JSON.stringify({ model: "gpt-4o-mini", stream, messages: [{ role: "user", content: `soak ${tally.requests}` }] }),
         signal: AbortSignal.timeout(30_000),
       });
-    } catch {
+    } catch (err) {
       tally.networkErrors++;
+      if (tally.networkErrorSamples.length < 5) {
+        const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : "";
+        tally.networkErrorSamples.push(`${err instanceof Error ? err.message : String(err)}${cause}`.slice(0, 160));
+      }
       continue;
     }
     const receipt = readReceipt(res.headers.get("payment-receipt"));
@@ -253,8 +259,16 @@ async function buyerLoop(base: string, key: BuyerKey, end: number, rand: () => n
 const FAULTS = ["upstream_5xx", "upstream_timeout", "upstream_429", "stream_cut", "key_restarted", "postgres_down", "webhook_receiver_failing"] as const;
 type Fault = (typeof FAULTS)[number];
 
+const unhandled = { count: 0, samples: [] as string[] };
+
 async function main() {
   installCleanup();
+  // A client-side timeout can fire inside the paying fetch after its caller has given up on
+  // the request (a 300 s run died of one): counted and shown as a client error, not a crash.
+  process.on("unhandledRejection", (reason) => {
+    unhandled.count++;
+    if (unhandled.samples.length < 3) unhandled.samples.push(String(reason instanceof Error ? `${reason.name}: ${reason.message}` : reason).slice(0, 160));
+  });
   const hardStop = setTimeout(() => {
     log(`!! the soak did not finish within ${SECONDS}s + ${WIND_DOWN_MS / 1000}s: stopping`);
     void shutdown().finally(() => process.exit(2));
@@ -449,6 +463,8 @@ async function main() {
   const maxUnseen = tally.networkErrors * Math.max(...keys.map((k) => k.price));
   const receiptsOk = receiptDifference <= 0 && -receiptDifference <= maxUnseen;
   const ok = difference === 0 && sellerSideDifference === 0 && receiptsOk;
+  if (unhandled.count > 0) lines.push(`client-side rejections nobody awaited: ${unhandled.count} (${unhandled.samples.join(" | ")})`);
+  if (tally.networkErrorSamples.length > 0) lines.push(`network errors (first ${tally.networkErrorSamples.length}): ${tally.networkErrorSamples.join(" | ")}`);
   if (sellerSideDifference !== 0) lines.push(`!! seller earnings plus fees differ from the ledger total by ${sellerSideDifference}`);
   if (receiptDifference !== 0) {
     lines.push(`${receiptsOk ? "note" : "!!"}: receipts kept differ from buyer debits minus refunds by ${receiptDifference} micro-dollars (${tally.networkErrors} requests ended in a network error before their receipt was read)`);
@@ -458,7 +474,7 @@ async function main() {
   process.stdout.write(`${JSON.stringify({
     soak: ok ? "ok" : "failed", seconds: Number(trafficSeconds.toFixed(1)), seed: Number(args.seed), buyers: BUYERS, keys: KEYS,
     requests: tally.requests, streamed: tally.streamed, served: tally.served, cut: tally.cut, refunds: tally.refunded, refunded_micros: tally.refundedMicros,
-    unpaid: tally.unpaid, network_errors: tally.networkErrors, faults, webhook_ok: receiver.ok, webhook_failed: receiver.failed,
+    unpaid: tally.unpaid, network_errors: tally.networkErrors, unhandled_client_rejections: unhandled.count, faults, webhook_ok: receiver.ok, webhook_failed: receiver.failed,
     buyer_debits_minus_refunds_micros: debitsMinusRefunds, receipts_micros: tally.receiptMicros, seller_earnings_micros: sellerEarnings,
     fees_micros: ledger.fees, ledger_total_micros: ledger.total, ledger_rows: ledger.rows, ledger_requests: ledger.requests,
     difference_micros: difference,
