@@ -24,6 +24,11 @@ export function errorResponse(code: ErrorCode, message: string, init: { status?:
   return new Response(JSON.stringify(body), { status: init.status ?? ERROR_CODES[code], headers });
 }
 
+/** Request data quoted in an error message, cut short: an answer never grows with the request. */
+export function clip(text: string, max = 120): string {
+  return text.length > max ? `${text.slice(0, max)}… (${text.length} characters)` : text;
+}
+
 export function json(data: unknown, status = 200, headers?: HeadersInit): Response {
   const h = new Headers(headers);
   h.set("content-type", "application/json");

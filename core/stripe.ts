@@ -33,9 +33,9 @@ export function stripeClient(env: Pick<Env, "STRIPE_SECRET_KEY" | "STRIPE_API_BA
   return client;
 }
 
-/** A Stripe webhook refusal, in the API's error shape. */
-export function problem(code: string, message: string, status: number): Response {
-  return new Response(JSON.stringify({ error: { code, message } }), { status, headers: { "content-type": "application/json" } });
+/** A Stripe endpoint's refusal, in the API's one error shape (code, message, the request id). */
+export function problem(code: string, message: string, status: number, requestId?: string): Response {
+  return new Response(JSON.stringify({ error: { code, message }, ...(requestId ? { requestId } : {}) }), { status, headers: { "content-type": "application/json" } });
 }
 
 /** Stripe's webhook acknowledgement. */

@@ -603,7 +603,9 @@ function handle(state: DemoState, req: IncomingMessage, res: ServerResponse): Pr
 export function startDemoUpstream(opts: { port?: number; host?: string } = {}): Promise<DemoUpstream> {
   const host = opts.host ?? "127.0.0.1";
   const state: DemoState = { behaviours: new Map(), log: [], held: new Map(), nextId: 1 };
-  const server = http.createServer({ keepAlive: true, noDelay: true }, (req, res) => {
+  // Long URLs are read (tests send 60 KB paths): Node's 16 KB default would cut the
+  // connection instead of answering, a failure no provider test means to inject.
+  const server = http.createServer({ keepAlive: true, noDelay: true, maxHeaderSize: 256 * 1024 }, (req, res) => {
     handle(state, req, res).catch(() => res.destroy());
   });
   // Outlive the clients' idle pools (workerd, undici, autocannon): a server closing an idle

@@ -2,7 +2,7 @@
 // mounts them, most specific first. Provider calls (the hot path) skip the table.
 import { AutoRouter, type IRequest, type RequestHandler } from "itty-router";
 import type { Env } from "../core/env.ts";
-import { errorResponse, failedResponse, json, newRequestId, withRequestId } from "../core/http.ts";
+import { clip, errorResponse, failedResponse, json, newRequestId, splitUrl, withRequestId } from "../core/http.ts";
 import { opsRoutes } from "./ops/routes.ts";
 import { paymentRoutes } from "./payments/routes.ts";
 import { handleProviderCall, isProviderCall, proxyRoutes } from "./proxy/routes.ts";
@@ -14,7 +14,9 @@ type Args = [Env, ExecutionContext];
 type Method = "get" | "post" | "put" | "patch" | "delete" | "all";
 type Route = readonly [Method, string, RequestHandler<Req, Args>];
 
-const notFound = (request: Req) => errorResponse("not_found", `no route for ${request.method} ${new URL(request.url).pathname}`, { requestId: request.requestId });
+/** Quoted request data is clipped: a 60 KB path must not come back as a 60 KB error. */
+const notFound = (request: Req) =>
+  errorResponse("not_found", `no route for ${clip(request.method, 16)} ${clip(splitUrl(request.url).pathname)}`, { requestId: request.requestId });
 
 export const router = AutoRouter<Req, Args>({
   before: [(request) => { request.requestId = newRequestId(); }],

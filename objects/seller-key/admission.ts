@@ -6,6 +6,7 @@
 import { priceFor, routeAllowed } from "../../schema/routes.ts";
 import type { ErrorCode, KeyConfig } from "../../schema/wire.ts";
 import { admits, type Health } from "./health.ts";
+import { clip } from "../../core/http.ts";
 
 const MINUTE = 60_000;
 
@@ -46,7 +47,7 @@ export function admit(a: AdmissionInput): Admission {
     return a.health.state === "disabled" ? refuse("key_disabled", "key is disabled") : refuse("key_cooling", "key is cooling down", a.health.coolingUntil - now);
   }
   const routes = config.allowedRoutes.length > 0 ? config.allowedRoutes : a.defaultRoutes;
-  if (!routeAllowed(routes, a.method, a.path)) return refuse("route_not_allowed", `${a.method} ${a.path} is not allowed on this key`);
+  if (!routeAllowed(routes, a.method, a.path)) return refuse("route_not_allowed", `${clip(a.method, 16)} ${clip(a.path)} is not allowed on this key`);
   if (a.inFlight >= config.maxConcurrent) return refuse("concurrency_limit", `key serves at most ${config.maxConcurrent} requests at once`);
   if (a.inWindow >= config.requestsPerMinute) {
     return refuse("rate_limited", `key allows ${config.requestsPerMinute} requests per minute`, (a.oldestHit ?? now) + MINUTE - now);

@@ -110,6 +110,15 @@ export class SellerKey extends DurableObject<Env> {
     });
   }
 
+  /**
+   * Operator action: reset this object as a crash or an eviction would (memory gone,
+   * storage kept; in-flight requests fail and the router fails over or refunds). For a
+   * stuck key, and for the soak's fault injection (bench/soak.ts). The call itself fails.
+   */
+  restart(): void {
+    this.ctx.abort("restarted by operator");
+  }
+
   /** Flush unflushed earnings and metadata to Postgres now (account closure, tests). */
   flushEarnings(): Promise<Result<FlushOutcome>> {
     return attempt(() => this.flushAll());

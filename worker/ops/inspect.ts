@@ -17,6 +17,15 @@ export async function disableKey(env: Env, keyId: string | undefined): Promise<R
   return json({ key: unwrap(await (await existingKey(env, keyId)).disable("disabled by operator")) });
 }
 
+/** Reset a key's object (memory gone, storage kept), as a crash would; answers once it serves again. */
+export async function restartKey(env: Env, keyId: string | undefined): Promise<Response> {
+  const stub = await existingKey(env, keyId);
+  // The abort fails the very call that asked for it: that failure is the restart.
+  await stub.restart().catch(() => {});
+  const key = unwrap(await (await existingKey(env, keyId)).inspect());
+  return json({ restarted: true, key });
+}
+
 /**
  * Pause a key: the object at once (in an incident this must work even without the
  * database), then its row in Postgres, the system of record for configuration, so the

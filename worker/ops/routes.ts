@@ -4,7 +4,7 @@ import type { IRequest } from "itty-router";
 import type { Env } from "../../core/env.ts";
 import { ApiError, safeEqual } from "../../core/http.ts";
 import { disputes } from "../payments/routes.ts";
-import { disableKey, drainKey, inspectKey, inspectPool } from "./inspect.ts";
+import { disableKey, drainKey, inspectKey, inspectPool, restartKey } from "./inspect.ts";
 
 /** Payout operations (worker/payouts/) load with their first call. */
 const payoutOps = () => import("../payouts/ops.ts");
@@ -21,6 +21,7 @@ export const opsRoutes = [
   ["get", "/ops/keys/:id", (req: IRequest, env: Env) => inspectKey(env, req.params.id!)],
   ["post", "/ops/keys/:id/disable", (req: IRequest, env: Env) => disableKey(env, req.params.id!)],
   ["post", "/ops/keys/:id/drain", (req: IRequest, env: Env) => drainKey(env, req.params.id!)],
+  ["post", "/ops/keys/:id/restart", (req: IRequest, env: Env) => restartKey(env, req.params.id!)],
   ["get", "/ops/pools/:provider/:region/:tier", (req: IRequest, env: Env) => inspectPool(env, req.params)],
   ["get", "/ops/disputes", async (req: IRequest, env: Env) => (await disputes()).listDisputesHandler(req, env)],
   ["get", "/ops/disputes/:id", async (req: IRequest, env: Env) => (await disputes()).getDisputeHandler(env, req.params.id!)],

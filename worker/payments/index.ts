@@ -11,7 +11,7 @@ import type { Env } from "../../core/env.ts";
 import { fromBase64Url, sha256Hex, toBase64Url } from "../../core/encoding.ts";
 import { PaymentRefusal, problemResponse, type PaymentCode } from "./errors.ts";
 import { CREDIT_METHOD, CURRENCY } from "../../core/credit-method.ts";
-import { issueChallenges, payments, type Payments, type VerifiedPayment } from "./server.ts";
+import { issueChallenges, payments, routeScope, type Payments, type VerifiedPayment } from "./server.ts";
 import { proofStore } from "./atomic-store.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
 
@@ -126,20 +126,21 @@ export async function charge(request: Request, env: Env, route: string, requestI
   };
   const expiresAt = challenge.expires === undefined ? Number.NaN : Date.parse(challenge.expires);
   if (!(expiresAt > Date.now())) return rechallenge("expired", "the challenge expired; pay the fresh one");
-  if (scopeOf(challenge) !== route) return refuse("wrong_route", "this credential pays for another route");
+  const scope = await routeScope(route);
+  if (scopeOf(challenge) !== scope) return refuse("wrong_route", "this credential pays for another route");
   if (!method.schema.credential.payload.safeParse(credential.payload).success) {
     return refuse("malformed_credential", `the credential payload does not match the ${challenge.method} method`);
   }
 
   try {
     if (challenge.method === CREDIT_METHOD) {
-      const receipt = await p.mppx.verifyCredential(serialized, { scope: route });
+      const receipt = await p.mppx.verifyCredential(serialized, { scope });
       const v = receipt as unknown as VerifiedPayment;
       return { ok: true, payment: issued({ buyerId: v.buyerId, amountMicros: v.amountMicros, method: v.method, proofId: v.proofId }, p.secretKey) };
     }
     // Every other method claims its proof first (mppx core does not deduplicate on its own).
     if (!(await proofStore(env).tryClaim!(`cn2:proof:${challenge.id}`, expiresAt))) return rechallenge("replayed", "this payment credential was already used");
-    await p.mppx.verifyCredential(serialized, { scope: route });
+    await p.mppx.verifyCredential(serialized, { scope });
     // The payer's address (did:pkh) is hashed at once; refunds become credit under that id.
     const buyerId = await sha256Hex(credential.source ? credential.source.trim().toLowerCase() : `${challenge.method}:${challenge.id}`);
     const payment: Payment = issued({ buyerId, amountMicros, method: challenge.method, proofId: challenge.id }, p.secretKey);

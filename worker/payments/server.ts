@@ -7,7 +7,7 @@
 import { Challenge, Errors, Method, Receipt } from "mppx";
 import { Mppx } from "mppx/server/core";
 import type { Env } from "../../core/env.ts";
-import { fromBase64Url, sha256Hex } from "../../core/encoding.ts";
+import { fromBase64Url, sha256, sha256Hex, toBase64Url } from "../../core/encoding.ts";
 import { DidError, importVerifyKey, parseDid, verifySignature } from "../../core/did.ts";
 import { PaymentRefusal, type PaymentCode } from "./errors.ts";
 import { CREDIT_METHOD, CURRENCY, credit, creditMessage } from "../../core/credit-method.ts";
@@ -153,6 +153,16 @@ async function build(env: Env): Promise<Payments> {
   return { mppx, secretKey, realm, methods: new Map(methods.map((m) => [`${m.name}/${m.intent}`, m])) };
 }
 
+/**
+ * What a challenge is scoped to: a hash of the route ("POST /openai/v1/chat/completions"),
+ * never the route itself. The route carries the request path, which a buyer can make as
+ * long as a URL may be: repeated in every challenge it would grow the 402's
+ * WWW-Authenticate (and the next-challenge header) with it. 46 characters whatever the path.
+ */
+export async function routeScope(route: string): Promise<string> {
+  return `r1.${toBase64Url(await sha256(route))}`;
+}
+
 /** Fresh challenges (one per enabled method, or the `credit` one only) for `route` at `amountMicros`. */
 export async function issueChallenges(env: Env, quote: { amountMicros: number; route: string; description?: string; expires?: Date; creditOnly?: boolean }): Promise<Challenge.Challenge[]> {
   if (!Number.isSafeInteger(quote.amountMicros) || quote.amountMicros <= 0) throw new RangeError("a quote is a positive whole number of micro-dollars");
@@ -160,7 +170,7 @@ export async function issueChallenges(env: Env, quote: { amountMicros: number; r
   const expires = (quote.expires ?? new Date(Date.now() + CHALLENGE_TTL_MS)).toISOString();
   // A nonce makes every challenge (and so every proof id) unique, even for equal quotes.
   const meta = { n: crypto.randomUUID().replaceAll("-", "") };
-  const common = { scope: quote.route, meta, expires, ...(quote.description ? { description: quote.description } : {}) };
+  const common = { scope: await routeScope(quote.route), meta, expires, ...(quote.description ? { description: quote.description } : {}) };
   const challenge = p.mppx.challenge;
   const out = [await challenge[CREDIT_METHOD]!.charge!({ ...common, amount: String(quote.amountMicros), currency: CURRENCY })];
   if (!quote.creditOnly && p.methods.has(`${TEMPO_METHOD}/charge`)) {

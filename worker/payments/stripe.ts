@@ -17,6 +17,9 @@ import { walletStub } from "../../objects/buyer-wallet/stub.ts";
 import { handleConnectEvent } from "../payouts/stripe-connect.ts";
 import { ack, EventSchema, problem, stripeClient } from "../../core/stripe.ts";
 
+/** The router's request id (set on the request it routes), for error bodies. */
+const idOf = (request: Request) => (request as { requestId?: string }).requestId;
+
 /** Top-ups are whole cents from $1 to $1000. */
 export const TOPUP_MIN_MICROS = 1_000_000;
 export const TOPUP_MAX_MICROS = 1_000_000_000;
@@ -42,7 +45,7 @@ const TopUpSchema = v.strictObject({
 
 /** POST /api/credit/topup { buyerId, amountMicros, successUrl?, cancelUrl? } -> { sessionId, url } */
 export async function stripeTopUpHandler(request: Request, env: Env): Promise<Response> {
-  if (!env.STRIPE_SECRET_KEY) return problem("topup_unavailable", "card top-ups are not configured here (STRIPE_SECRET_KEY)", 503);
+  if (!env.STRIPE_SECRET_KEY) return problem("topup_unavailable", "card top-ups are not configured here (STRIPE_SECRET_KEY)", 503, idOf(request));
   const input = parseOr400(TopUpSchema, await readJson(request), "top-up");
   const stripe = stripeClient(env)!;
   const origin = new URL(request.url).origin;
@@ -58,13 +61,13 @@ export async function stripeTopUpHandler(request: Request, env: Env): Promise<Re
       cancel_url: input.cancelUrl ?? `${origin}/?topup=cancelled`,
     }, { idempotencyKey: `cn2-topup-${crypto.randomUUID()}` });
   } catch (err) {
-    if (err instanceof Stripe.errors.StripeConnectionError) return problem("stripe_unavailable", "Stripe could not be reached; nothing was charged", 502);
+    if (err instanceof Stripe.errors.StripeConnectionError) return problem("stripe_unavailable", "Stripe could not be reached; nothing was charged", 502, idOf(request));
     // Stripe's error type and status only: its message can echo request fields.
     const e = err as { type?: unknown; statusCode?: unknown };
     console.error(JSON.stringify({ evt: "stripe_checkout_failed", status: typeof e.statusCode === "number" ? e.statusCode : null, type: typeof e.type === "string" ? e.type : null }));
-    return problem("stripe_error", `Stripe refused the checkout session (${typeof e.statusCode === "number" ? e.statusCode : "error"})`, 502);
+    return problem("stripe_error", `Stripe refused the checkout session (${typeof e.statusCode === "number" ? e.statusCode : "error"})`, 502, idOf(request));
   }
-  if (!session.url) return problem("stripe_error", "Stripe returned a checkout session without a URL", 502);
+  if (!session.url) return problem("stripe_error", "Stripe returned a checkout session without a URL", 502, idOf(request));
   return new Response(JSON.stringify({ sessionId: session.id, url: session.url, amountMicros: input.amountMicros }), { status: 201, headers: { "content-type": "application/json" } });
 }
 
@@ -86,11 +89,11 @@ const CONNECT_EVENTS = new Set(["account.updated", "transfer.created", "transfer
 
 /** POST /webhooks/stripe: verify; credit a paid Checkout Session exactly once; hand Connect events to payouts. */
 export async function stripeWebhookHandler(request: Request, env: Env): Promise<Response> {
-  if (!env.STRIPE_WEBHOOK_SECRET) return problem("webhook_unavailable", "Stripe webhooks are not configured here (STRIPE_WEBHOOK_SECRET)", 503);
+  if (!env.STRIPE_WEBHOOK_SECRET) return problem("webhook_unavailable", "Stripe webhooks are not configured here (STRIPE_WEBHOOK_SECRET)", 503, idOf(request));
   const payload = await request.text();
-  if (payload.length > MAX_WEBHOOK_BYTES) return problem("body_too_large", "webhook body too large", 413);
+  if (payload.length > MAX_WEBHOOK_BYTES) return problem("body_too_large", "webhook body too large", 413, idOf(request));
   const header = request.headers.get("stripe-signature");
-  if (!header) return problem("bad_signature", "Stripe signature refused: no Stripe-Signature header", 400);
+  if (!header) return problem("bad_signature", "Stripe signature refused: no Stripe-Signature header", 400, idOf(request));
   let parsed: unknown = undefined;
   // The account endpoint's secret, then (if Stripe gave the Connect endpoint its own) that one.
   for (const secret of [env.STRIPE_WEBHOOK_SECRET, env.STRIPE_CONNECT_WEBHOOK_SECRET]) {
@@ -100,19 +103,19 @@ export async function stripeWebhookHandler(request: Request, env: Env): Promise<
       parsed = await Stripe.webhooks.constructEventAsync(payload, header, secret, STRIPE_TOLERANCE_SECONDS, cryptoProvider);
       break;
     } catch (err) {
-      if (!(err instanceof Stripe.errors.StripeSignatureVerificationError)) return problem("invalid_json", "body is not valid JSON", 400);
+      if (!(err instanceof Stripe.errors.StripeSignatureVerificationError)) return problem("invalid_json", "body is not valid JSON", 400, idOf(request));
     }
   }
-  if (parsed === undefined) return problem("bad_signature", "Stripe signature refused: no signature matches within the tolerance", 400);
+  if (parsed === undefined) return problem("bad_signature", "Stripe signature refused: no signature matches within the tolerance", 400, idOf(request));
   const event = v.safeParse(EventSchema, parsed);
-  if (!event.success) return problem("invalid_request", "not a Stripe event", 400);
+  if (!event.success) return problem("invalid_request", "not a Stripe event", 400, idOf(request));
   if (CONNECT_EVENTS.has(event.output.type)) {
     return handleConnectEvent(env, event.output);
   }
   if (!CREDIT_EVENTS.has(event.output.type)) return ack({ ignored: true });
 
   const session = v.safeParse(SessionSchema, event.output.data.object);
-  if (!session.success) return problem("invalid_request", "event does not carry a checkout session", 400);
+  if (!session.success) return problem("invalid_request", "event does not carry a checkout session", 400, idOf(request));
   const s = session.output;
   if (s.payment_status !== "paid") return ack({ credited: false, reason: "not_paid" });
   const buyerId = s.metadata?.cn2_buyer_id ?? s.client_reference_id ?? "";
@@ -122,7 +125,7 @@ export async function stripeWebhookHandler(request: Request, env: Env): Promise<
   if ((s.currency ?? "").toLowerCase() !== "usd" || cents <= 0) return ack({ credited: false, reason: "unsupported_amount" });
 
   const result = await walletStub(env, buyerId).topUp({ buyerId, eventId: `stripe:${s.id}`, amountMicros: cents * MICROS_PER_CENT, source: "stripe" });
-  if (!result.ok) return problem("invalid_request", result.message, 400);
+  if (!result.ok) return problem("invalid_request", result.message, 400, idOf(request));
   return ack({ credited: result.value.credited });
 }
 

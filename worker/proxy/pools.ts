@@ -11,8 +11,7 @@ const cache = new Map<string, { at: number; snapshot: PoolSnapshot | null }>();
  * The common case, every pool fresh in this isolate's memory, without a promise: null
  * when any of them must be read from KV (then use readPools).
  */
-export function cachedPools(env: Env, provider: string, regions: readonly Region[], tier: Tier): PoolSnapshot[] | null {
-  const now = Date.now();
+export function cachedPools(env: Env, provider: string, regions: readonly Region[], tier: Tier, now = Date.now()): PoolSnapshot[] | null {
   const out: PoolSnapshot[] = [];
   for (const region of regions) {
     const hit = fresh(env, poolName(provider, region, tier), now);
