@@ -32,6 +32,7 @@ import * as health from "./health.ts";
 import * as track from "./track-record.ts";
 import { poolStub } from "./pool-index.ts";
 import { EarningsFlusher, toMeta, type FlushOutcome } from "./earnings-flush.ts";
+import { LiveFeed, type LiveParts } from "./seller-key-live.ts";
 
 export interface NewKey {
   keyId: string;
@@ -100,6 +101,8 @@ export class SellerKey extends DurableObject<Env> {
   /** Upstream calls waiting for their first byte; one sweep aborts the overdue ones. */
   private readonly waiting = new Set<UpstreamCall>();
   private sweeper: ReturnType<typeof setInterval> | undefined;
+  /** Pushes to the seller's live room, coalesced and off the request path (seller-key-live.ts). */
+  private readonly live: LiveFeed;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -122,6 +125,7 @@ export class SellerKey extends DurableObject<Env> {
     this.hits = this.sql.exec<{ at: number }>("SELECT at FROM hits ORDER BY at").toArray().map((r) => r.at);
     this.metaRows = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta").one().n;
     this.flusher = new EarningsFlusher(ctx.storage);
+    this.live = new LiveFeed(ctx, env, () => this.liveParts());
   }
 
   // ---- seller / ops RPC -------------------------------------------------------------
@@ -245,6 +249,7 @@ export class SellerKey extends DurableObject<Env> {
     this.credential = credential;
     this.event("key.created", `${input.config.provider} ${input.config.region} ${input.config.tier}`);
     await this.publish(null);
+    this.live.changed();
     return this.view();
   }
 
@@ -257,6 +262,20 @@ export class SellerKey extends DurableObject<Env> {
       health: { state: h.state, score: round3(health.score(h)), latencyMs: Math.round(h.latencyMs), coolingUntil: h.coolingUntil, reason: h.reason },
       servingTier: this.servingTier,
       trackRecord: { calls: t.calls, successRate: round3(t.successRate), uptime: round3(t.uptime), observedMs: t.observedMs },
+    };
+  }
+
+  /** What the live feed sends, read when a push is due (at most once a second). */
+  private liveParts(): LiveParts | null {
+    const r = this.record;
+    if (!r) return null;
+    const v = this.view();
+    const stored = this.sql.exec<{ u: number }>("SELECT unflushed_micros AS u FROM earnings WHERE id = 1").toArray()[0]?.u ?? 0;
+    return {
+      keyId: r.keyId, sellerId: r.sellerId, config: r.config, state: v.health.state, healthScore: v.health.score, latencyMs: v.health.latencyMs,
+      requestsPerMinute: this.hitsInWindow(Date.now()), inFlight: this.inFlight, servingTier: this.servingTier,
+      trackRecord: { calls: v.trackRecord!.calls, successRate: v.trackRecord!.successRate, uptime: v.trackRecord!.uptime },
+      unflushedMicros: stored + this.pendingEarnings.sellerMicros,
     };
   }
 
@@ -296,6 +315,7 @@ export class SellerKey extends DurableObject<Env> {
     if (parsed.output.status === "active" && this.health.state === "disabled") this.setHealth(health.reenabled(this.health), "key.recovered", "re-enabled by seller");
     this.event("key.configured", Object.keys(parsed.output).join(","));
     await this.publish(beforePool);
+    this.live.changed();
     return this.view();
   }
 
@@ -303,6 +323,7 @@ export class SellerKey extends DurableObject<Env> {
   async remove(): Promise<void> {
     const r = this.record;
     if (r) {
+      this.live.removed(r.sellerId, r.keyId);
       await this.env.VAULT.delete(vaultEntryKey(r.keyId));
       await this.leavePool(this.poolName(), r.keyId);
     }
@@ -372,6 +393,7 @@ export class SellerKey extends DurableObject<Env> {
     this.addSpend(day, price);
     this.addSpend(month, price);
     this.inFlight++;
+    this.live.changed();
     const isProbe = admit === "probe";
     if (isProbe) this.probeInFlight = true;
     let released = false;
@@ -379,6 +401,7 @@ export class SellerKey extends DurableObject<Env> {
       if (released) return;
       released = true;
       this.inFlight--;
+      this.live.changed();
       if (isProbe) this.probeInFlight = false;
       if (!served) {
         this.addSpend(day, -price);
@@ -557,6 +580,8 @@ export class SellerKey extends DurableObject<Env> {
   private setHealth(next: health.Health, eventKind: string | null, detail: string) {
     const before = this.health;
     this.health = next;
+    if (next.reason && (next.reason !== before.reason || next.consecutiveFailures > before.consecutiveFailures || next.state !== before.state)) this.live.failed(next.reason);
+    this.live.changed();
     const now = Date.now();
     if (before.state === "healthy" && next.state !== "healthy") track.wentDown(this.track, now);
     else if (before.state !== "healthy" && next.state === "healthy") track.cameUp(this.track, now);
@@ -681,6 +706,7 @@ export class SellerKey extends DurableObject<Env> {
     this.pendingEarnings.sellerMicros += sellerMicros;
     this.pendingEarnings.feeMicros += feeMicros;
     this.pendingEarnings.served++;
+    this.live.earned(sellerMicros);
     this.markDirty();
   }
 

@@ -3,11 +3,14 @@ import type { SellerKey } from "../objects/seller-key.ts";
 import type { PoolIndex } from "../objects/pool-index.ts";
 import type { BuyerWallet } from "../objects/buyer-wallet.ts";
 import type { ProofStore } from "../objects/proof-store.ts";
+import type { SellerRoom } from "../objects/seller-room.ts";
 import type { WebhookMessage } from "./webhooks/events.ts";
 
 export interface Env {
   SELLER_KEY: DurableObjectNamespace<SellerKey>;
   POOL_INDEX: DurableObjectNamespace<PoolIndex>;
+  /** One live room per seller (S8, objects/seller-room.ts), reached only through GET /api/live/:room. */
+  SELLER_ROOM: DurableObjectNamespace<SellerRoom>;
   VAULT: KVNamespace;
   POOLS: KVNamespace;
   UPSTREAM_BASE_URLS: string;

@@ -8,6 +8,7 @@ export { SellerKey } from "../objects/seller-key.ts";
 export { PoolIndex } from "../objects/pool-index.ts";
 export { BuyerWallet } from "../objects/buyer-wallet.ts";
 export { ProofStore } from "../objects/proof-store.ts";
+export { SellerRoom } from "../objects/seller-room.ts";
 
 export default {
   fetch: (request, env, ctx) => handle(request, env, ctx),

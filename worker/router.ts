@@ -16,6 +16,7 @@ import { proxy } from "./proxy.ts";
 import { PROVIDER_IDS } from "../schema/providers.ts";
 import * as webhooks from "./webhooks/api.ts";
 import { parseVaultPrivateKeys, publicKeysOf } from "./vault.ts";
+import { liveSocket } from "./seller/live.ts";
 
 type Req = IRequest & { requestId: string };
 type Args = [Env, ExecutionContext];
@@ -146,6 +147,8 @@ router
   .get("/api/earnings", earnings.getEarnings)
   .get("/api/export", account.exportData)
   .delete("/api/account", account.deleteAccount)
+  // The dashboard's live feed (S8): authenticated here, then forwarded to the seller's own room.
+  .get("/api/live/:room", liveSocket)
   .all("/api/*", (req) => errorResponse("not_found", `no route for ${req.method} ${new URL(req.url).pathname}`, { requestId: req.requestId }))
   .all("/ops/*", requireOps)
   .get("/ops/keys/:id", (req, env) => inspectKey(env, req.params.id))
