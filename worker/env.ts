@@ -48,6 +48,8 @@ export interface Env {
   AUTH_JWKS?: string;
   /** Secret, dev only: private ES256 JWK of the local sign-in. Never set when DEPLOYED=1. */
   AUTH_DEV_SIGNING_KEY?: string;
+  /** Supabase anon (publishable) key: public, for supabase-js in the dashboard's sign-in page. */
+  SUPABASE_ANON_KEY?: string;
   /** Secret: Supabase service-role key, for deleting the auth user when an account closes. */
   SUPABASE_SERVICE_ROLE_KEY?: string;
   /** Persona's REST API (https://api.withpersona.com; a fake on loopback in tests). */

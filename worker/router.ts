@@ -17,6 +17,7 @@ import { PROVIDER_IDS } from "../schema/providers.ts";
 import * as webhooks from "./webhooks/api.ts";
 import { parseVaultPrivateKeys, publicKeysOf } from "./vault.ts";
 import { liveSocket } from "./seller/live.ts";
+import { authConfig } from "./seller/auth-config.ts";
 
 type Req = IRequest & { requestId: string };
 type Args = [Env, ExecutionContext];
@@ -128,6 +129,7 @@ router
   .get("/auth/dev/sign-in", auth.devSignInLink)
   .post("/auth/session", auth.createSession)
   .post("/auth/sign-out", auth.signOut)
+  .get("/auth/config", authConfig)
   .get("/api/me", sellers.getMe)
   .patch("/api/me", sellers.patchMe)
   .post("/api/stats-opt-out", sellers.statsOptOut)
