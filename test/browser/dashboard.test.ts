@@ -1,0 +1,280 @@
+// The seller dashboard end to end in real headless Chromium (Debian's /usr/bin/chromium,
+// driven by playwright-core), against the real Worker under wrangler dev with the demo
+// upstream (test/browser/stack.ts). One seller's story, in order: sign in, add a key (the
+// plaintext never leaves the page), watch traffic, earnings and health move live, check
+// the earnings page against the ledger, export, a second seller refused from the first
+// seller's room, an accessibility scan of every page, and closing the account.
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { createPayingFetch, generateBuyerKey, requestFaucet } from "../../buyer/index.ts";
+import { connect } from "../../tools/db.ts";
+
+const { url, opsToken, demoUrl, databaseUrl } = inject("browserStack");
+const DOCS = join(import.meta.dirname, "..", "..", "docs");
+const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+const CHAT = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hello" }] });
+const PRICE = 3000;
+/** The seller's share of one paid request: the price minus the 10 % fee (MARKETPLACE_FEE_BPS). */
+const SHARE = PRICE - PRICE / 10;
+
+/** Dollars exactly as the page prints micro-dollars (dashboard/src/ui.tsx usd()). */
+const usd = (micros: number) => `$${Math.floor(micros / 1e6).toLocaleString("en-US")}.${String(micros % 1e6).padStart(6, "0")}`;
+
+let browser: Browser;
+let context: BrowserContext;
+let page: Page;
+const email = `browser-${Date.now().toString(36)}@example.test`;
+const credential = `sk-demo-browser-${crypto.randomUUID().replaceAll("-", "")}`;
+let sellerId = "";
+let keyId = "";
+/** Everything the page sent: request URLs, headers and bodies, WebSocket frames. */
+const sent: string[] = [];
+let navigations = 0;
+
+async function newPage(ctx: BrowserContext) {
+  const p = await ctx.newPage();
+  p.on("pageerror", (e) => console.error("page error:", e.message));
+  return p;
+}
+
+async function signIn(p: Page, address: string) {
+  await p.goto(url);
+  await p.getByLabel("Email").fill(address);
+  await p.getByRole("button", { name: "Sign in (dev)" }).click();
+  await p.getByRole("heading", { name: "Your keys" }).waitFor();
+}
+
+const cell = (field: string) => page.locator(`tr[data-key-id="${keyId}"] [data-field="${field}"]`);
+/** Wait (at most 2 s, the issue's bound) until the cell's text matches. */
+const until = (field: string, text: RegExp | string, timeout = 2_000) =>
+  cell(field).filter({ hasText: typeof text === "string" ? new RegExp(`^${text.replace(/[.$]/g, "\\$&")}$`) : text }).waitFor({ timeout });
+
+function opsChat() {
+  return fetch(`${url}/openai/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", "cn2-ops-token": opsToken }, body: CHAT });
+}
+
+async function axeViolations(p: Page) {
+  // Evaluated through the DevTools protocol, which the page's CSP does not govern.
+  await p.evaluate(AXE);
+  const result = await p.evaluate(async () => {
+    const axe = (window as unknown as { axe: { run(ctx: Document, o: object): Promise<{ violations: { id: string; impact: string; nodes: { target: string[] }[] }[] }> } }).axe;
+    return axe.run(document, { resultTypes: ["violations"] });
+  });
+  return result.violations.filter((v) => v.impact === "serious" || v.impact === "critical").map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+}
+
+beforeAll(async () => {
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1400, height: 900 } });
+  page = await newPage(context);
+  page.on("request", (r) => sent.push(`${r.method()} ${r.url()}\n${JSON.stringify(r.headers())}\n${r.postData() ?? ""}`));
+  page.on("websocket", (ws) => ws.on("framesent", (f) => sent.push(String(f.payload))));
+  page.on("framenavigated", (f) => {
+    if (f === page.mainFrame()) navigations++;
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+describe("seller dashboard in Chromium", () => {
+  it("PR26: signs in with the dev sign-in; the only cookie is the essential HttpOnly session cookie; strict CSP", async () => {
+    const res = await page.goto(url);
+    const csp = res!.headers()["content-security-policy"] ?? "";
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(csp).not.toContain("unsafe-inline");
+    expect(await page.locator("script:not([src])").count()).toBe(0);
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await page.getByLabel("Email").fill(email);
+    await page.getByRole("button", { name: "Sign in (dev)" }).click();
+    await page.getByRole("heading", { name: "Your keys" }).waitFor();
+    await page.getByText("You have no keys listed yet.").waitFor();
+    const cookies = await context.cookies();
+    expect(cookies.map((c) => c.name)).toEqual(["__Host-cn2_session"]);
+    expect(cookies[0]).toMatchObject({ httpOnly: true, secure: true, sameSite: "Lax", path: "/" });
+    expect(await page.evaluate(() => document.cookie)).toBe("");
+    expect(await page.evaluate(() => localStorage.length)).toBe(0);
+    await page.getByTestId("live-status").getByText("Live").waitFor({ timeout: 10_000 });
+    sellerId = ((await (await context.request.get(`${url}/api/me`)).json()) as { seller: { id: string } }).seller.id;
+  });
+
+  it("PR2: adds a key sealed in the page with WebCrypto; no outgoing request or frame carries the plaintext", async () => {
+    await page.getByRole("navigation").getByRole("link", { name: "Add a key" }).click();
+    await page.getByRole("heading", { name: "Add a key" }).waitFor();
+    await page.getByLabel("Provider API key").fill(credential);
+    await page.getByLabel("Price per request (micro-dollars)").fill(String(PRICE));
+    // Keyboard only from here: Enter submits the form.
+    await page.getByLabel("Requests per minute").focus();
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Your keys" }).waitFor();
+    await page.locator("tr[data-key-id]").first().waitFor();
+    keyId = (await page.locator("tr[data-key-id]").first().getAttribute("data-key-id"))!;
+    expect(keyId).toMatch(/^k_[a-z0-9]{20}$/);
+    const create = sent.find((s) => s.startsWith(`POST ${url}/api/keys\n`));
+    expect(create).toBeDefined();
+    expect(create).toContain('"envelope":{"v":1');
+    const b64 = (s: string) => btoa(s);
+    for (const s of sent) {
+      expect(s).not.toContain(credential);
+      expect(s).not.toContain(b64(credential));
+      expect(s).not.toContain(encodeURIComponent(credential));
+    }
+    // The envelope really holds the credential: the upstream receives it when the key serves.
+    const served = await opsChat();
+    expect(served.status).toBe(200);
+    const log = (await (await fetch(`${demoUrl}/__demo/log`)).json()) as { requests: { credential: string }[] };
+    expect(log.requests.at(-1)!.credential).toBe(credential);
+  });
+
+  it("proxy traffic and paid earnings move the key's numbers on screen without a reload", async () => {
+    const before = navigations;
+    // One ops call was made above; four more.
+    for (let i = 0; i < 4; i++) expect((await opsChat()).status).toBe(200);
+    await until("rpm", "5");
+    await until("in-flight", "0");
+    await until("track", /^5 calls/);
+    // Paid calls earn: the seller's share shows as "earned today".
+    const buyer = await generateBuyerKey();
+    await requestFaucet({ baseUrl: url, buyerId: buyer.buyerId, amountMicros: 1_000_000 });
+    const pay = createPayingFetch({ baseUrl: url, privateKey: buyer });
+    for (let i = 0; i < 3; i++) {
+      const res = await pay(`${url}/openai/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: CHAT });
+      expect(res.status).toBe(200);
+      await res.arrayBuffer();
+    }
+    await until("earned-today", usd(3 * SHARE));
+    await until("rpm", "8");
+    expect(navigations).toBe(before);
+  });
+
+  it("the key turns unhealthy on screen when the upstream fails, then recovers", async () => {
+    const behave = await fetch(`${demoUrl}/__demo/behaviour`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ credential, status: 500, times: 3 }) });
+    expect(behave.ok).toBe(true);
+    for (let i = 0; i < 3; i++) expect((await opsChat()).status).toBeGreaterThanOrEqual(500);
+    await until("state", "cooling");
+    await until("last-error", /^server_error/);
+    // The breaker opens for 5 s; then one probe is let through and succeeds.
+    let recovered = false;
+    for (let i = 0; i < 60 && !recovered; i++) {
+      const res = await opsChat();
+      recovered = res.status === 200;
+      await res.arrayBuffer();
+      if (!recovered) await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(recovered).toBe(true);
+    await until("state", "healthy");
+  });
+
+  it("the earnings page's total equals the ledger to the micro-dollar", async () => {
+    // Key objects flush to the ledger a second after earning here (EARNINGS_FLUSH_MS=1000).
+    const sql = connect(databaseUrl, { max: 1 });
+    let ledger = 0;
+    try {
+      for (let i = 0; i < 100; i++) {
+        const [row] = await sql<{ net: string }[]>`select coalesce(sum(amount_micros - fee_micros), 0)::text as net from public.earnings_ledger where seller_id = ${sellerId}`;
+        ledger = Number(row!.net);
+        if (ledger === 3 * SHARE) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      await sql.end();
+    }
+    expect(ledger).toBe(3 * SHARE);
+    await page.getByRole("navigation").getByRole("link", { name: "Earnings" }).click();
+    await page.getByRole("heading", { name: "Earnings" }).waitFor();
+    await page.getByTestId("ledger-total").filter({ hasText: usd(ledger) }).waitFor();
+    expect(await page.getByTestId("balance-earned").textContent()).toBe(usd(ledger));
+    expect(await page.getByTestId("live-unflushed").textContent()).toBe(usd(0));
+    await page.locator(".chart canvas").first().waitFor();
+    await page.screenshot({ path: join(DOCS, "dashboard-earnings.png"), fullPage: true });
+  });
+
+  it("PR25: downloads the JSON and CSV exports, identical to the API's", async () => {
+    await page.getByRole("navigation").getByRole("link", { name: "Privacy" }).click();
+    await page.getByRole("heading", { name: "Privacy and your data" }).waitFor();
+    const [json] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name: "Everything as JSON" }).click()]);
+    const downloaded = JSON.parse(readFileSync((await json.path())!, "utf8")) as Record<string, unknown>;
+    const api = (await (await context.request.get(`${url}/api/export?format=json`)).json()) as Record<string, unknown>;
+    delete downloaded.exportedAt;
+    delete api.exportedAt;
+    expect(downloaded).toEqual(api);
+    expect((downloaded.keys as { keyId: string }[]).map((k) => k.keyId)).toEqual([keyId]);
+    expect((downloaded.earnings as unknown[]).length).toBeGreaterThan(0);
+    for (const data of ["earnings", "keys"]) {
+      const [csv] = await Promise.all([page.waitForEvent("download"), page.getByRole("link", { name: data === "earnings" ? "Earnings as CSV" : "Key configurations as CSV" }).click()]);
+      const file = readFileSync((await csv.path())!, "utf8");
+      const fromApi = await (await context.request.get(`${url}/api/export?format=csv&data=${data}`)).text();
+      expect(file).toBe(fromApi);
+      expect(file).toContain(keyId);
+    }
+  });
+
+  it("a second seller's socket to the first seller's room is refused; its own room opens", async () => {
+    const other = await browser.newContext();
+    const p = await newPage(other);
+    await signIn(p, `other-${email}`);
+    const attempt = (room: string) => p.evaluate((path) => new Promise<string>((resolve) => {
+      const ws = new WebSocket(`${location.origin.replace("http", "ws")}${path}`);
+      ws.onopen = () => { resolve("open"); ws.close(); };
+      ws.onerror = () => resolve("refused");
+    }), `/api/live/${room}`);
+    expect(await attempt(sellerId)).toBe("refused");
+    const otherId = ((await (await other.request.get(`${url}/api/me`)).json()) as { seller: { id: string } }).seller.id;
+    expect(await attempt(otherId)).toBe("open");
+    await other.close();
+  });
+
+  it("axe-core finds no serious or critical violation on any page; the keys page screenshot", async () => {
+    await page.getByRole("navigation").getByRole("link", { name: "Keys" }).click();
+    await page.locator(`tr[data-key-id="${keyId}"]`).waitFor();
+    await page.screenshot({ path: join(DOCS, "dashboard-keys.png"), fullPage: true });
+    const found: Record<string, string[]> = {};
+    for (const [path, heading] of [["/", "Your keys"], ["/keys/new", "Add a key"], ["/earnings", "Earnings"], ["/payouts", "Payouts and verification"], ["/webhooks", "Webhooks"], ["/privacy", "Privacy and your data"]] as const) {
+      await page.goto(`${url}${path}`);
+      await page.getByRole("heading", { name: heading, exact: true }).waitFor();
+      found[path] = await axeViolations(page);
+    }
+    // The edit form and the removal dialog (opened from the keyboard; Escape closes it).
+    await page.goto(url);
+    await page.getByRole("button", { name: `Edit ${keyId}` }).click();
+    await page.getByRole("heading", { name: `Edit ${keyId}` }).waitFor();
+    found["/ (edit)"] = await axeViolations(page);
+    await page.getByRole("button", { name: `Remove ${keyId}` }).focus();
+    await page.keyboard.press("Enter");
+    await page.getByRole("dialog").waitFor();
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Cancel");
+    found["/ (remove dialog)"] = await axeViolations(page);
+    await page.keyboard.press("Escape");
+    await page.getByRole("dialog").waitFor({ state: "hidden" });
+    const signedOut = await browser.newContext();
+    const s = await newPage(signedOut);
+    await s.goto(url);
+    await s.getByRole("heading", { name: "Sign in" }).waitFor();
+    found["/sign-in"] = await axeViolations(s);
+    await signedOut.close();
+    expect(found).toEqual(Object.fromEntries(Object.keys(found).map((k) => [k, []])));
+  });
+
+  it("PR25: closing the account ends the session and the keys stop serving", async () => {
+    await page.goto(`${url}/privacy`);
+    await page.getByRole("button", { name: "Close my account…" }).click();
+    const confirm = page.getByRole("button", { name: "Close my account for good" });
+    expect(await confirm.isDisabled()).toBe(true);
+    await page.getByLabel(/Type your email/).fill(email);
+    await confirm.click();
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await page.getByText("Your account is closed and you are signed out.").waitFor();
+    expect((await context.cookies()).filter((c) => c.name === "__Host-cn2_session")).toEqual([]);
+    expect((await context.request.get(`${url}/api/me`)).status()).toBe(401);
+    const res = await opsChat();
+    expect(res.status).toBe(503);
+  });
+});
