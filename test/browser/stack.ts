@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
-import { build } from "vite";
+import { buildDashboard } from "../../tools/dashboard-build.ts";
 import { generateDevSigningKey } from "../../worker/auth.ts";
 import { generateVaultKey } from "../../worker/vault.ts";
 import { connect, hyperdriveUrl, migrate, startEmbeddedDb } from "../../tools/db.ts";
@@ -22,18 +22,6 @@ export interface Stack {
   demoUrl: string;
   databaseUrl: string;
   stop(): Promise<void>;
-}
-
-/** The dashboard build npm start serves: dashboard/dist. */
-export async function buildDashboard(): Promise<void> {
-  // Vite builds for production only when NODE_ENV is unset or "production"; vitest sets "test".
-  const nodeEnv = process.env.NODE_ENV;
-  process.env.NODE_ENV = "production";
-  try {
-    await build({ configFile: join(ROOT, "dashboard", "vite.config.ts"), logLevel: "warn" });
-  } finally {
-    process.env.NODE_ENV = nodeEnv;
-  }
 }
 
 function freePort(): Promise<number> {

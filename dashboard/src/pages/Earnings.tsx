@@ -31,6 +31,13 @@ export function aggregate(history: LedgerEntry[]) {
   return { days, keyIds, perDay, perKey, keyTotals, total: history.reduce((n, e) => n + e.netMicros, 0) };
 }
 
+/** Axis labels in dollars, with as many decimals as small amounts need. */
+const axisUsd = (micros: number) => {
+  const d = micros / 1e6;
+  return `$${d === 0 ? "0" : d < 0.01 ? d.toFixed(4) : d.toFixed(2)}`;
+};
+const bars = uPlot.paths.bars!({ size: [0.6, 48] });
+
 const PALETTE = ["#1f6feb", "#b35900", "#1a7f37", "#8250df", "#cf222e", "#0a7ea4"];
 
 function Chart({ title, data, series }: { title: string; data: uPlot.AlignedData; series: uPlot.Series[] }) {
@@ -45,8 +52,9 @@ function Chart({ title, data, series }: { title: string; data: uPlot.AlignedData
       height: 240,
       title,
       series: [{ value: (_u, v) => (v == null ? "" : new Date(v * 1000).toISOString().slice(0, 10)) }, ...series],
-      axes: [{}, { values: (_u, ticks) => ticks.map((t) => `$${(t / 1e6).toFixed(2)}`), size: 70 }],
-      scales: { x: { time: true } },
+      axes: [{}, { values: (_u, ticks) => ticks.map(axisUsd), size: 80 }],
+      // A day or two of data would otherwise stretch over years: pad the days shown.
+      scales: { x: { time: true, range: (_u, min, max) => [min - 3 * DAY, max + DAY] }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.15 : 1] } },
     }, data, el);
     return () => plot.destroy();
     // eslint-disable-next-line react-hooks/exhaustive-deps
@@ -86,11 +94,11 @@ export function EarningsPage({ live }: { live: ReadonlyMap<string, KeyLive> }) {
         </Empty>
       ) : (
         <>
-          <Chart title="Net earnings per day" data={[a.days, a.days.map((d) => a.perDay.get(d) ?? 0)]} series={[{ label: "all keys", stroke: PALETTE[0], width: 2, value: (_u, v) => (v == null ? "" : usd(v)) }]} />
+          <Chart title="Net earnings per day" data={[a.days, a.days.map((d) => a.perDay.get(d) ?? 0)]} series={[{ label: "all keys", stroke: PALETTE[0], fill: "rgba(31, 111, 235, 0.35)", paths: bars, width: 1, value: (_u, v) => (v == null ? "" : usd(v)) }]} />
           <Chart
             title="Net earnings per key per day"
             data={[a.days, ...a.keyIds.map((k) => a.days.map((d) => a.perKey.get(k)?.get(d) ?? 0))]}
-            series={a.keyIds.map((k, i) => ({ label: k, stroke: PALETTE[i % PALETTE.length], width: 2, value: (_u: uPlot, v: number | null) => (v == null ? "" : usd(v)) }))}
+            series={a.keyIds.map((k, i) => ({ label: k, stroke: PALETTE[i % PALETTE.length], width: 2, points: { show: true, size: 8 }, value: (_u: uPlot, v: number | null) => (v == null ? "" : usd(v)) }))}
           />
           <table>
             <caption>Per key, from the ledger</caption>
