@@ -3,6 +3,7 @@
 // second, counted), and a key object that keeps serving while its room throws or hangs.
 // Real WebSockets through the Worker's entry to the SellerRoom Durable Object.
 import { env } from "cloudflare:workers";
+import { evictDurableObject } from "cloudflare:test";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import * as v from "valibot";
 import { SellerRoom } from "../../objects/seller-room.ts";
@@ -147,6 +148,32 @@ describe("SellerRoom: snapshot, then changes", () => {
     const snapAfter = await after.until(() => true, "snapshot");
     expect(snapAfter).toEqual({ type: "snapshot", keys: [] });
     after.close();
+  });
+});
+
+describe("SellerRoom: hibernation", () => {
+  let seller: TestSeller;
+  beforeAll(async () => {
+    seller = await signIn("room-sleep");
+  });
+  afterAll(removeAllKeys);
+
+  it("a socket survives the room's hibernation and eviction: changes still arrive, and a new socket's snapshot comes from storage", async () => {
+    const { keyId } = await addKey({ seller });
+    const live = await openLive(seller);
+    await live.until((m) => (m.type === "snapshot" && m.keys.some((k) => k.keyId === keyId)) || (m.type === "key" && m.key.keyId === keyId), "the key");
+    // The room's instance is torn down; its socket hibernates instead of closing.
+    await evictDurableObject(roomOf(seller.id), { webSockets: "hibernate" });
+    const before = live.messages.length;
+    for (let i = 0; i < 2; i++) expect((await chat()).status).toBe(200);
+    await live.until((m) => live.messages.indexOf(m) >= before && m.type === "key" && m.key.keyId === keyId && m.key.requestsPerMinute === 2, "a change after hibernation");
+    await evictDurableObject(roomOf(seller.id), { webSockets: "hibernate" });
+    const fresh = await openLive(seller);
+    const snap = (await fresh.until(() => true, "snapshot")) as Extract<RoomMessage, { type: "snapshot" }>;
+    expect(snap.type).toBe("snapshot");
+    expect(snap.keys.find((k) => k.keyId === keyId)?.requestsPerMinute).toBe(2);
+    fresh.close();
+    live.close();
   });
 });
 
