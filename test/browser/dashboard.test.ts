@@ -52,8 +52,10 @@ const cell = (field: string) => page.locator(`tr[data-key-id="${keyId}"] [data-f
 const until = (field: string, text: RegExp | string, timeout = 2_000) =>
   cell(field).filter({ hasText: typeof text === "string" ? new RegExp(`^${text.replace(/[.$]/g, "\\$&")}$`) : text }).waitFor({ timeout });
 
+/** An unpaid operator call; after the edit test the key serves in the economy tier, which a buyer asks for by header. */
+let tier = "standard";
 function opsChat() {
-  return fetch(`${url}/openai/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", "cn2-ops-token": opsToken }, body: CHAT });
+  return fetch(`${url}/openai/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", "cn2-ops-token": opsToken, "cn2-tier": tier }, body: CHAT });
 }
 
 async function axeViolations(p: Page) {
@@ -235,6 +237,53 @@ describe("seller dashboard in Chromium", () => {
     await other.close();
   });
 
+  it("PR5: edits limits, budget, routes and tier; pauses and resumes the key; all shown live", async () => {
+    await page.goto(url);
+    await page.getByRole("button", { name: `Edit ${keyId}` }).click();
+    await page.getByRole("heading", { name: `Edit ${keyId}` }).waitFor();
+    await page.getByLabel("Requests per minute").fill("700");
+    await page.getByLabel("Daily budget (micro-dollars, blank = none)").fill("5000000");
+    await page.getByLabel("Allowed routes (blank = the provider's defaults)").fill("POST /v1/chat/completions");
+    await page.getByLabel("Tier").selectOption("economy");
+    await page.getByRole("button", { name: "Save changes" }).click();
+    await page.getByRole("heading", { name: `Edit ${keyId}` }).waitFor({ state: "detached" });
+    const view = ((await (await context.request.get(`${url}/api/keys/${keyId}`)).json()) as { key: { config: Record<string, unknown> } }).key.config;
+    expect(view).toMatchObject({ requestsPerMinute: 700, dailyBudgetMicros: 5_000_000, allowedRoutes: ["POST /v1/chat/completions"], tier: "economy", priceMicros: PRICE });
+    await until("tier", "economy / economy");
+    tier = "economy";
+    expect((await opsChat()).status).toBe(200);
+    await page.getByRole("button", { name: `Pause ${keyId}` }).click();
+    await until("state", "paused");
+    expect((await opsChat()).status).toBe(503);
+    await page.getByRole("button", { name: `Resume ${keyId}` }).click();
+    await until("state", "healthy");
+    expect((await opsChat()).status).toBe(200);
+  });
+
+  it("removes a key only after confirmation", async () => {
+    // A second key, made through the API as the page would (cookie, CSRF header, our Origin).
+    const { encryptCredential } = await import("../../worker/vault.ts");
+    const vault = (await (await context.request.get(`${url}/api/vault/public-key`)).json()) as { keys: { kid: string; jwk: JsonWebKey }[] };
+    const spare = `k_spare${Date.now().toString(36)}`.slice(0, 24);
+    const envelope = await encryptCredential(`sk-demo-spare-${Date.now()}`, vault.keys[0]!, { sellerId, keyId: spare });
+    const made = await context.request.post(`${url}/api/keys`, {
+      headers: { "cn2-csrf": "1", origin: url, "content-type": "application/json" },
+      data: { keyId: spare, sellerId, envelope, config: { provider: "openai", priceMicros: PRICE, requestsPerMinute: 100, maxConcurrent: 2, region: "us" } },
+    });
+    expect(made.status()).toBe(201);
+    await page.goto(url);
+    const row = page.locator(`tr[data-key-id="${spare}"]`);
+    await row.waitFor();
+    await page.getByRole("button", { name: `Remove ${spare}` }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Cancel" }).click();
+    expect((await context.request.get(`${url}/api/keys/${spare}`)).status()).toBe(200);
+    await page.getByRole("button", { name: `Remove ${spare}` }).click();
+    await page.getByRole("dialog").getByRole("button", { name: "Remove the key" }).click();
+    await row.waitFor({ state: "detached" });
+    expect((await context.request.get(`${url}/api/keys/${spare}`)).status()).toBe(404);
+    await page.locator(`tr[data-key-id="${keyId}"]`).waitFor();
+  });
+
   it("axe-core finds no serious or critical violation on any page; the keys page screenshot", async () => {
     await page.getByRole("navigation").getByRole("link", { name: "Keys" }).click();
     await page.locator(`tr[data-key-id="${keyId}"]`).waitFor();
@@ -267,6 +316,8 @@ describe("seller dashboard in Chromium", () => {
   });
 
   it("PR25: closing the account ends the session and the keys stop serving", async () => {
+    // The key serves until the account closes.
+    expect((await opsChat()).status).toBe(200);
     await page.goto(`${url}/privacy`);
     await page.getByRole("button", { name: "Close my account…" }).click();
     const confirm = page.getByRole("button", { name: "Close my account for good" });

@@ -65,6 +65,9 @@ export async function startStack(): Promise<Stack> {
     "--var", "DEV_FAUCET:1",
     // Earnings reach the ledger a second after a request, so the test sees the ledger move.
     "--var", "EARNINGS_FLUSH_MS:1000",
+    // A paused, resumed or closed key leaves or rejoins its pool at once (as in the workerd tests).
+    "--var", "POOL_CACHE_MS:0",
+    "--var", "POOL_DEBOUNCE_MS:0",
     "--persist-to", join(dir, "state"),
     "--show-interactive-dev-session=false",
   ], {

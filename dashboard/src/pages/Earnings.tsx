@@ -47,6 +47,7 @@ function Chart({ title, data, series }: { title: string; data: uPlot.AlignedData
   useEffect(() => {
     const el = ref.current;
     if (!el) return;
+    const xs = data[0] as number[];
     const plot = new uPlot({
       width: Math.max(320, el.clientWidth),
       height: 240,
@@ -54,7 +55,7 @@ function Chart({ title, data, series }: { title: string; data: uPlot.AlignedData
       series: [{ value: (_u, v) => (v == null ? "" : new Date(v * 1000).toISOString().slice(0, 10)) }, ...series],
       axes: [{}, { values: (_u, ticks) => ticks.map(axisUsd), size: 80 }],
       // A day or two of data would otherwise stretch over years: pad the days shown.
-      scales: { x: { time: true, range: (_u, min, max) => [min - 3 * DAY, max + DAY] }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.15 : 1] } },
+      scales: { x: { time: true, range: () => [xs[0]! - 3 * DAY, xs[xs.length - 1]! + DAY] }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.15 : 1] } },
     }, data, el);
     return () => plot.destroy();
     // eslint-disable-next-line react-hooks/exhaustive-deps
