@@ -12,7 +12,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from "playwrig
 import { createPayingFetch, generateBuyerKey, requestFaucet } from "../../buyer/index.ts";
 import { connect } from "../../tools/db.ts";
 
-const { url, opsToken, demoUrl, databaseUrl } = inject("browserStack");
+const { url, opsToken, demoUrl, databaseUrl, supabaseUrl } = inject("browserStack");
 const DOCS = join(import.meta.dirname, "..", "..", "docs");
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const CHAT = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hello" }] });
@@ -34,15 +34,21 @@ let keyId = "";
 const sent: string[] = [];
 let navigations = 0;
 
+/** Console reports of Content-Security-Policy violations, from every page of the run. */
+const cspViolations: string[] = [];
+
 async function newPage(ctx: BrowserContext) {
   const p = await ctx.newPage();
   p.on("pageerror", (e) => console.error("page error:", e.message));
+  p.on("console", (m) => {
+    if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+  });
   return p;
 }
 
 async function signIn(p: Page, address: string) {
   await p.goto(url);
-  await p.getByLabel("Email").fill(address);
+  await p.getByLabel("Email", { exact: true }).fill(address);
   await p.getByRole("button", { name: "Sign in (dev)" }).click();
   await p.getByRole("heading", { name: "Your keys" }).waitFor();
 }
@@ -98,7 +104,7 @@ describe("seller dashboard in Chromium", () => {
     expect(csp).not.toContain("unsafe-inline");
     expect(await page.locator("script:not([src])").count()).toBe(0);
     await page.getByRole("heading", { name: "Sign in" }).waitFor();
-    await page.getByLabel("Email").fill(email);
+    await page.getByLabel("Email", { exact: true }).fill(email);
     await page.getByRole("button", { name: "Sign in (dev)" }).click();
     await page.getByRole("heading", { name: "Your keys" }).waitFor();
     await page.getByText("You have no keys listed yet.").waitFor();
@@ -109,6 +115,28 @@ describe("seller dashboard in Chromium", () => {
     expect(await page.evaluate("localStorage.length")).toBe(0);
     await page.getByTestId("live-status").getByText("Live").waitFor({ timeout: 10_000 });
     sellerId = ((await (await context.request.get(`${url}/api/me`)).json()) as { seller: { id: string } }).seller.id;
+  });
+
+  it("PR26: signs in through Supabase Auth in the page (email one-time code), traded for the session cookie; supabase-js keeps nothing", async () => {
+    const other = await browser.newContext();
+    const p = await newPage(other);
+    const address = `otp-${email}`;
+    await p.goto(`${url}/sign-in`);
+    await p.getByLabel("Email for a sign-in code").fill(address);
+    await p.getByRole("button", { name: "Email me a code" }).click();
+    await p.getByLabel("One-time code").waitFor();
+    const { code } = (await (await fetch(`${supabaseUrl}/__fake/otp?email=${encodeURIComponent(address)}`)).json()) as { code: string };
+    expect(code).toMatch(/^\d{6}$/);
+    await p.getByLabel("One-time code").fill(code);
+    await p.getByRole("button", { name: "Sign in", exact: true }).click();
+    await p.getByRole("heading", { name: "Your keys" }).waitFor();
+    const me = (await (await other.request.get(`${url}/api/me`)).json()) as { seller: { email: string } };
+    expect(me.seller.email).toBe(address);
+    expect((await other.cookies()).map((c) => c.name)).toEqual(["__Host-cn2_session"]);
+    // supabase-js signed out locally once the cookie was set: no token left in the page's storage.
+    expect(await p.evaluate("JSON.stringify(Object.entries(sessionStorage).filter(([k]) => k.startsWith('sb-') && !k.endsWith('-code-verifier')))")).toBe("[]");
+    expect(await p.evaluate("localStorage.length")).toBe(0);
+    await other.close();
   });
 
   it("PR2: adds a key sealed in the page with WebCrypto; no outgoing request or frame carries the plaintext", async () => {
@@ -313,6 +341,8 @@ describe("seller dashboard in Chromium", () => {
     found["/sign-in"] = await axeViolations(s);
     await signedOut.close();
     expect(found).toEqual(Object.fromEntries(Object.keys(found).map((k) => [k, []])));
+    // Every page so far ran under the strict CSP without the browser blocking anything.
+    expect(cspViolations).toEqual([]);
   });
 
   it("PR25: closing the account ends the session and the keys stop serving", async () => {
@@ -330,5 +360,12 @@ describe("seller dashboard in Chromium", () => {
     expect((await context.request.get(`${url}/api/me`)).status()).toBe(401);
     const res = await opsChat();
     expect(res.status).toBe(503);
+    // The auth user went too (Supabase's Admin API, faked on loopback, deletes it).
+    const sql = connect(databaseUrl, { max: 1 });
+    try {
+      expect(await sql`select id from auth.users where id = ${sellerId}`).toHaveLength(0);
+    } finally {
+      await sql.end();
+    }
   });
 });

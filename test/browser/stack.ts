@@ -3,7 +3,7 @@
 // Durable Objects, KV, queues in workerd) on a free loopback port, throwaway secrets in
 // a temporary env file, an in-memory PGlite behind Hyperdrive and the demo upstream.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
@@ -12,6 +12,7 @@ import { generateDevSigningKey } from "../../worker/auth.ts";
 import { generateVaultKey } from "../../worker/vault.ts";
 import { connect, hyperdriveUrl, migrate, startEmbeddedDb } from "../../tools/db.ts";
 import { startDemoUpstream, upstreamBaseUrls } from "../../tools/demo-upstream.ts";
+import { startFakeSupabaseAuth } from "./fake-supabase-auth.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 const HOST = "127.0.0.1";
@@ -21,6 +22,8 @@ export interface Stack {
   opsToken: string;
   demoUrl: string;
   databaseUrl: string;
+  /** The fake Supabase Auth the sign-in page's supabase-js talks to. */
+  supabaseUrl: string;
   stop(): Promise<void>;
 }
 
@@ -43,6 +46,12 @@ export async function startStack(): Promise<Stack> {
   const db = await startEmbeddedDb({ port: 0 });
   const sql = connect(db.url, { max: 1 });
   await migrate(sql).finally(() => sql.end());
+  // Production sign-in (supabase-js in the page) against a fake Supabase Auth; the dev
+  // sign-in stays on beside it, as when a developer sets SUPABASE_URL locally.
+  const supabase = await startFakeSupabaseAuth({ databaseUrl: db.url });
+  // The page may call it: the built CSP allows Supabase's hosted origins only (test build only).
+  const headersPath = join(ROOT, "dashboard", "dist", "_headers");
+  writeFileSync(headersPath, readFileSync(headersPath, "utf8").replace("connect-src 'self' https://*.supabase.co", `connect-src 'self' https://*.supabase.co ${supabase.url}`));
   const dir = mkdtempSync(join(tmpdir(), "cn2-browser-"));
   const opsToken = hex(32);
   const vault = await generateVaultKey("browser-test");
@@ -54,7 +63,8 @@ export async function startStack(): Promise<Stack> {
     `MPP_SECRET_KEY=${hex(32)}`,
     `WEBHOOK_SECRET_KEYS='${JSON.stringify([{ kid: "browser-test", key: btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))) }])}'`,
     `AUTH_DEV_SIGNING_KEY='${JSON.stringify(dev.privateJwk)}'`,
-    `AUTH_JWKS='${JSON.stringify(dev.jwks)}'`,
+    `SUPABASE_SERVICE_ROLE_KEY=${supabase.serviceRoleKey}`,
+    `AUTH_JWKS='${JSON.stringify({ keys: [...dev.jwks.keys, ...supabase.jwks.keys] })}'`,
   ].join("\n") + "\n", { mode: 0o600 });
   const port = await freePort();
   const url = `http://${HOST}:${port}`;
@@ -63,6 +73,8 @@ export async function startStack(): Promise<Stack> {
     "--env-file", envFile,
     "--var", `UPSTREAM_BASE_URLS:${JSON.stringify(upstreamBaseUrls(upstream.url))}`,
     "--var", "DEV_FAUCET:1",
+    "--var", `SUPABASE_URL:${supabase.url}`,
+    "--var", `SUPABASE_ANON_KEY:${supabase.anonKey}`,
     // Earnings reach the ledger a second after a request, so the test sees the ledger move.
     "--var", "EARNINGS_FLUSH_MS:1000",
     // A paused, resumed or closed key leaves or rejoins its pool at once (as in the workerd tests).
@@ -94,6 +106,7 @@ export async function startStack(): Promise<Stack> {
       clearTimeout(killer);
     }
     await upstream.close();
+    await supabase.close();
     await db.close();
     rmSync(dir, { recursive: true, force: true });
   };
@@ -110,5 +123,5 @@ export async function startStack(): Promise<Stack> {
     await stop();
     throw err;
   }
-  return { url, opsToken, demoUrl: upstream.url, databaseUrl: db.url, stop };
+  return { url, opsToken, demoUrl: upstream.url, databaseUrl: db.url, supabaseUrl: supabase.url, stop };
 }

@@ -92,7 +92,7 @@ export function SignIn({ onSignedIn, notice }: { onSignedIn: () => void; notice?
               if (e) throw e;
               setSent(true);
             })}>
-              <Field id="otp-email" label="Email" hint="We email you a one-time code (and a sign-in link).">
+              <Field id="otp-email" label="Email for a sign-in code" hint="We email you a one-time code (and a sign-in link).">
                 <input id="otp-email" type="email" required autoComplete="email" aria-describedby="otp-email-hint" value={email} onChange={(e) => setEmail(e.target.value)} />
               </Field>
               <button type="submit" disabled={busy}>Email me a code</button>
