@@ -53,7 +53,8 @@ function Chart({ title, data, series }: { title: string; data: uPlot.AlignedData
       height: 240,
       title,
       series: [{ value: (_u, v) => (v == null ? "" : new Date(v * 1000).toISOString().slice(0, 10)) }, ...series],
-      axes: [{}, { values: (_u, ticks) => ticks.map(axisUsd), size: 80 }],
+      // Ledger entries are summed per UTC day: ticks on whole days, labelled by date.
+      axes: [{ incrs: [DAY, 7 * DAY, 30 * DAY], values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toISOString().slice(5, 10)) }, { values: (_u, ticks) => ticks.map(axisUsd), size: 80 }],
       // A day or two of data would otherwise stretch over years: pad the days shown.
       scales: { x: { time: true, range: () => [xs[0]! - 3 * DAY, xs[xs.length - 1]! + DAY] }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.15 : 1] } },
     }, data, el);
