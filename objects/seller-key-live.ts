@@ -6,6 +6,10 @@
 // room costs a proxy request nothing (it never waits on a push, and a failed push is
 // logged and retried by the next change).
 //
+// Requests/min decays without requests; no long timer chases it (a pending timer keeps an
+// object from being evicted): the key's flush alarm, which runs EARNINGS_FLUSH_MS after
+// traffic, calls `changed()` too, so the count a dashboard shows catches up then.
+//
 // It also keeps the two numbers only it needs: the seller's earnings this UTC day and the
 // last error, in a small table of the key object's own storage, written with each push (at
 // most once a second, off the request path). A crash may forget up to a second of the
@@ -16,8 +20,6 @@ import type { Env } from "../worker/env.ts";
 
 /** At most one push per key per this many ms. */
 export const LIVE_INTERVAL_MS = 1_000;
-/** While requests/min or in-flight are above zero, look again this often (they decay without a request). */
-const DECAY_RECHECK_MS = 5_000;
 
 /** What the key object knows now, read when a push is due (not per request). */
 export interface LiveParts {
@@ -50,7 +52,6 @@ export class LiveFeed {
   #sending = false;
   #sendingSince = 0;
   #again = false;
-  #decay: ReturnType<typeof setTimeout> | undefined;
   #stored: Stored;
   #dirty = false;
 
@@ -98,8 +99,7 @@ export class LiveFeed {
   /** The key is gone: tell the room now (a rare event), and forget the feed's state. */
   removed(sellerId: string, keyId: string): void {
     clearTimeout(this.#timer);
-    clearTimeout(this.#decay);
-    this.#timer = this.#decay = undefined;
+    this.#timer = undefined;
     this.#lastSent = "";
     this.#stored = { day: utcDay(Date.now()), earnedMicros: 0, lastError: null };
     this.#dirty = false;
@@ -133,13 +133,6 @@ export class LiveFeed {
     const key = this.view(parts, now);
     const { updatedAt: _, ...compared } = key;
     const fingerprint = JSON.stringify(compared);
-    // Numbers that decay by themselves (the sliding minute) are looked at again later.
-    if ((parts.requestsPerMinute > 0 || parts.inFlight > 0) && this.#decay === undefined) {
-      this.#decay = setTimeout(() => {
-        this.#decay = undefined;
-        this.changed();
-      }, DECAY_RECHECK_MS);
-    }
     if (fingerprint === this.#lastSent) return;
     this.#lastSent = fingerprint;
     this.#lastSentAt = now;

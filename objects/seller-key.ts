@@ -189,6 +189,7 @@ export class SellerKey extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     this.flushAlarmSet = false;
     if (!this.record) return;
+    this.live.changed(); // requests/min has decayed since the traffic: the room hears it
     try {
       const outcome = await this.flushOnce();
       this.flushRetryMs = 0;
