@@ -50,8 +50,10 @@ export async function startStack(): Promise<Stack> {
   // sign-in stays on beside it, as when a developer sets SUPABASE_URL locally.
   const supabase = await startFakeSupabaseAuth({ databaseUrl: db.url });
   // The page may call it: the built CSP allows Supabase's hosted origins only (test build only).
+  // Put back when the stack stops, so a later deploy of dashboard/dist never carries it.
   const headersPath = join(ROOT, "dashboard", "dist", "_headers");
-  writeFileSync(headersPath, readFileSync(headersPath, "utf8").replace("connect-src 'self' https://*.supabase.co", `connect-src 'self' https://*.supabase.co ${supabase.url}`));
+  const builtHeaders = readFileSync(headersPath, "utf8");
+  writeFileSync(headersPath, builtHeaders.replace("connect-src 'self' https://*.supabase.co", `connect-src 'self' https://*.supabase.co ${supabase.url}`));
   const dir = mkdtempSync(join(tmpdir(), "cn2-browser-"));
   const opsToken = hex(32);
   const vault = await generateVaultKey("browser-test");
@@ -105,6 +107,7 @@ export async function startStack(): Promise<Stack> {
       await exited;
       clearTimeout(killer);
     }
+    writeFileSync(headersPath, builtHeaders);
     await upstream.close();
     await supabase.close();
     await db.close();

@@ -1,7 +1,7 @@
 // Keys, live: the seller's keys from GET /api/keys (configuration), with the numbers the
 // seller's room streams (health, latency, traffic, tiers, track record, last error,
 // earnings today) laid over them as they change, without a reload.
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import type { KeyLive } from "../../../schema/room.ts";
 import { listKeys, pauseKey, removeKey, resumeKey, type KeyView, type Me } from "../api.ts";
 import type { LiveStatus } from "../live.ts";
@@ -20,6 +20,12 @@ export function Keys({ me, live, status }: { me: Me; live: ReadonlyMap<string, K
   const [removing, setRemoving] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [actionError, setActionError] = useState<unknown>(null);
+  // A key the room knows and the list does not (added from the CLI or another tab): reload the list.
+  const unknown = keys.data ? [...live.keys()].some((id) => !keys.data!.some((k) => k.keyId === id)) : false;
+  useEffect(() => {
+    if (unknown && !keys.loading) keys.reload();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [unknown]);
 
   const act = async (fn: () => Promise<unknown>) => {
     setBusy(true);
