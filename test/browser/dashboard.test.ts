@@ -96,6 +96,22 @@ afterAll(async () => {
 });
 
 describe("seller dashboard in Chromium", () => {
+  it("the Worker's own paths run before single-page routing; any other path is the app", async () => {
+    const type = async (path: string, init?: RequestInit) => {
+      const res = await fetch(`${url}${path}`, { ...init, headers: { accept: "text/html", ...init?.headers } });
+      await res.arrayBuffer();
+      return `${res.status} ${(res.headers.get("content-type") ?? "").split(";")[0]}`;
+    };
+    expect(await type("/healthz")).toBe("200 application/json");
+    expect(await type("/api/nothing-here")).toBe("404 application/json");
+    expect(await type("/auth/config")).toBe("200 application/json");
+    expect(await type("/ops/keys/k_aaaaaaaaaaaa")).toBe("401 application/json");
+    expect(await type("/webhooks/stripe", { method: "POST", body: "{}" })).toMatch(/^(400|503) application\/json$/);
+    expect(await type("/openai/v1/chat/completions", { method: "POST", body: CHAT, headers: { "content-type": "application/json" } })).toMatch(/^(402|503) application\/(problem\+)?json$/);
+    expect(await type("/earnings")).toBe("200 text/html");
+    expect(await type("/some/page/of/the/app")).toBe("200 text/html");
+  });
+
   it("PR26: signs in with the dev sign-in; the only cookie is the essential HttpOnly session cookie; strict CSP", async () => {
     const res = await page.goto(url);
     const csp = res!.headers()["content-security-policy"] ?? "";
