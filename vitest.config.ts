@@ -109,6 +109,19 @@ export default defineConfig({
         },
       },
       {
+        // The seller dashboard in real headless Chromium (Debian's, via playwright-core)
+        // against the real Worker under wrangler dev: one marketplace for the run.
+        test: {
+          name: "browser",
+          environment: "node",
+          include: ["test/browser/**/*.test.ts"],
+          globalSetup: ["test/browser/global-setup.ts"],
+          fileParallelism: false,
+          testTimeout: 60_000,
+          hookTimeout: 180_000,
+        },
+      },
+      {
         // Postgres: migrations, row-level security, ledger rules. One migrated database for
         // the run (in-memory PGlite, or a fresh database on DATABASE_URL's server).
         test: {

@@ -10,6 +10,8 @@
 //   npm run bench -- --miniflare-outbound  keep Miniflare's outbound helper worker in front of
 //                                       every upstream call (a local-only hop; see bench/workerd.ts)
 //   options: --duration 6 --rounds 2 --warmup 1.5 --concurrency 1,10,50 --only cn2,portkey
+//   cn2-dashboards: cn2 at c=50 with five live seller dashboards (WebSockets to the serving
+//   keys' seller room) connected: the cost of the key objects' live pushes
 //            --wait-quiet 60 (wait up to 60 s for the shared machine to calm down first)
 //   docs/bench.md explains what is measured and how to read it.
 //
@@ -34,6 +36,7 @@ import { profileWhile, summarize, writeProfile } from "./cpu-profile.ts";
 import { failures, load, merge, type RunStats, type Target } from "./load.ts";
 import { HOST, freePort, installCleanup, log, removeDirOnExit, shutdown, spawnNode, waitForPort } from "./processes.ts";
 import { fundedBuyer, loadPaid, type PaidStats } from "./paid.ts";
+import { openDashboards } from "./dashboards.ts";
 import { PROBE_WORKER, profileTargets } from "./probe.ts";
 import { startWorker } from "./workerd.ts";
 
@@ -90,6 +93,9 @@ function boundedNumber(raw: string, min: number, max: number, name: string): num
 
 const ONLY = args.only ? new Set(["direct", ...args.only.split(",")]) : null;
 const wanted = (system: string) => ONLY === null || ONLY.has(system);
+/** Live seller dashboards connected during the cn2-dashboards run, and its concurrency (issue 11). */
+const DASHBOARDS = 5;
+const DASHBOARD_CONCURRENCY = 50;
 
 const randomHex = (bytes: number) => Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
 const verify = (body: string) => body.includes(REPLY);
@@ -166,7 +172,7 @@ async function main() {
     extra: args.profile ? [PROBE_WORKER(bases.openai, `sk-demo-bench-probe-${randomHex(4)}`)] : [],
   });
   log(`cn2 in workerd at ${worker.url} (Miniflare ${worker.miniflareVersion}, direct socket, ${args["miniflare-outbound"] ? "outbound helper worker kept" : "direct outbound"})`);
-  const keyIds = await seedKeys(worker.url, opsToken, vault.publicKey);
+  const { ids: keyIds, seller } = await seedKeys(worker.url, opsToken, vault.publicKey);
   log(`seeded ${keyIds.length} openai keys: ${keyIds.join(", ")}`);
 
   // 4. Portkey's gateway, its own process, loopback only.
@@ -206,6 +212,8 @@ async function main() {
       verify,
     },
   };
+  // cn2 again, with DASHBOARDS live dashboards connected to the keys' seller (issue 11).
+  systems["cn2-dashboards"] = { ...systems.cn2! };
   if (args.profile && worker.extra.probe) Object.assign(systems, profileTargets(worker.extra.probe, worker.url, BODY, verify));
 
   for (const name of Object.keys(systems)) if (!wanted(name)) delete systems[name];
@@ -220,10 +228,11 @@ async function main() {
   // ROUNDS rounds of DURATION/ROUNDS seconds each, so a burst of load from elsewhere on a
   // shared machine lands on all of them rather than on one.
   const rows: Row[] = [];
-  let cn2Answered = 2; // waitForPool's first 200 and the smoke request
+  // waitForPool's first 200 and the smoke request (and cn2-dashboards' smoke request).
+  let cn2Answered = systems["cn2-dashboards"] ? 3 : 2;
   let cn2Runs = 0;
   const counted = (system: string, r: RunStats) => {
-    if (system !== "cn2") return;
+    if (system !== "cn2" && system !== "cn2-dashboards") return;
     cn2Answered += r.ok;
     cn2Runs++;
   };
@@ -232,11 +241,24 @@ async function main() {
   const slice = DURATION / ROUNDS;
   const estimate = CONCURRENCY.length * names.length * (WARMUP + DURATION + 0.2 * (ROUNDS + 1));
   log(`${CONCURRENCY.length * names.length} measurements (${WARMUP} s warm-up, ${ROUNDS} x ${slice} s): about ${Math.ceil(estimate / 10) * 10} s`);
+  let dashboardMessages = 0;
+  /** A run of `system`; cn2-dashboards runs with the dashboards connected, and only at DASHBOARD_CONCURRENCY. */
+  const run = async (system: string, target: Target, concurrency: number, seconds: number) => {
+    if (system !== "cn2-dashboards") return load(target, concurrency, seconds);
+    const dashboards = await openDashboards(worker.url, seller, DASHBOARDS);
+    try {
+      return await load(target, concurrency, seconds);
+    } finally {
+      dashboardMessages += dashboards.messages();
+      await dashboards.close();
+    }
+  };
   for (const concurrency of CONCURRENCY) {
-    const rounds = new Map<string, RunStats[]>(names.map((n) => [n, []]));
-    for (const [system, target] of Object.entries(systems)) {
+    const here = Object.fromEntries(Object.entries(systems).filter(([system]) => system !== "cn2-dashboards" || concurrency === DASHBOARD_CONCURRENCY));
+    const rounds = new Map<string, RunStats[]>(Object.keys(here).map((n) => [n, []]));
+    for (const [system, target] of Object.entries(here)) {
       if (WARMUP === 0) continue;
-      const w = await load(target, concurrency, WARMUP);
+      const w = await run(system, target, concurrency, WARMUP);
       counted(system, w);
       if (failures(w) > 0) {
         warmupFailures.push(`warm-up of ${system} at c=${concurrency}: ${describeFailures(w)}`);
@@ -244,13 +266,13 @@ async function main() {
       }
     }
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [system, target] of Object.entries(systems)) {
-        const r = await load(target, concurrency, slice);
+      for (const [system, target] of Object.entries(here)) {
+        const r = await run(system, target, concurrency, slice);
         counted(system, r);
         rounds.get(system)!.push(r);
       }
     }
-    for (const [system, target] of Object.entries(systems)) {
+    for (const [system, target] of Object.entries(here)) {
       const stats = merge(rounds.get(system)!);
       rows.push({ system, concurrency, local: target.local === true, stats });
       log(`${system.padEnd(14)} c=${String(concurrency).padEnd(3)} p50 ${fmt(stats.p50)} ms  p99 ${fmt(stats.p99)} ms  ${Math.round(stats.rps)} req/s${failures(stats) ? `  FAILURES: ${describeFailures(stats)}` : ""}`);
@@ -289,8 +311,14 @@ async function main() {
     for (const line of served.details) log(`  ${line}`);
   }
 
+  const withDashboards = rows.find((r) => r.system === "cn2-dashboards");
+  const plain = rows.find((r) => r.system === "cn2" && r.concurrency === DASHBOARD_CONCURRENCY);
+  if (withDashboards && plain) {
+    log(`cn2 with ${DASHBOARDS} live dashboards at c=${DASHBOARD_CONCURRENCY}: ${(withDashboards.stats.rps / plain.stats.rps).toFixed(3)}x the requests/s without (target >= 0.95); the dashboards received ${dashboardMessages} messages`);
+    if (dashboardMessages === 0) log("!! the dashboards received no message: they were not live");
+  }
   if (args.json) {
-    printJson(rows);
+    printJson(rows, { dashboards: DASHBOARDS, dashboardMessages });
     for (const { stats, unpaidP50 } of paidRows) {
       process.stdout.write(JSON.stringify({ system: "cn2-paid", concurrency: stats.concurrency, p50_ms: round(stats.p50), p99_ms: round(stats.p99), rps: Math.round(stats.rps), added_vs_unpaid_p50_ms: round(stats.p50 - unpaidP50) }) + "\n");
     }
@@ -388,7 +416,7 @@ async function cpuProfile(port: number, path: string, target: Target): Promise<R
 }
 
 /** A seller (dev sign-in) lists KEYS openai keys through the seller API, as the CLI would. */
-async function seedKeys(base: string, opsToken: string, publicKey: { kid: string; jwk: JsonWebKey }): Promise<string[]> {
+async function seedKeys(base: string, opsToken: string, publicKey: { kid: string; jwk: JsonWebKey }): Promise<{ ids: string[]; seller: { id: string; token: string } }> {
   const signIn = await fetch(`${base}/auth/dev/sign-in`, {
     method: "POST",
     headers: { "content-type": "application/json", "cn2-csrf": "1" },
@@ -415,7 +443,7 @@ async function seedKeys(base: string, opsToken: string, publicKey: { kid: string
   const pool = await fetch(`${base}/ops/pools/openai/us/standard`, { headers: { authorization: `Bearer ${opsToken}` }, signal: AbortSignal.timeout(10_000) });
   const members = ((await pool.json()) as { pool?: { members?: unknown[] } }).pool?.members?.length ?? 0;
   if (members !== KEYS) throw new Error(`pool openai/us/standard lists ${members} keys after seeding, expected ${KEYS}`);
-  return ids;
+  return { ids, seller: { id: sellerId, token } };
 }
 
 /** Seeding publishes the pool after POOL_DEBOUNCE_MS; a router that looked too early caches "empty" for POOL_CACHE_MS. */
@@ -488,7 +516,7 @@ function added(rows: Row[], r: Row) {
   return { p50: r.stats.p50 - base.stats.p50, p99: r.stats.p99 - base.stats.p99 };
 }
 
-function printJson(rows: Row[]) {
+function printJson(rows: Row[], live: { dashboards: number; dashboardMessages: number }) {
   for (const r of rows) {
     const a = added(rows, r);
     const s = r.stats;
@@ -506,9 +534,16 @@ function printJson(rows: Row[]) {
       non2xx: s.non2xx,
       errors: s.errors,
       bad_bodies: Math.max(0, s.mismatches - s.non2xx),
+      ...(r.system === "cn2-dashboards" ? { dashboards: live.dashboards, dashboard_messages: live.dashboardMessages, vs_cn2_rps: vsCn2(rows, r) } : {}),
     };
     process.stdout.write(JSON.stringify(out) + "\n");
   }
+}
+
+/** requests/s of a row against cn2's at the same concurrency. */
+function vsCn2(rows: Row[], r: Row): number | null {
+  const cn2 = rows.find((x) => x.system === "cn2" && x.concurrency === r.concurrency);
+  return cn2 ? Math.round((r.stats.rps / cn2.stats.rps) * 1000) / 1000 : null;
 }
 
 const round = (x: number) => (Number.isFinite(x) ? Math.round(x * 1000) / 1000 : null);

@@ -129,7 +129,7 @@ async function databaseGate(target: { host: string; port: number }): Promise<{ u
     /**
      * New connections are refused (a flush connects afresh each time, so it fails); open
      * ones finish. Cutting open ones too wedged the embedded database's single backend in
-     * a 60 s run (tools/db.ts; every later connection timed out), a limit of PGlite, not of
+     * a 60 s run (tools/database.ts; every later connection timed out), a limit of PGlite, not of
      * PostgreSQL, which rolls a cut connection's transaction back.
      */
     down() {
@@ -279,7 +279,7 @@ async function main() {
   // 1. The demo upstream and Postgres (PGlite, migrated, in memory), each its own process.
   const upstream = spawnNode("demo upstream", [join(ROOT, "tools/demo-upstream.ts"), "--port", "0", "--host", HOST]);
   const upstreamUrl = (await upstream.waitForLine(/listening on (http:\/\/\S+)/, 15_000))[1]!;
-  const db = spawnNode("database", [join(ROOT, "tools/db.ts"), "serve", "--memory", "--port", "0"]);
+  const db = spawnNode("database", [join(ROOT, "tools/database.ts"), "serve", "--memory", "--port", "0"]);
   const databaseUrl = (await db.waitForLine(/serving on (postgres:\/\/\S+)/, 60_000))[1]!;
   const dbAddress = new URL(databaseUrl);
   const gate = await databaseGate({ host: dbAddress.hostname, port: Number(dbAddress.port) });

@@ -160,22 +160,23 @@ export async function decryptCredential(envelope: Envelope, privateKeys: VaultPr
 
 /** ECDH -> HKDF-SHA-256 -> non-extractable AES-256-GCM key; the shared bits never leave. */
 async function deriveAesKey(own: CryptoKey, peer: CryptoKey, salt: Uint8Array, kid: string, usage: "encrypt" | "decrypt"): Promise<CryptoKey> {
-  // `public` is spelled `$public` in workers-types; the runtime wants `public`.
-  const ecdh = { name: "ECDH", public: peer } as unknown as SubtleCryptoDeriveKeyAlgorithm;
+  // `public` is spelled `$public` in workers-types; the runtime wants `public`. Typed from
+  // deriveBits itself, so the module also checks against the DOM's types (the dashboard).
+  const ecdh = { name: "ECDH", public: peer } as unknown as Parameters<typeof crypto.subtle.deriveBits>[0];
   const shared = await crypto.subtle.deriveBits(ecdh, own, 256);
   const ikm = await crypto.subtle.importKey("raw", shared, "HKDF", false, ["deriveKey"]);
   const hkdf = { name: "HKDF", hash: "SHA-256", salt, info: new TextEncoder().encode(`cn2 vault v1 ${kid}`) };
   return crypto.subtle.deriveKey(hkdf, ikm, { name: "AES-GCM", length: 256 }, false, [usage]);
 }
 
-function additionalData({ sellerId, keyId }: KeyBinding, kid: string): Uint8Array {
+function additionalData({ sellerId, keyId }: KeyBinding, kid: string): Uint8Array<ArrayBuffer> {
   // "|" separates the fields, so a field containing it would make the AAD ambiguous.
   for (const part of [sellerId, keyId]) {
     if (typeof part !== "string" || part.length === 0 || part.includes("|")) {
       throw new TypeError("key binding needs a non-empty sellerId and keyId without '|'");
     }
   }
-  return new TextEncoder().encode(`cn2-vault-v1|${sellerId}|${keyId}|${kid}`);
+  return new Uint8Array(new TextEncoder().encode(`cn2-vault-v1|${sellerId}|${keyId}|${kid}`));
 }
 
 function publicJwk(jwk: JsonWebKey): JsonWebKey {
@@ -190,7 +191,7 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function randomBytes(n: number): Uint8Array {
+function randomBytes(n: number): Uint8Array<ArrayBuffer> {
   return crypto.getRandomValues(new Uint8Array(n));
 }
 
@@ -200,7 +201,7 @@ export function toBase64Url(bytes: Uint8Array): string {
   return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
-export function fromBase64Url(text: string): Uint8Array {
+export function fromBase64Url(text: string): Uint8Array<ArrayBuffer> {
   if (typeof text !== "string" || !/^[A-Za-z0-9_-]*$/.test(text)) throw new TypeError("not base64url");
   const b64 = text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4);
   const binary = atob(b64);

@@ -6,6 +6,7 @@
 //   2. the demo upstream (fake OpenAI/Anthropic/...) in this process, on :8788; Postgres:
 //      the embedded PGlite persisted in .data/pglite on :54329 (DATABASE_URL set: that
 //      database instead), migrated; a fake Persona for KYC
+//   2b. the seller dashboard (dashboard/) built into dashboard/dist, served by the Worker
 //   3. `wrangler dev` on :8787, pointed at the demo upstream, with the dev faucet on, its
 //      Hyperdrive binding at the database above
 //   4. wait for GET /healthz
@@ -23,6 +24,7 @@ import { generateVaultKey, parseVaultPrivateKeys } from "../core/vault.ts";
 import { DEV_VARS_PATH, REPO_ROOT, apiClient, formatError, isMain, parseDevVars, type ApiClient } from "./api-client.ts";
 import { connect, DEFAULT_DATA_DIR, DEFAULT_PORT as PGLITE_DEFAULT_PORT, hyperdriveUrl, migrate, startEmbeddedDb, type EmbeddedDb } from "./database.ts";
 import { startDemoUpstream, upstreamBaseUrls } from "./demo-upstream.ts";
+import { buildDashboard } from "./dashboard-build.ts";
 import { startFakePersona, type FakePersona } from "./fake-persona.ts";
 import { DEFAULT_DEV_EMAIL, addKey, login } from "./seller-cli.ts";
 
@@ -289,7 +291,7 @@ function readyBlock(url: string, proxyToken: string, upstreamUrl: string, keyIds
     `  npm run buyer -- call /openai/v1/chat/completions '${body.replace('"stream":true,', "")}'`,
     "  npm run buyer -- balance",
     "",
-    `Sign in as the demo seller in a browser: ${url}/auth/dev/sign-in?email=${encodeURIComponent(DEFAULT_DEV_EMAIL)}`,
+    `Seller dashboard: ${url}/   sign in as the demo seller: ${url}/auth/dev/sign-in?email=${encodeURIComponent(DEFAULT_DEV_EMAIL)}`,
     "",
     "Seller tools (signed in as the demo seller; `npm run seller -- login --email you@example.com` for another)",
     "and ops tools (they read the ops token from .dev.vars):",
@@ -306,6 +308,9 @@ function readyBlock(url: string, proxyToken: string, upstreamUrl: string, keyIds
 
 async function main(): Promise<void> {
   const { opsToken, proxyToken, created } = await ensureDevVars();
+  // The dashboard first: wrangler dev serves dashboard/dist as static assets.
+  await buildDashboard();
+  log("built the seller dashboard into dashboard/dist");
   if (created.length) log(`wrote ${created.join(", ")} to .dev.vars`);
 
   const upstream = await startDemoUpstream({ port: UPSTREAM_PORT, host: HOST }).catch((err: NodeJS.ErrnoException) => {

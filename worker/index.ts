@@ -11,6 +11,7 @@ export { SellerKey } from "../objects/seller-key/seller-key.ts";
 export { PoolIndex } from "../objects/pool-index/pool-index.ts";
 export { BuyerWallet } from "../objects/buyer-wallet/buyer-wallet.ts";
 export { ProofStore } from "../objects/proof-store/proof-store.ts";
+export { SellerRoom } from "../objects/seller-room/seller-room.ts";
 
 /** Why this Worker must not serve (a development setting in production), checked once per env. */
 const refusals = new WeakMap<object, string | null>();

@@ -32,6 +32,7 @@ import * as health from "./health.ts";
 import * as track from "./track-record.ts";
 import { poolStub } from "../pool-index/stub.ts";
 import { EarningsFlusher, toMeta, type FlushOutcome } from "./earnings-flush.ts";
+import { LiveFeed, type LiveParts } from "./live.ts";
 
 export interface NewKey {
   keyId: string;
@@ -67,6 +68,8 @@ export class SellerKey extends DurableObject<Env> {
   private flushRetryMs = 0;
   /** Upstream calls waiting for their first byte (upstream.ts). */
   private readonly firstByte = new FirstByteWatch();
+  /** Pushes to the seller's live room, coalesced and off the request path (live.ts). */
+  private readonly live: LiveFeed;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -76,6 +79,7 @@ export class SellerKey extends DurableObject<Env> {
     this.track = this.buffer.readMeta<track.TrackRecord>("track") ?? track.emptyTrackRecord();
     this.servingTier = this.buffer.readMeta<Tier>("servingTier") ?? this.tierFor(this.record?.config.tier ?? "standard", "standard", Date.now());
     this.flusher = new EarningsFlusher(ctx.storage);
+    this.live = new LiveFeed(ctx, env, () => this.liveParts());
   }
 
   // ---- seller / ops RPC -------------------------------------------------------------
@@ -148,6 +152,7 @@ export class SellerKey extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     this.flushAlarmSet = false;
     if (!this.record) return;
+    this.live.changed(); // requests/min has decayed since the traffic: the room hears it
     try {
       const outcome = await this.flushOnce();
       this.flushRetryMs = 0;
@@ -208,6 +213,7 @@ export class SellerKey extends DurableObject<Env> {
     this.credential = credential;
     this.event("key.created", `${input.config.provider} ${input.config.region} ${input.config.tier}`);
     await this.publish(null);
+    this.live.changed();
     return this.view();
   }
 
@@ -220,6 +226,19 @@ export class SellerKey extends DurableObject<Env> {
       health: { state: h.state, score: round3(health.score(h)), latencyMs: Math.round(h.latencyMs), coolingUntil: h.coolingUntil, reason: h.reason },
       servingTier: this.servingTier,
       trackRecord: { calls: t.calls, successRate: round3(t.successRate), uptime: round3(t.uptime), observedMs: t.observedMs },
+    };
+  }
+
+  /** What the live feed sends, read when a push is due (at most once a second). */
+  private liveParts(): LiveParts | null {
+    const r = this.record;
+    if (!r) return null;
+    const v = this.view();
+    return {
+      keyId: r.keyId, sellerId: r.sellerId, config: r.config, state: v.health.state, healthScore: v.health.score, latencyMs: v.health.latencyMs,
+      requestsPerMinute: this.buffer.hitsInWindow(Date.now()), inFlight: this.inFlight, servingTier: this.servingTier,
+      trackRecord: { calls: v.trackRecord!.calls, successRate: v.trackRecord!.successRate, uptime: v.trackRecord!.uptime },
+      unflushedMicros: this.buffer.unflushedSellerMicros(),
     };
   }
 
@@ -260,6 +279,7 @@ export class SellerKey extends DurableObject<Env> {
     if (parsed.output.status === "active" && this.health.state === "disabled") this.setHealth(health.reenabled(this.health), "key.recovered", "re-enabled by seller");
     this.event("key.configured", Object.keys(parsed.output).join(","));
     await this.publish(beforePool);
+    this.live.changed();
     return this.view();
   }
 
@@ -267,6 +287,7 @@ export class SellerKey extends DurableObject<Env> {
   async remove(): Promise<void> {
     const r = this.record;
     if (r) {
+      this.live.removed(r.sellerId, r.keyId);
       await this.env.VAULT.delete(vaultEntryKey(r.keyId));
       await this.leavePool(this.poolName(), r.keyId);
     }
@@ -317,12 +338,14 @@ export class SellerKey extends DurableObject<Env> {
     buffer.addSpend(day, price);
     buffer.addSpend(month, price);
     this.inFlight++;
+    this.live.changed();
     if (isProbe) this.probeInFlight = true;
     let released = false;
     const release = (served: boolean) => {
       if (released) return;
       released = true;
       this.inFlight--;
+      this.live.changed();
       if (isProbe) this.probeInFlight = false;
       if (!served) {
         buffer.addSpend(day, -price);
@@ -480,6 +503,8 @@ export class SellerKey extends DurableObject<Env> {
   private setHealth(next: health.Health, eventKind: string | null, detail: string) {
     const before = this.health;
     this.health = next;
+    if (next.reason && (next.reason !== before.reason || next.consecutiveFailures > before.consecutiveFailures || next.state !== before.state)) this.live.failed(next.reason);
+    this.live.changed();
     const now = Date.now();
     if (before.state === "healthy" && next.state !== "healthy") track.wentDown(this.track, now);
     else if (before.state !== "healthy" && next.state === "healthy") track.cameUp(this.track, now);
@@ -562,6 +587,7 @@ export class SellerKey extends DurableObject<Env> {
   private earn(paid: number, price: number) {
     const { sellerMicros, feeMicros } = paid > 0 ? split(paid, price, feeBps(this.env)) : { sellerMicros: 0, feeMicros: 0 };
     this.buffer.earn(sellerMicros, feeMicros);
+    this.live.earned(sellerMicros);
   }
 
   /** Every request that reached the upstream, served or not: the flush alarm follows from here. */

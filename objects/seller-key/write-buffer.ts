@@ -156,6 +156,11 @@ export class WriteBuffer {
     return this.sql.exec<{ unflushed_micros: number; fee_micros: number; served_count: number }>("SELECT unflushed_micros, fee_micros, served_count FROM earnings WHERE id = 1").toArray()[0];
   }
 
+  /** The seller's earnings not yet flushed to the ledger: committed plus this batch. */
+  unflushedSellerMicros(): number {
+    return (this.earnings()?.unflushed_micros ?? 0) + this.pendingEarnings.sellerMicros;
+  }
+
   recordMeta(m: RequestMeta) {
     this.pendingMeta.push(m);
     this.markDirty();

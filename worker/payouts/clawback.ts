@@ -4,7 +4,7 @@
 //
 // Which seller served: the request's metadata row (request_log, flushed by the key object)
 // names the key; the key names the seller. The share: what the seller was credited for the
-// request, the key's price minus the marketplace fee (worker/payments/money.ts split), capped
+// request, the key's price minus the marketplace fee (core/money.ts split), capped
 // at the refund. Exactly once per dispute (unique dispute_id); a refund whose request is
 // not in the log yet reports `pending` and the same resolve call can be repeated later.
 import { asService } from "../../schema/tables.ts";

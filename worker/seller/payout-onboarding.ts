@@ -18,7 +18,7 @@ const OnboardSchema = v.optional(v.strictObject({ returnUrl: v.optional(Url), re
 const ConfirmSchema = v.strictObject({ evmAddress: EvmAddressSchema });
 const ScheduleSchema = v.strictObject({ schedule: v.picklist(PAYOUT_SCHEDULES, `schedule must be one of ${PAYOUT_SCHEDULES.join(", ")}`) });
 
-/** What GET /api/payout adds about readiness (worker/payouts.ts). */
+/** What GET /api/payout adds about readiness (worker/seller/payouts.ts). */
 export function readiness(pref: PayoutPreferenceRow | undefined) {
   if (!pref) return { ready: false, schedule: "weekly" as const, stripePayoutsEnabled: false, evmConfirmedAt: null };
   const ready = pref.method === "stripe_connect" ? pref.stripe_payouts_enabled : pref.evm_confirmed_at !== null;

@@ -12,6 +12,8 @@ import * as kyc from "./kyc.ts";
 import * as payouts from "./payouts.ts";
 import * as profile from "./profile.ts";
 import * as signIn from "./sign-in.ts";
+import { authConfig } from "./auth-config.ts";
+import { liveSocket } from "./live.ts";
 
 /** Payout onboarding (worker/payouts/) loads with its first call. */
 const payoutOnboarding = () => import("./payout-onboarding.ts");
@@ -29,6 +31,10 @@ export const sellerRoutes = [
   ["get", "/auth/dev/sign-in", signIn.devSignInLink],
   ["post", "/auth/session", signIn.createSession],
   ["post", "/auth/sign-out", signIn.signOut],
+  // What the dashboard's sign-in page needs (Supabase URL and anon key, or the dev sign-in).
+  ["get", "/auth/config", authConfig],
+  // The dashboard's live feed (S8): authenticated here, then forwarded to the seller's own room.
+  ["get", "/api/live/:room", liveSocket],
   ["get", "/api/me", profile.getMe],
   ["patch", "/api/me", profile.patchMe],
   ["post", "/api/stats-opt-out", profile.statsOptOut],
