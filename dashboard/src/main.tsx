@@ -2,9 +2,9 @@
 // one page per path (single-page routing; the Worker serves index.html for unknown paths).
 import { StrictMode, useCallback, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
-import { api, ApiFailure, getMe, type Me } from "./api.ts";
-import { useLiveKeys } from "./live.ts";
-import { ErrorState, Link, Loading, navigate } from "./ui.tsx";
+import { api, ApiFailure, getMe, type Me } from "./lib/api.ts";
+import { useLiveKeys } from "./lib/live.ts";
+import { ErrorState, Link, Loading, navigate } from "./lib/ui.tsx";
 import { AddKey } from "./pages/AddKey.tsx";
 import { EarningsPage } from "./pages/Earnings.tsx";
 import { Keys } from "./pages/Keys.tsx";

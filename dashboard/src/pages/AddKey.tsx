@@ -7,8 +7,8 @@ import { PROVIDER_IDS } from "../../../schema/providers.ts";
 import { KeyConfigSchema } from "../../../schema/wire.ts";
 import { encryptCredential, type VaultPublicKey } from "../../../core/vault.ts";
 import * as v from "valibot";
-import { api, createKey, type Me } from "../api.ts";
-import { ErrorState, Field, navigate } from "../ui.tsx";
+import { api, createKey, type Me } from "../lib/api.ts";
+import { ErrorState, Field, navigate } from "../lib/ui.tsx";
 import { formOf, KeyFields, patchOf } from "./KeyForm.tsx";
 
 /** k_ + 20 random [a-z0-9] (the API's key id shape), from the page's CSPRNG. */

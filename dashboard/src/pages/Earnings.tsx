@@ -6,8 +6,8 @@ import { useEffect, useRef } from "react";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import type { KeyLive } from "../../../schema/room.ts";
-import { allEarnings, type LedgerEntry } from "../api.ts";
-import { Empty, ErrorState, Link, Loading, usd, useLoad } from "../ui.tsx";
+import { allEarnings, type LedgerEntry } from "../lib/api.ts";
+import { Empty, ErrorState, Link, Loading, usd, useLoad } from "../lib/ui.tsx";
 
 const DAY = 86_400;
 const dayOf = (iso: string) => Math.floor(Date.parse(iso) / 1000 / DAY) * DAY;

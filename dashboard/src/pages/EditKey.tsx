@@ -1,7 +1,7 @@
 // Edit one key's configuration (S3): PATCH /api/keys/:id; the change applies to the next request.
 import { useState, type FormEvent } from "react";
-import { patchKey, type KeyView } from "../api.ts";
-import { ErrorState } from "../ui.tsx";
+import { patchKey, type KeyView } from "../lib/api.ts";
+import { ErrorState } from "../lib/ui.tsx";
 import { formOf, KeyFields, patchOf } from "./KeyForm.tsx";
 
 export function EditKey({ view, onSaved, onCancel }: { view: KeyView; onSaved: () => void; onCancel: () => void }) {

@@ -3,7 +3,7 @@
 // with the same valibot schema the API uses, so the page says what is wrong before sending.
 import * as v from "valibot";
 import { KeyConfigPatchSchema, REGIONS, TIERS, type KeyConfig } from "../../../schema/wire.ts";
-import { Field } from "../ui.tsx";
+import { Field } from "../lib/ui.tsx";
 
 export interface FormValues {
   priceMicros: string;

@@ -3,9 +3,9 @@
 // earnings today) laid over them as they change, without a reload.
 import { useEffect, useState } from "react";
 import type { KeyLive } from "../../../schema/room.ts";
-import { listKeys, pauseKey, removeKey, resumeKey, type KeyView, type Me } from "../api.ts";
-import type { LiveStatus } from "../live.ts";
-import { Confirm, Empty, ErrorState, Link, Loading, usd, useLoad } from "../ui.tsx";
+import { listKeys, pauseKey, removeKey, resumeKey, type KeyView, type Me } from "../lib/api.ts";
+import type { LiveStatus } from "../lib/live.ts";
+import { Confirm, Empty, ErrorState, Link, Loading, usd, useLoad } from "../lib/ui.tsx";
 import { EditKey } from "./EditKey.tsx";
 
 const pct = (x: number) => `${(x * 100).toFixed(1)} %`;

@@ -2,8 +2,8 @@
 // on Tempo), the identity check's status (Persona; payouts stay locked until approved), and
 // payout requests with their history.
 import { useState, type FormEvent } from "react";
-import { api, type Earnings, type PayoutInfo } from "../api.ts";
-import { Empty, ErrorState, Field, Loading, usd, useLoad } from "../ui.tsx";
+import { api, type Earnings, type PayoutInfo } from "../lib/api.ts";
+import { Empty, ErrorState, Field, Loading, usd, useLoad } from "../lib/ui.tsx";
 
 export function Payouts() {
   const info = useLoad(() => api<PayoutInfo>("/api/payout"));

@@ -1,8 +1,8 @@
 // Privacy and data rights (S9, PR25): see and correct what we hold, export it (JSON, CSV),
 // object to marketplace statistics, close the account.
 import { useState, type FormEvent } from "react";
-import { api, type Me } from "../api.ts";
-import { Confirm, ErrorState, Field } from "../ui.tsx";
+import { api, type Me } from "../lib/api.ts";
+import { Confirm, ErrorState, Field } from "../lib/ui.tsx";
 
 export function Privacy({ me, onChanged, onClosed }: { me: Me; onChanged: () => void; onClosed: () => void }) {
   const [name, setName] = useState(me.displayName ?? "");

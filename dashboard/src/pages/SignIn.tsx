@@ -4,8 +4,8 @@
 // sessionStorage only for the GitHub round trip (PKCE verifier) and is signed out locally
 // once our cookie is set: the only cookie is the essential session cookie (PR26).
 import { useEffect, useState, type FormEvent } from "react";
-import { api, type AuthConfig } from "../api.ts";
-import { ErrorState, Field, Loading, useLoad } from "../ui.tsx";
+import { api, type AuthConfig } from "../lib/api.ts";
+import { ErrorState, Field, Loading, useLoad } from "../lib/ui.tsx";
 
 type Supabase = import("@supabase/supabase-js").SupabaseClient;
 

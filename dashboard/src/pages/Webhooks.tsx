@@ -2,8 +2,8 @@
 // secret, remove it, and read the delivery log (attempts, statuses; never payloads).
 import { useState, type FormEvent } from "react";
 import { WEBHOOK_EVENT_TYPES } from "../../../core/events.ts";
-import { api, type Delivery, type Webhook } from "../api.ts";
-import { Confirm, Empty, ErrorState, Field, Loading, useLoad } from "../ui.tsx";
+import { api, type Delivery, type Webhook } from "../lib/api.ts";
+import { Confirm, Empty, ErrorState, Field, Loading, useLoad } from "../lib/ui.tsx";
 
 export function Webhooks() {
   const hooks = useLoad(async () => (await api<{ webhooks: Webhook[] }>("/api/webhooks")).webhooks);

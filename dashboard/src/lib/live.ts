@@ -6,7 +6,7 @@
 import { useState } from "react";
 import usePartySocket from "partysocket/react";
 import * as v from "valibot";
-import { LIVE_PATH, RoomMessageSchema, type KeyLive } from "../../schema/room.ts";
+import { LIVE_PATH, RoomMessageSchema, type KeyLive } from "../../../schema/room.ts";
 
 export type LiveStatus = "connecting" | "live" | "reconnecting";
 

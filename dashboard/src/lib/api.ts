@@ -1,7 +1,7 @@
 // The seller API as the page calls it: same origin, the session cookie (sent by the
 // browser, never read by script: HttpOnly), and the CSRF header on every write.
 // Errors keep the API's stable code and human message (docs/api.md).
-import type { KeyConfig, KeyConfigInput, KeyConfigPatch, KeyView, Envelope } from "../../schema/wire.ts";
+import type { KeyConfig, KeyConfigInput, KeyConfigPatch, KeyView, Envelope } from "../../../schema/wire.ts";
 
 export class ApiFailure extends Error {
   readonly status: number;
