@@ -12,7 +12,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from "playwrig
 import { createPayingFetch, generateBuyerKey, requestFaucet } from "../../buyer/index.ts";
 import { connect } from "../../tools/database.ts";
 
-const { url, opsToken, demoUrl, databaseUrl, supabaseUrl } = inject("browserStack");
+const { url, proxyToken, demoUrl, databaseUrl, supabaseUrl } = inject("browserStack");
 const DOCS = join(import.meta.dirname, "..", "..", "docs");
 const AXE = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const CHAT = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hello" }] });
@@ -61,7 +61,7 @@ const until = (field: string, text: RegExp | string, timeout = 2_000) =>
 /** An unpaid operator call; after the edit test the key serves in the economy tier, which a buyer asks for by header. */
 let tier = "standard";
 function opsChat() {
-  return fetch(`${url}/openai/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", "cn2-ops-token": opsToken, "cn2-tier": tier }, body: CHAT });
+  return fetch(`${url}/openai/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", "cn2-proxy-token": proxyToken, "cn2-tier": tier }, body: CHAT });
 }
 
 async function axeViolations(p: Page) {

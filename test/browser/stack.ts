@@ -20,6 +20,8 @@ const HOST = "127.0.0.1";
 export interface Stack {
   url: string;
   opsToken: string;
+  /** Unpaid proxy calls (`cn2-proxy-token`). */
+  proxyToken: string;
   demoUrl: string;
   databaseUrl: string;
   /** The fake Supabase Auth the sign-in page's supabase-js talks to. */
@@ -56,11 +58,13 @@ export async function startStack(): Promise<Stack> {
   writeFileSync(headersPath, builtHeaders.replace("connect-src 'self' https://*.supabase.co", `connect-src 'self' https://*.supabase.co ${supabase.url}`));
   const dir = mkdtempSync(join(tmpdir(), "cn2-browser-"));
   const opsToken = hex(32);
+  const proxyToken = hex(32);
   const vault = await generateVaultKey("browser-test");
   const dev = await generateDevSigningKey("browser-test");
   const envFile = join(dir, "secrets.env");
   writeFileSync(envFile, [
     `OPS_TOKEN=${opsToken}`,
+    `PROXY_TOKEN=${proxyToken}`,
     `VAULT_PRIVATE_KEYS='${JSON.stringify([vault.privateKey])}'`,
     `MPP_SECRET_KEY=${hex(32)}`,
     `WEBHOOK_SECRET_KEYS='${JSON.stringify([{ kid: "browser-test", key: btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32)))) }])}'`,
@@ -73,6 +77,8 @@ export async function startStack(): Promise<Stack> {
   const child: ChildProcess = spawn(join(ROOT, "node_modules", ".bin", "wrangler"), [
     "dev", "--port", String(port), "--ip", HOST,
     "--env-file", envFile,
+    // Development, opted into (core/environment.ts): wrangler.toml is production.
+    "--var", "CN2_DEV:1",
     "--var", `UPSTREAM_BASE_URLS:${JSON.stringify(upstreamBaseUrls(upstream.url))}`,
     "--var", "DEV_FAUCET:1",
     "--var", `SUPABASE_URL:${supabase.url}`,
@@ -126,5 +132,5 @@ export async function startStack(): Promise<Stack> {
     await stop();
     throw err;
   }
-  return { url, opsToken, demoUrl: upstream.url, databaseUrl: db.url, supabaseUrl: supabase.url, stop };
+  return { url, opsToken, proxyToken, demoUrl: upstream.url, databaseUrl: db.url, supabaseUrl: supabase.url, stop };
 }
