@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { buyerResponse, keyRequestHeaders, upstreamHeaders } from "../../core/forward.ts";
 import { PROVIDERS } from "../../schema/providers.ts";
 import { H } from "../../schema/wire.ts";
+import { SECURITY_HEADERS } from "../../core/http.ts";
 
 describe("buyerResponse", () => {
   it("an upstream cannot fake our headers or a receipt, and its account and hop-by-hop headers never reach the buyer", async () => {
@@ -18,6 +19,8 @@ describe("buyerResponse", () => {
     expect(await res.text()).toBe("{}");
     expect(Object.fromEntries(res.headers)).toEqual({
       "content-type": "application/json", "openai-processing-ms": "12", "x-request-id": "up-1", [H.price]: "1000", [H.requestId]: "req_real",
+      // PR22: set here, on the one copy the key object makes, so the proxy never copies again.
+      ...SECURITY_HEADERS,
     });
   });
 
