@@ -6,7 +6,7 @@
 //   POST /auth/v1/verify   {email, token, type}    -> a session: an ES256 access token whose
 //                                                     issuer is <url>/auth/v1, like Supabase's
 //   POST /auth/v1/logout                           -> 204
-//   DELETE /auth/v1/admin/users/:id (service role)  -> deletes the auth user (account closure)
+//   GET, DELETE /auth/v1/admin/users/:id (service role) -> the auth user; deletes it (account closure)
 //   GET  /__fake/otp?email=                        -> {code} (what the email would carry)
 // Verifying creates the auth user in the database's auth.users, as Supabase Auth does.
 import http from "node:http";
@@ -66,6 +66,14 @@ export async function startFakeSupabaseAuth(opts: { databaseUrl: string }): Prom
         const body = raw ? (JSON.parse(raw) as Record<string, string>) : {};
         if (path.pathname === "/__fake/otp") return send(200, { code: codes.get(path.searchParams.get("email") ?? "") ?? null });
         const admin = path.pathname.match(/^\/auth\/v1\/admin\/users\/([0-9a-f-]{36})$/);
+        // supabase-js's auth.admin.deleteUser reads the user first, then deletes it.
+        if (req.method === "GET" && admin) {
+          if (req.headers.apikey !== serviceRoleKey || req.headers.authorization !== `Bearer ${serviceRoleKey}`) return send(401, { msg: "invalid JWT" });
+          const [user] = await sql<{ id: string; email: string | null }[]>`select id, email from auth.users where id = ${admin[1]!}`;
+          if (!user) return send(404, { code: 404, error_code: "user_not_found", msg: "User not found" });
+          const now = new Date().toISOString();
+          return send(200, { id: user.id, aud: "authenticated", role: "authenticated", email: user.email, app_metadata: {}, user_metadata: {}, created_at: now, updated_at: now });
+        }
         if (req.method === "DELETE" && admin) {
           if (req.headers.apikey !== serviceRoleKey || req.headers.authorization !== `Bearer ${serviceRoleKey}`) return send(401, { msg: "invalid JWT" });
           const gone = await sql`delete from auth.users where id = ${admin[1]!} returning id`;
