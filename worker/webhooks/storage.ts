@@ -3,6 +3,7 @@
 // the seller's claims), so row-level security decides what exists for them: another
 // seller's endpoint is simply not found. Signing secrets and the delivery log are written
 // as service_role only (the seller role has no grant on secrets, and only SELECT on the log).
+import type { DeliveryState, DeliveryView, EndpointView } from "../../schema/webhooks.ts";
 import type { Sql } from "postgres";
 import { asSeller, asService, type WebhookDeliveryRow, type WebhookEndpointRow } from "../../schema/tables.ts";
 import type { WebhookEventType } from "../../core/events.ts";
@@ -13,33 +14,7 @@ type AnySql = Sql<any>;
 /** Endpoints one seller may register. */
 export const MAX_ENDPOINTS_PER_SELLER = 10;
 
-export interface EndpointView {
-  id: string;
-  url: string;
-  /** Empty: every event type. */
-  events: string[];
-  enabled: boolean;
-  createdAt: string;
-  updatedAt: string;
-}
-
-export type DeliveryState = "delivered" | "retrying" | "failed";
-
-export interface DeliveryView {
-  eventId: string;
-  eventType: string;
-  attempt: number;
-  /** null when no HTTP response came back (see `error`). */
-  statusCode: number | null;
-  error: string | null;
-  durationMs: number | null;
-  /** When the attempt was made. */
-  createdAt: string;
-  nextAttemptAt: string | null;
-  deliveredAt: string | null;
-  /** delivered (2xx), retrying (another attempt is scheduled) or failed (no more attempts). */
-  state: DeliveryState;
-}
+export type { DeliveryState, DeliveryView, EndpointView };
 
 const iso = (d: Date | null) => (d === null ? null : d.toISOString());
 

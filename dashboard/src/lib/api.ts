@@ -2,6 +2,8 @@
 // browser, never read by script: HttpOnly), and the CSRF header on every write.
 // Errors keep the API's stable code and human message (docs/api.md).
 import type { KeyConfig, KeyConfigInput, KeyConfigPatch, KeyView, Envelope } from "../../../schema/wire.ts";
+import type { SellerProfile } from "../../../schema/tables.ts";
+import type { DeliveryView, EndpointView } from "../../../schema/webhooks.ts";
 
 export class ApiFailure extends Error {
   readonly status: number;
@@ -38,15 +40,7 @@ export async function api<T>(path: string, init: { method?: string; json?: unkno
   return body as T;
 }
 
-export interface Me {
-  id: string;
-  email: string | null;
-  displayName: string | null;
-  githubId: string | null;
-  statsOptOut: boolean;
-  createdAt: string;
-  kyc: { status: string; updatedAt: string | null };
-}
+export type Me = SellerProfile;
 
 export interface LedgerEntry {
   id: string;
@@ -74,26 +68,8 @@ export interface Earnings {
   nextBefore: string | null;
   payouts: Payout[];
 }
-export interface Webhook {
-  id: string;
-  url: string;
-  events: string[];
-  enabled: boolean;
-  createdAt: string;
-  updatedAt: string;
-}
-export interface Delivery {
-  eventId: string;
-  eventType: string;
-  attempt: number;
-  statusCode: number | null;
-  error: string | null;
-  durationMs: number | null;
-  createdAt: string;
-  nextAttemptAt: string | null;
-  deliveredAt: string | null;
-  state: string;
-}
+export type Webhook = EndpointView;
+export type Delivery = DeliveryView;
 export interface PayoutInfo {
   preference: { method: string; stripeAccountId: string | null; evmAddress: string | null; updatedAt: string } | null;
   kyc: string;
