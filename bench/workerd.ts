@@ -16,6 +16,7 @@
 // Miniflare's bundle as it is loaded, so user Workers fetch through workerd's "internet"
 // network service as Miniflare defines it (public and private addresses): the path a
 // deployed Worker takes. Nothing else changes; the edit fails loudly if the line moved.
+import { ensureDashboardBuilt } from "../tools/dashboard-build.ts";
 import { mkdtempSync } from "node:fs";
 import { createRequire, registerHooks } from "node:module";
 import { tmpdir } from "node:os";
@@ -99,6 +100,8 @@ export async function readWranglerConfig(): Promise<WranglerConfig> {
 
 /** `wrangler deploy --dry-run --outdir <tmp>`: the deployable bundle, nothing uploaded. */
 export async function bundleWorker(): Promise<string> {
+  // wrangler.toml's [assets] must exist to bundle: build the dashboard once if it is missing.
+  await ensureDashboardBuilt();
   const outdir = mkdtempSync(join(tmpdir(), "cn2-bench-"));
   removeDirOnExit(outdir);
   const started = performance.now();
