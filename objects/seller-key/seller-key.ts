@@ -448,8 +448,10 @@ export class SellerKey extends DurableObject<Env> {
     // Recorded now, in the same batch as the earnings; a cut stream amends the outcome.
     const row = record(status, latency, "served", charged);
     // Money is never left to the batch: a paid answer's earnings and its metadata row (the
-    // dispute trail) commit before the answer goes out (the output gate holds it until then).
-    if (charged > 0) buffer.persist();
+    // dispute trail) commit before the answer goes out (the group commit, then the output
+    // gate). A storage failure throws here, as persist() did: the router sees the key
+    // object fail and refunds.
+    if (charged > 0) await buffer.committed();
     if (whole !== null || !upstream.body) {
       release(served);
       return buyerResponse(provider, upstream, whole, ours);

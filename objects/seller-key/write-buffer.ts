@@ -6,8 +6,10 @@
 // PERSIST_MS. A commit holds back the object's outgoing messages until it is durable (and
 // locally is an fsync on workerd's only thread), so one per request would make every
 // answer wait for it. SQLite stays the record: an evicted object reloads from it, and
-// what a crash can forget is bounded by the window (docs/operations.md). Paid answers call
-// persist() at once, so money never waits for the window.
+// what a crash can forget is bounded by the window (docs/operations.md). Paid answers
+// await committed() (a group commit on the next tick, shared by every paid answer that
+// is ready by then), so money never waits for the window and is durable before its
+// answer leaves.
 import { numberSetting } from "../../core/settings.ts";
 import type { RequestMeta } from "../../schema/wire.ts";
 
@@ -42,6 +44,7 @@ export class WriteBuffer {
   private readonly dirtyKeys = new Set<string>();
   private pending = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  private commit: Promise<void> | null = null;
   private metaRows = 0;
 
   private readonly sql: SqlStorage;
@@ -190,6 +193,27 @@ export class WriteBuffer {
     const delay = numberSetting(this.persistMs(), 250);
     if (delay <= 0) queueMicrotask(() => this.persist());
     else this.timer = setTimeout(() => this.persist(), delay);
+  }
+
+  /**
+   * The group commit for paid answers: resolves after a persist() that ran on the next
+   * tick, so every paid answer ready before then shares one storage commit (one each would
+   * cost a commit per request). The output gate holds what is sent after the writes until
+   * they are durable, so an answer sent after this resolves leaves after its earnings.
+   */
+  committed(): Promise<void> {
+    this.commit ??= new Promise<void>((resolve, reject) => {
+      setTimeout(() => {
+        this.commit = null;
+        try {
+          this.persist();
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      }, 0);
+    });
+    return this.commit;
   }
 
   /**
