@@ -118,6 +118,9 @@ interface PaidRow {
   /** The autocannon cn2 row at the same concurrency. */
   unpaid: RunStats | undefined;
 }
+/** Pool size of the cn2-10k-keys row (issue 14). */
+const MARKET_KEYS = 10_000;
+interface MarketRow { small: RunStats; large: RunStats; warm: number; snapshotBytes: number; parseMs: number; snapshotRpcMs: number; seedSeconds: number }
 /** Buyers in the many-buyers paid rows (issue 14). */
 const PAID_BUYERS = 50;
 
@@ -323,6 +326,15 @@ async function main() {
     }
   }
 
+  // 6c. Routing as the market grows (issue 14): the 3-key pool, then the same pool with
+  // MARKET_KEYS members, at the highest concurrency, back to back.
+  let market: MarketRow | null = null;
+  if (systems.cn2 && wanted("cn2-10k-keys")) {
+    market = await marketRun(worker, systems.cn2, Math.max(...CONCURRENCY));
+    cn2Answered += market.small.ok + market.large.ok + market.warm;
+    cn2Runs += 4;
+  }
+
   if (inspectorPort && args["cpu-profile-paid"] && systems.cn2) {
     // The paid path at c=10, ten buyers: where the isolate's time goes per paid request.
     const buyers = await fundedBuyers(worker.url, 10, 100_000_000);
@@ -347,8 +359,23 @@ async function main() {
     log(`cn2 with ${DASHBOARDS} live dashboards at c=${DASHBOARD_CONCURRENCY}: ${(withDashboards.stats.rps / plain.stats.rps).toFixed(3)}x the requests/s without (target >= 0.95); the dashboards received ${dashboardMessages} messages`);
     if (dashboardMessages === 0) log("!! the dashboards received no message: they were not live");
   }
+  if (market) {
+    const { small, large, snapshotBytes, parseMs, snapshotRpcMs, seedSeconds } = market;
+    log(`routing with ${MARKET_KEYS.toLocaleString("en")} keys in the pool: ${Math.round(large.rps)} req/s against ${Math.round(small.rps)} with ${KEYS} (${(large.rps / small.rps).toFixed(3)}x, target >= 0.95), ` +
+      `p50 ${fmt(large.p50)} vs ${fmt(small.p50)} ms, p99 ${fmt(large.p99)} vs ${fmt(small.p99)} ms; snapshot ${(snapshotBytes / 1e6).toFixed(2)} MB in KV, ` +
+      `${fmt(parseMs)} ms to parse (Node, the router's refresh every POOL_CACHE_MS), ${fmt(snapshotRpcMs)} ms for the pool object to build it; seeded in ${seedSeconds.toFixed(1)} s`);
+  }
   if (args.json) {
     printJson(rows, { dashboards: DASHBOARDS, dashboardMessages });
+    if (market) {
+      for (const [system, st] of [["cn2-3-keys", market.small], ["cn2-10k-keys", market.large]] as const) {
+        process.stdout.write(JSON.stringify({
+          system, concurrency: st.concurrency, keys: system === "cn2-10k-keys" ? MARKET_KEYS : KEYS, p50_ms: round(st.p50), p99_ms: round(st.p99), rps: Math.round(st.rps),
+          ...(system === "cn2-10k-keys" ? { rps_vs_3_keys: round(market.large.rps / market.small.rps), snapshot_bytes: market.snapshotBytes, snapshot_parse_ms: round(market.parseMs), snapshot_build_ms: round(market.snapshotRpcMs) } : {}),
+          failures: failures(st),
+        }) + "\n");
+      }
+    }
     for (const { system, stats, unpaid } of paidRows) {
       const clients = paidRows.find((r) => r.system === "cn2-clients" && r.stats.concurrency === stats.concurrency)?.stats;
       process.stdout.write(JSON.stringify({
@@ -456,6 +483,58 @@ async function cpuProfile(port: number, path: string, label: string, run: () => 
   ];
   process.stderr.write(lines.join("\n") + "\n");
   return served;
+}
+
+/**
+ * The routing row: the seeded keys' pool at `concurrency`, then MARKET_KEYS - KEYS more
+ * members written straight into the pool object (PoolIndex.upsert, what a key object
+ * calls), then the same run again. The added members are healthy and in the same pool
+ * but priced above the seeded keys, and both runs cap the price at the seeded keys'
+ * (`cn2-max-price`), so every request still goes to a key that exists: the pool's size
+ * is in every step (the snapshot in KV, its refresh in the router, the candidates'
+ * preparation), the upstream calls are the same.
+ */
+async function marketRun(worker: Awaited<ReturnType<typeof startWorker>>, cn2: Target, concurrency: number): Promise<MarketRow> {
+  const capped = { ...cn2, headers: { ...cn2.headers, "cn2-max-price": "1000" } };
+  const slice = DURATION / ROUNDS;
+  let warm = (await load(capped, concurrency, WARMUP)).ok;
+  const smallRuns: RunStats[] = [];
+  for (let r = 0; r < ROUNDS; r++) smallRuns.push(await load(capped, concurrency, slice));
+  const name = "openai:us:standard";
+  const ns = await worker.durableObjectNamespace("POOL_INDEX");
+  const pool = ns.get(ns.idFromName(name)) as unknown as { upsert(name: string, m: unknown): Promise<void>; snapshot(name: string): Promise<{ members: unknown[] }> };
+  const started = performance.now();
+  const extra = MARKET_KEYS - KEYS;
+  for (let i = 0; i < extra; i += 100) {
+    await Promise.all(Array.from({ length: Math.min(100, extra - i) }, (_, j) => pool.upsert(name, {
+      keyId: `k_market${String(i + j).padStart(8, "0")}`, home: "default", region: "us", tier: "standard",
+      priceMicros: 2000, routePrices: [], health: 0.9 + ((i + j) % 10) / 100, state: "healthy", coolingUntil: 0, latencyMs: 50 + ((i + j) % 200),
+    })));
+  }
+  const seedSeconds = (performance.now() - started) / 1000;
+  const t = performance.now();
+  const snap = await pool.snapshot(name);
+  const snapshotRpcMs = performance.now() - t;
+  if (snap.members.length !== MARKET_KEYS) throw new Error(`the pool has ${snap.members.length} members, expected ${MARKET_KEYS}`);
+  const text = JSON.stringify(snap);
+  const p0 = performance.now();
+  JSON.parse(text);
+  const parseMs = performance.now() - p0;
+  // The router must see the big snapshot before the measured run: the pool object writes
+  // it to KV (debounced), each router isolate re-reads KV after POOL_CACHE_MS.
+  const kv = await worker.kvNamespace("POOLS");
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const stored = await kv.get<{ members: unknown[] }>(`pool:${name}`, "json");
+    if (stored?.members.length === MARKET_KEYS) break;
+    if (Date.now() > deadline) throw new Error("the 10,000-key snapshot did not reach KV within 60 s");
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await new Promise((r) => setTimeout(r, Number(worker.vars.POOL_CACHE_MS ?? 3000) + 500));
+  warm += (await load(capped, concurrency, WARMUP)).ok;
+  const largeRuns: RunStats[] = [];
+  for (let r = 0; r < ROUNDS; r++) largeRuns.push(await load(capped, concurrency, slice));
+  return { small: merge(smallRuns), large: merge(largeRuns), warm, snapshotBytes: text.length, parseMs, snapshotRpcMs, seedSeconds };
 }
 
 /** A seller (dev sign-in) lists KEYS openai keys through the seller API, as the CLI would. */

@@ -7,9 +7,9 @@ import type { Env } from "../../core/env.ts";
 import { ApiError, errorResponse, splitUrl } from "../../core/http.ts";
 import { keyRequestHeaders } from "../../core/forward.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
-import { cachedPools, localLoad, readPools, trackLoad } from "./pools.ts";
+import { cachedPools, localLoad, readPools, routeCandidates, trackLoad } from "./pools.ts";
 import type { Payment } from "../payments/index.ts";
-import { attemptOrder, buyerRegions, eligible, isEuCountry, type Candidate } from "./routing.ts";
+import { buyerRegions, isEuCountry, type Candidate } from "./routing.ts";
 
 /** At most this many keys are tried for one request. */
 const MAX_ATTEMPTS = 3;
@@ -59,10 +59,10 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   const country = (request.cf?.country as string | undefined) ?? request.headers.get("cf-ipcountry");
   const regions = buyerRegions(country);
   const snapshots = cachedPools(env, provider, regions, tier) ?? (await readPools(env, provider, regions, tier));
-  const constraints = { method: request.method, path, regions, maxPrice: null, now: Date.now() };
-  const capped = eligible(snapshots, { ...constraints, maxPrice });
+  const candidates = routeCandidates(snapshots, { method: request.method, path, regions, now: Date.now() }, `${provider}:${tier}`);
+  const capped = candidates.within(maxPrice);
   if (capped.length === 0) {
-    if (maxPrice !== null && eligible(snapshots, constraints).length > 0) throw new ApiError("price_cap_too_low", `no ${provider} key is priced at or below ${maxPrice} micro-dollars for this route`);
+    if (maxPrice !== null && candidates.within(null).length > 0) throw new ApiError("price_cap_too_low", `no ${provider} key is priced at or below ${maxPrice} micro-dollars for this route`);
     if (isEuCountry(country)) throw new ApiError("no_eu_key_available", `no EU-hosted ${provider} key is available in the ${tier} tier; EU buyers are served by EU keys only`);
     throw new ApiError("no_key_available", `no ${provider} key is available in the ${tier} tier`);
   }
@@ -72,24 +72,24 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   // scoped to this method and route, so it cannot pay for anything else.
   const route = `${request.method} /${provider}${path}`;
   let payment: Payment | null = null;
-  let keys = capped;
+  let limit = maxPrice;
   let quote = 0;
   if (!operator) {
     const { challengeResponse, charge, hasPaymentCredential } = await payments();
-    quote = Math.min(...capped.map((c) => c.price));
+    quote = capped[0]!.price;
     if (!hasPaymentCredential(request)) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
     const charged = await charge(request, env, route, requestId);
     if (!charged.ok) return charged.response;
     payment = charged.payment;
     const paid = payment.amountMicros;
-    keys = capped.filter((c) => c.price <= paid);
-    if (keys.length === 0) {
+    limit = maxPrice === null ? paid : Math.min(paid, maxPrice);
+    if (candidates.within(limit).length === 0) {
       await safeRefund(env, payment, "prices_rose", requestId);
       return challengeResponse(request, env, { amountMicros: quote, route }, requestId, { code: "payment_required", detail: `prices rose since the challenge; your ${paid} micro-dollars were refunded; pay the new quote` });
     }
   }
 
-  const order = attemptOrder(keys, localLoad, Math.random, MAX_ATTEMPTS);
+  const order: Candidate[] = candidates.order(limit, localLoad, Math.random, MAX_ATTEMPTS);
   const refusals: Response[] = [];
   let answer: Response | null = null;
   for (const key of order) {
