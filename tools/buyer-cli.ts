@@ -1,5 +1,5 @@
 // The buyer CLI: a keypair is the buyer's whole identity (no account). It pays cn2's
-// 402 challenges with prepaid credit through `cn2/buyer`.
+// 402 challenges with prepaid credit through the buyer client (buyer/, the cn2-buyer package).
 //
 //   npm run buyer -- keygen [--alg Ed25519|P-256] [--force]
 //   npm run buyer -- topup <usd> [--card]      (local: the dev faucet; --card: Stripe Checkout)

@@ -260,7 +260,7 @@ describe("paying through the proxy (B1, S7)", () => {
   });
 });
 
-describe("the next call skips the 402 (cn2-next-challenge, cn2/buyer)", () => {
+describe("the next call skips the 402 (cn2-next-challenge, cn2-buyer)", () => {
   /** createPayingFetch over the Worker's entry, logging each request's status and Authorization. */
   function payingClient(buyer: BuyerKey) {
     const sent: { status: number; authorization: string | null }[] = [];
