@@ -275,10 +275,13 @@ export interface RequestLogRow {
   route: string;
   method: string;
   at: Date;
+  /** Time to first byte (0013 documents it). */
   latency_ms: number;
   status: number;
   amount_micros: Int8;
   outcome: (typeof REQUEST_OUTCOMES)[number];
+  /** Time to the last byte; null when unknown (0013). */
+  duration_ms: number | null;
 }
 
 export interface BuyerAccountRow {
@@ -374,6 +377,7 @@ export const RequestLogEntrySchema = v.strictObject({
   method: v.picklist(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
   at: v.date(),
   latencyMs: v.pipe(v.number(), v.safeInteger(), v.minValue(0)),
+  durationMs: v.nullable(v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(2_147_483_647))),
   status: v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(599)),
   amountMicros: MicrosInput,
   outcome: v.picklist(REQUEST_OUTCOMES),

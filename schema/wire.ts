@@ -142,7 +142,10 @@ export interface RequestMeta {
   method: string;
   route: string;
   status: number;
+  /** Time to the upstream's first byte (its response headers), ms. */
   latencyMs: number;
+  /** Time to the answer's last byte, ms, from the same start; null until known (a stream still open) or when there is none (a failure). */
+  durationMs: number | null;
   amountMicros: number;
   outcome: "served" | "refused" | "upstream_error" | "stream_cut" | "client_abort";
 }

@@ -13,7 +13,8 @@
 //              reused after removal never collides with an old flush).
 //   2 send     one Postgres transaction as service_role: public.record_earnings (idempotent
 //              on the flush id: a second delivery with the same figures is a no-op) and the
-//              metadata rows with `on conflict (request_id, key_id) do nothing`.
+//              metadata rows with `on conflict (request_id, key_id)` changing nothing but a
+//              missing time to the last byte (a stream's row recorded again when it ended).
 //   3 complete the pending flush and the metadata rows it covered are deleted locally.
 //
 // A crash (or a lost answer) between 2 and 3 leaves the pending flush in storage; the
@@ -185,10 +186,11 @@ export class EarningsFlusher {
 }
 
 /** A request_meta row as SellerKey stores it. */
-export function toMeta(row: Record<string, string | number>): RequestMeta {
+export function toMeta(row: Record<string, string | number | null>): RequestMeta {
   return {
     requestId: String(row.request_id), at: Number(row.at), method: String(row.method), route: String(row.route),
     status: Number(row.status), latencyMs: Number(row.latency_ms), amountMicros: Number(row.amount_micros),
+    durationMs: row.duration_ms === null || row.duration_ms === undefined ? null : Number(row.duration_ms),
     outcome: row.outcome as RequestMeta["outcome"],
   };
 }
@@ -200,7 +202,7 @@ async function send(env: DbEnv, p: PendingFlush, meta: RequestMeta[]): Promise<b
   const rows = meta.flatMap((m) => {
     const parsed = v.safeParse(RequestLogEntrySchema, {
       requestId: m.requestId, keyId: p.keyId, provider: p.provider, route: m.route, method: m.method,
-      at: new Date(m.at), latencyMs: m.latencyMs, status: m.status, amountMicros: m.amountMicros, outcome: m.outcome,
+      at: new Date(m.at), latencyMs: m.latencyMs, durationMs: m.durationMs, status: m.status, amountMicros: m.amountMicros, outcome: m.outcome,
     });
     return parsed.success ? [parsed.output] : [];
   });
@@ -216,17 +218,18 @@ async function send(env: DbEnv, p: PendingFlush, meta: RequestMeta[]): Promise<b
         })
         : false;
       if (rows.length > 0) {
-        // One statement, one array per column: ten parameters for any number of rows,
-        // where a VALUES list would send and parse ten per row.
+        // One statement, one array per column: eleven parameters for any number of rows,
+        // where a VALUES list would send and parse eleven per row.
         const col = <T,>(pick: (r: (typeof rows)[number]) => T) => rows.map((r) => String(pick(r)));
         await tx`
-          insert into public.request_log (request_id, key_id, provider, route, method, at, latency_ms, status, amount_micros, outcome)
-          select r.request_id, ${p.keyId}, ${p.provider}, r.route, r.method, to_timestamp(r.at_ms / 1000.0), r.latency_ms, r.status, r.amount_micros, r.outcome
+          insert into public.request_log (request_id, key_id, provider, route, method, at, latency_ms, status, amount_micros, outcome, duration_ms)
+          select r.request_id, ${p.keyId}, ${p.provider}, r.route, r.method, to_timestamp(r.at_ms / 1000.0), r.latency_ms, r.status, r.amount_micros, r.outcome, r.duration_ms
           from unnest(${col((r) => r.requestId)}::text[], ${col((r) => r.route)}::text[], ${col((r) => r.method)}::text[],
                       ${col((r) => r.at.getTime())}::bigint[], ${col((r) => r.latencyMs)}::int[], ${col((r) => r.status)}::int[],
-                      ${col((r) => r.amountMicros)}::bigint[], ${col((r) => r.outcome)}::text[])
-            as r(request_id, route, method, at_ms, latency_ms, status, amount_micros, outcome)
-          on conflict (request_id, key_id) do nothing`;
+                      ${col((r) => r.amountMicros)}::bigint[], ${col((r) => r.outcome)}::text[], ${rows.map((r) => (r.durationMs === null ? null : String(r.durationMs)))}::int[])
+            as r(request_id, route, method, at_ms, latency_ms, status, amount_micros, outcome, duration_ms)
+          on conflict (request_id, key_id) do update set duration_ms = excluded.duration_ms
+            where public.request_log.duration_ms is null and excluded.duration_ms is not null`;
       }
       return recorded;
     });

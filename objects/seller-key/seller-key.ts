@@ -352,8 +352,9 @@ export class SellerKey extends DurableObject<Env> {
         buffer.addSpend(month, -price);
       }
     };
-    const record = (status: number, latencyMs: number, outcome: RequestMeta["outcome"], amount: number) =>
-      this.recordMeta({ requestId, at: now, method, route: path, status, latencyMs, amountMicros: amount, outcome });
+    // latencyMs: to the upstream's first byte; durationMs: to the answer's last byte, once known.
+    const record = (status: number, latencyMs: number, outcome: RequestMeta["outcome"], amount: number, durationMs: number | null = null) =>
+      this.recordMeta({ requestId, at: now, method, route: path, status, latencyMs, durationMs, amountMicros: amount, outcome });
 
     let credential: string;
     try {
@@ -445,8 +446,9 @@ export class SellerKey extends DurableObject<Env> {
     this.noteCall(true);
     this.setHealth(health.onSuccess(this.health, latency), this.health.state === "cooling" ? "key.recovered" : null, "probe succeeded");
     const ours = { [H.price]: String(price), [H.requestId]: requestId };
-    // Recorded now, in the same batch as the earnings; a cut stream amends the outcome.
-    const row = record(status, latency, "served", charged);
+    // Recorded now, in the same batch as the earnings; a cut stream amends the outcome. An
+    // answer read whole (or without a body) is complete: its time to the last byte is known.
+    const row = record(status, latency, "served", charged, whole !== null || !upstream.body ? Date.now() - started : null);
     // Money is never left to the batch: a paid answer's earnings and its metadata row (the
     // dispute trail) commit before the answer goes out (the group commit, then the output
     // gate). A storage failure throws here, as persist() did: the router sees the key
@@ -460,7 +462,11 @@ export class SellerKey extends DurableObject<Env> {
     // native byte pipe: cheaper than a JS TransformStream (bench --profile, do+identity).
     const { readable, writable } = new IdentityTransformStream();
     upstream.body.pipeTo(writable).then(
-      () => release(served),
+      () => {
+        release(served);
+        // The stream ended cleanly: its row again, now with the time to the last byte.
+        this.recordMeta({ ...row, durationMs: Date.now() - started });
+      },
       () => {
         const buyerLeft = request.signal.aborted;
         // A stream cut after bytes were sent stays charged; the metadata row is the dispute trail.

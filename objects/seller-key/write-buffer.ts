@@ -61,9 +61,11 @@ export class WriteBuffer {
       CREATE INDEX IF NOT EXISTS hits_at ON hits (at);
       CREATE TABLE IF NOT EXISTS spend (period TEXT PRIMARY KEY, micros INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS earnings (id INTEGER PRIMARY KEY CHECK (id = 1), unflushed_micros INTEGER NOT NULL, fee_micros INTEGER NOT NULL, served_count INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS request_meta (request_id TEXT PRIMARY KEY, at INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS request_meta (request_id TEXT PRIMARY KEY, at INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL, duration_ms INTEGER);
       CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
     `);
+    // Objects made before the time to last byte was recorded have the table without it.
+    if (!sql.exec("SELECT * FROM request_meta LIMIT 0").columnNames.includes("duration_ms")) sql.exec("ALTER TABLE request_meta ADD COLUMN duration_ms INTEGER");
     sql.exec("DELETE FROM hits WHERE at <= ?", Date.now() - MINUTE);
     this.hits = sql.exec<{ at: number }>("SELECT at FROM hits ORDER BY at").toArray().map((r) => r.at);
     this.metaRows = this.countMeta();
@@ -164,6 +166,12 @@ export class WriteBuffer {
     return (this.earnings()?.unflushed_micros ?? 0) + this.pendingEarnings.sellerMicros;
   }
 
+  /**
+   * A row to write (INSERT OR REPLACE on the request id). Recording a row again replaces
+   * it: a stream's row is recorded when the answer starts and again, with its time to the
+   * last byte, when it ends; if the first copy already went to Postgres, the second one
+   * follows it there and fills that time in.
+   */
   recordMeta(m: RequestMeta) {
     this.pendingMeta.push(m);
     this.markDirty();
@@ -248,9 +256,9 @@ export class WriteBuffer {
     if (rows.length > 0) {
       this.pendingMeta = [];
       this.sql.exec(
-        `INSERT OR REPLACE INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?)`,
-        JSON.stringify(rows.map((m) => [m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome])),
+        `INSERT OR REPLACE INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome, duration_ms)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8 FROM json_each(?)`,
+        JSON.stringify(rows.map((m) => [m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome, m.durationMs])),
       );
       this.metaRows += rows.length;
       // Past the cap, drop the oldest rows down to it, in batches rather than per request.

@@ -163,7 +163,7 @@ describe("schema hygiene", () => {
   it("PR1 PR7 PR12: sellers, KYC and request metadata hold exactly the promised fields", async () => {
     expect(await columnsOf("sellers")).toEqual(["created_at", "deleted_at", "display_name", "email", "github_id", "id", "stats_opt_out"]);
     expect(await columnsOf("kyc")).toEqual(["seller_id", "status", "updated_at"]);
-    expect(await columnsOf("request_log")).toEqual(["amount_micros", "at", "key_id", "latency_ms", "method", "outcome", "provider", "request_id", "route", "status"]);
+    expect(await columnsOf("request_log")).toEqual(["amount_micros", "at", "duration_ms", "key_id", "latency_ms", "method", "outcome", "provider", "request_id", "route", "status"]);
   });
 
   it("every table in public has row-level security on, and anon holds no privilege on any", async () => {

@@ -34,7 +34,7 @@ const ROUTES = [
   "/api/disputes", "/api/disputes/:id",
   "/api/webhooks", "/api/webhooks/:id", "/api/webhooks/:id/rotate", "/api/webhooks/:id/deliveries",
   "/auth/dev/sign-in", "/auth/session", "/auth/sign-out",
-  "/api/me", "/api/stats-opt-out",
+  "/api/me", "/api/stats-opt-out", "/api/stats",
   "/api/keys", "/api/keys/:id", "/api/keys/:id/pause", "/api/keys/:id/resume",
   "/api/payout", "/api/payouts", "/api/kyc/start", "/webhooks/persona", "/api/earnings", "/api/export", "/api/account",
   "/api/:rest",
