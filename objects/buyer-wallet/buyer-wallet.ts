@@ -243,10 +243,13 @@ export class BuyerWallet extends DurableObject<Env> {
    * disputes. Spend counts again from the next payment on, today's budget included.
    */
   async eraseSpendHistory(buyerId: string): Promise<{ erasedDays: number; erasedEntries: number }> {
+    // Payments accepted before this call are part of the history: let their group commit land first.
+    if (this.queued.length > 0) await this.committed();
     const days = new Set(this.sql.exec<{ day: string }>("SELECT day FROM spend").toArray().map((r) => r.day));
     const entries = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM history").one().n;
     this.sql.exec("DELETE FROM spend");
     this.sql.exec("DELETE FROM history");
+    this.today = undefined; // the budget's mirror of today's spend: read again (now empty)
     // The KV copy, including days whose rows here were already cleaned up.
     const prefix = spendKey(buyerId, "");
     let cursor: string | undefined;
