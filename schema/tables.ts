@@ -284,11 +284,34 @@ export interface RequestLogRow {
   duration_ms: number | null;
 }
 
+/** An optional buyer account (B4): the auth user id, its email, nothing more (0009, 0014). */
 export interface BuyerAccountRow {
   id: string;
   email: string;
-  buyer_id_hash: string | null;
   created_at: Date;
+}
+
+/** A buyer id attached to an account after a proof by its key (0014). */
+export interface BuyerAccountIdRow {
+  buyer_id_hash: string;
+  account_id: string;
+  attached_at: Date;
+}
+
+/**
+ * The buyer account of an auth user, created on first use and kept in step with the
+ * verified email, as service_role (as for sellers: the user may insert its own row but not
+ * update it). The auth user must exist: for one that is gone this throws the driver's
+ * foreign-key error (23503), which callers turn into 401.
+ */
+export async function upsertBuyerAccount(tx: AnySql | Tx, id: string, email: string): Promise<BuyerAccountRow> {
+  const [row] = await tx<BuyerAccountRow[]>`
+    insert into public.buyer_accounts (id, email) values (${v.parse(UuidSchema, id)}, ${email})
+    on conflict (id) do update set email = excluded.email where public.buyer_accounts.email is distinct from excluded.email
+    returning *`;
+  if (row) return row;
+  const [existing] = await tx<BuyerAccountRow[]>`select * from public.buyer_accounts where id = ${id}`;
+  return existing!;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -218,6 +218,19 @@ export const ERROR_CODES = {
   // seller webhooks (worker/webhooks/)
   webhook_url_refused: 400,
   webhook_not_found: 404,
+  // optional buyer accounts (B4, worker/buyer-account/)
+  buyer_account_not_found: 404,
+  buyer_id_not_attached: 404,
+  buyer_id_attached_elsewhere: 409,
+  too_many_buyer_ids: 409,
+  /** The attach proof is missing, malformed, or its signature does not verify. */
+  proof_invalid: 403,
+  /** The attach proof's time is not within ±300 s of ours. */
+  proof_expired: 403,
+  /** The attach proof names another account: a signature made for one account attaches to no other. */
+  proof_wrong_account: 403,
+  /** The attach proof (its nonce) was used before. */
+  proof_replayed: 409,
 } as const;
 export type ErrorCode = keyof typeof ERROR_CODES;
 

@@ -235,6 +235,33 @@ export class BuyerWallet extends DurableObject<Env> {
       .map((r) => ({ day: r.day, spentMicros: r.spent, refundedMicros: r.refunded, requests: r.requests }));
   }
 
+  /**
+   * PR11: a deleted buyer account takes the spend history of the ids it held with it: the
+   * per-day spend here and its KV copy, and the history list. What money needs stays: the
+   * balance (the key can still spend it), claims (single use, refunds, disputes: their own
+   * short retention), top-up event ids (a retried Stripe event must not credit twice) and
+   * disputes. Spend counts again from the next payment on, today's budget included.
+   */
+  async eraseSpendHistory(buyerId: string): Promise<{ erasedDays: number; erasedEntries: number }> {
+    // Payments accepted before this call are part of the history: let their group commit land first.
+    if (this.queued.length > 0) await this.committed();
+    const days = new Set(this.sql.exec<{ day: string }>("SELECT day FROM spend").toArray().map((r) => r.day));
+    const entries = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM history").one().n;
+    this.sql.exec("DELETE FROM spend");
+    this.sql.exec("DELETE FROM history");
+    this.today = undefined; // the budget's mirror of today's spend: read again (now empty)
+    // The KV copy, including days whose rows here were already cleaned up.
+    const prefix = spendKey(buyerId, "");
+    let cursor: string | undefined;
+    do {
+      const page = await this.env.SPEND.list({ prefix, cursor });
+      for (const k of page.keys) days.add(k.name.slice(prefix.length));
+      cursor = page.list_complete ? undefined : page.cursor;
+    } while (cursor);
+    for (const day of days) await this.env.SPEND.delete(spendKey(buyerId, day));
+    return { erasedDays: days.size, erasedEntries: entries };
+  }
+
   // ---- alarm: spend to KV, expired rows out -------------------------------------------
 
   override async alarm(): Promise<void> {
@@ -248,6 +275,8 @@ export class BuyerWallet extends DurableObject<Env> {
         // A failed put throws: the alarm is retried and the row stays dirty.
         await this.env.SPEND.put(spendKey(buyerId, row.day), JSON.stringify(value), { expirationTtl: SPEND_TTL_SECONDS });
         this.sql.exec("UPDATE spend SET dirty = 0 WHERE day = ? AND spent = ? AND refunded = ? AND requests = ?", row.day, row.spent, row.refunded, row.requests);
+        // Erased while the copy was on its way (eraseSpendHistory): take the copy back.
+        if (this.sql.exec("SELECT 1 FROM spend WHERE day = ?", row.day).toArray().length === 0) await this.env.SPEND.delete(spendKey(buyerId, row.day));
       }
     }
     await this.indexDisputes();

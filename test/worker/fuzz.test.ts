@@ -32,6 +32,7 @@ const ROUTES = [
   "/healthz", "/api/vault/public-key",
   "/api/credit/topup", "/api/credit/faucet", "/api/credit/balance", "/api/credit/budget", "/webhooks/stripe",
   "/api/disputes", "/api/disputes/:id",
+  "/api/buyer/account", "/api/buyer/account/ids", "/api/buyer/account/ids/:id", "/api/buyer/account/history", "/api/buyer/account/topup",
   "/api/webhooks", "/api/webhooks/:id", "/api/webhooks/:id/rotate", "/api/webhooks/:id/deliveries",
   "/auth/dev/sign-in", "/auth/session", "/auth/sign-out",
   "/api/me", "/api/stats-opt-out", "/api/stats",
