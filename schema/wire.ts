@@ -180,6 +180,8 @@ export const ERROR_CODES = {
   upstream_timeout: 504,
   // seller/ops API
   key_exists: 409,
+  /** A new key's id is malformed or was not made for the calling seller (core/key-id.ts): one answer for both. */
+  invalid_key_id: 400,
   vault_key_unknown: 400,
   decrypt_failed: 422,
   internal_error: 500,
