@@ -144,7 +144,8 @@ export interface RequestMeta {
   status: number;
   latencyMs: number;
   amountMicros: number;
-  outcome: "served" | "refused" | "upstream_error" | "stream_cut" | "client_abort";
+  /** `undelivered`: served by the key, but broken off before its first byte reached the router (B6): not charged. */
+  outcome: "served" | "refused" | "upstream_error" | "stream_cut" | "client_abort" | "undelivered";
 }
 
 export const poolName = (provider: string, region: Region, tier: Tier) => `${provider}:${region}:${tier}`;

@@ -146,7 +146,7 @@ export async function demo(path: string, body?: unknown, method = body === undef
   return res.json() as Promise<any>;
 }
 
-export const demoLog = async () => (await demo("/__demo/log")).requests as { credential: string; path: string; status: number; streamed: boolean; finished: boolean; aborted: boolean; headerNames: string[] }[];
+export const demoLog = async () => (await demo("/__demo/log")).requests as { credential: string; path: string; status: number; streamed: boolean; finished: boolean; aborted: boolean; held?: boolean; headerNames: string[] }[];
 export const resetDemo = () => demo("/__demo/behaviour", undefined, "DELETE");
 
 /** Remove every key of every seller this file signed in, so a suite starts from an empty marketplace. */
