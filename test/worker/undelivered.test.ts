@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { generateBuyerKey, type BuyerKey } from "../../buyer/keys.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
-import { addKey, api, demo, demoLog, inspect } from "./helpers.ts";
+import { addKey, api, demo, demoLog, inspect, ownerDb } from "./helpers.ts";
 import { ask, balanceOf, chatJson, credentialFor, drain, e, fund, paid, receiptOf, wallet } from "./payments-helpers.ts";
 
 const PRICE = 2000;
@@ -51,6 +51,11 @@ describe("B6: an answer that never started reaching the buyer is not charged", (
     const requestId = res.headers.get("cn2-request-id")!;
     expect(await rowOf(k.keyId, requestId)).toMatchObject({ status: 200, amountMicros: 0, outcome: "undelivered" });
     expect((await inspect(k.keyId)).events).toContainEqual(expect.objectContaining({ kind: "request.undelivered", detail: requestId }));
+    // Flushed: the request log says so (migration 0016), and the ledger has nothing for it.
+    expect(await keyStub(e, k.keyId, "default").flushEarnings()).toMatchObject({ ok: true, value: { flushed: true, amountMicros: 0, metadataRows: 1 } });
+    const logged = await ownerDb((sql) => sql`select status, amount_micros::int as amount, outcome from public.request_log where request_id = ${requestId}`);
+    expect(logged).toEqual([{ status: 200, amount: 0, outcome: "undelivered" }]);
+    expect(await ownerDb((sql) => sql`select 1 from public.earnings_ledger where key_id = ${k.keyId}`)).toHaveLength(0);
   });
 
   it("B6: with another key able to serve, the buyer gets its answer, charged once; the broken key earns nothing", async () => {
@@ -90,6 +95,28 @@ describe("B6: an answer that never started reaching the buyer is not charged", (
     // Reversed from storage by the restarted object.
     expect(await earningsOf(k.keyId)).toEqual({ unflushedMicros: 0, feeMicros: 0, servedCount: 0 });
     expect(await rowOf(k.keyId, res.headers.get("cn2-request-id")!)).toMatchObject({ amountMicros: 0, outcome: "undelivered" });
+  });
+
+  it("the remaining window: an earning the flush already took to the ledger is not reversed; the charge stands (502, not refunded) and the books stay exact", async () => {
+    const k = await onlyKey();
+    await demo("/__demo/behaviour", { credential: k.credential, holdBeforeBody: true });
+    const buyer = await newBuyer();
+    const { credential } = await credentialFor(buyer, streamed);
+    const pending = ask(streamed, credential);
+    for (let i = 0; i < 200 && !(await demoLog()).some((r) => r.credential === k.credential && r.held); i++) await new Promise((r) => setTimeout(r, 25));
+    // The key has answered (headers) and earned; its earnings flush runs now, before the restart.
+    const flushed = await keyStub(e, k.keyId, "default").flushEarnings();
+    expect(flushed).toMatchObject({ ok: true, value: { flushed: true, amountMicros: PRICE } });
+    expect((await api(`/ops/keys/${k.keyId}/restart`, { method: "POST" })).status).toBe(200);
+    const res = await pending;
+    expect(res.status).toBe(502);
+    expect(((await res.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: "upstream_error", message: expect.stringMatching(/could not be reversed/) });
+    expect(receiptOf(res)).toMatchObject({ amountMicros: PRICE, refunded: false });
+    // Buyer debited exactly what the ledger holds for the key.
+    expect(await balanceOf(buyer.buyerId)).toBe(10_000 - PRICE);
+    const [ledger] = await ownerDb((sql) => sql`select coalesce(sum(amount_micros), 0)::int as total from public.earnings_ledger where key_id = ${k.keyId}`);
+    expect(ledger!.total).toBe(PRICE);
+    expect(await earningsOf(k.keyId)).toEqual({ unflushedMicros: 0, feeMicros: 0, servedCount: 0 });
   });
 
   it("a key restarted after its answer's first bytes reached the buyer: the cut stays charged, and the key keeps the earning", async () => {
