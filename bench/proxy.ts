@@ -33,6 +33,7 @@ import { upstreamBaseUrls } from "../tools/demo-upstream.ts";
 import { connect } from "../tools/database.ts";
 import { generateDevSigningKey } from "../core/dev-signing-key.ts";
 import { encryptCredential, generateVaultKey } from "../core/vault.ts";
+import { newKeyId } from "../core/key-id.ts";
 import { profileWhile, summarize, writeProfile } from "./cpu-profile.ts";
 import { failures, load, merge, type RunStats, type Target } from "./load.ts";
 import { HOST, freePort, installCleanup, log, removeDirOnExit, shutdown, spawnNode, waitForPort } from "./processes.ts";
@@ -550,7 +551,7 @@ async function seedKeys(base: string, opsToken: string, publicKey: { kid: string
   const sellerId = seller.id;
   const ids: string[] = [];
   for (let i = 0; i < KEYS; i++) {
-    const keyId = `k_bench${randomHex(6)}`;
+    const keyId = await newKeyId(sellerId); // derived for this seller (core/key-id.ts)
     const envelope = await encryptCredential(`sk-demo-bench-${i}-${randomHex(8)}`, publicKey, { sellerId, keyId });
     const config = { provider: "openai", priceMicros: 1000, requestsPerMinute: 100_000, maxConcurrent: 10_000, region: "us", tier: "standard" };
     const res = await fetch(`${base}/api/keys`, {

@@ -267,7 +267,7 @@ export interface DisputeRow {
   resolved_at: Date | null;
 }
 
-export const REQUEST_OUTCOMES = ["served", "refused", "upstream_error", "stream_cut", "client_abort"] as const;
+export const REQUEST_OUTCOMES = ["served", "refused", "upstream_error", "stream_cut", "client_abort", "undelivered"] as const;
 export interface RequestLogRow {
   request_id: string;
   key_id: string;

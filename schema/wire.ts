@@ -147,7 +147,8 @@ export interface RequestMeta {
   /** Time to the answer's last byte, ms, from the same start; null until known (a stream still open) or when there is none (a failure). */
   durationMs: number | null;
   amountMicros: number;
-  outcome: "served" | "refused" | "upstream_error" | "stream_cut" | "client_abort";
+  /** `undelivered`: served by the key, but broken off before its first byte reached the router (B6): not charged. */
+  outcome: "served" | "refused" | "upstream_error" | "stream_cut" | "client_abort" | "undelivered";
 }
 
 export const poolName = (provider: string, region: Region, tier: Tier) => `${provider}:${region}:${tier}`;
@@ -183,6 +184,8 @@ export const ERROR_CODES = {
   upstream_timeout: 504,
   // seller/ops API
   key_exists: 409,
+  /** A new key's id is malformed or was not made for the calling seller (core/key-id.ts): one answer for both. */
+  invalid_key_id: 400,
   vault_key_unknown: 400,
   decrypt_failed: 422,
   internal_error: 500,

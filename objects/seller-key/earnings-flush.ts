@@ -7,7 +7,8 @@
 //   1 take     in one synchronous storage transaction: the accumulator moves into a
 //              *pending flush* with the next sequence number, with the rowid of the last
 //              of up to FLUSH_ROWS metadata rows it covers (oldest first), and the
-//              accumulator restarts at zero. The rows themselves stay where they are
+//              accumulator restarts at zero (and its paid requests stop being reversible:
+//              the `voidable` rows go). The rows themselves stay where they are
 //              until step 3 (no copy, no sort: rowid is insertion order). The flush id is
 //              `<keyId>.<epoch>.<seq>` (epoch: random, per object lifetime, so a key id
 //              reused after removal never collides with an old flush).
@@ -156,6 +157,8 @@ export class EarningsFlusher {
         metaThrough: through,
       };
       this.#sql.exec("UPDATE earnings SET unflushed_micros = 0, fee_micros = 0, served_count = 0 WHERE id = 1");
+      // What this flush takes can no longer be reversed (write-buffer.ts voidEarning): the ledger takes no negative rows.
+      this.#sql.exec("DELETE FROM voidable");
       this.#sql.exec("UPDATE earnings_flush SET seq = ?, last_end = ?, pending = ? WHERE id = 1", seq, periodEnd, JSON.stringify(pending));
       return pending;
     });

@@ -123,6 +123,24 @@ export class SellerKey extends DurableObject<Env> {
     this.ctx.abort("restarted by operator");
   }
 
+  /**
+   * B6, from the router: this request's answer broke off before its first byte reached the
+   * router (an upstream that failed right after its headers, this object restarted while
+   * answering), so nothing reached the buyer, who is refunded. Reverse what it earned, from
+   * storage (so also after a restart), as long as the earnings flush has not taken it yet;
+   * `voided: false` means there was nothing to reverse, and the charge stands.
+   */
+  undelivered(requestId: string): Promise<Result<{ voided: boolean }>> {
+    return attempt(async () => {
+      const reversed = this.buffer.voidEarning(this.ctx.storage, requestId);
+      if (reversed) {
+        this.live.earned(-reversed.sellerMicros);
+        this.event("request.undelivered", requestId);
+      }
+      return { voided: reversed !== null };
+    });
+  }
+
   /** Flush unflushed earnings and metadata to Postgres now (account closure, tests). */
   flushEarnings(): Promise<Result<FlushOutcome>> {
     return attempt(() => this.flushAll());
@@ -441,7 +459,7 @@ export class SellerKey extends DurableObject<Env> {
     // and it earns as soon as its status is known: the router settles at the same moment.
     const served = status < 400;
     const charged = served ? paid : 0;
-    if (served) this.earn(charged, price);
+    if (served) this.earn(charged, price, requestId);
     else release(false);
     this.noteCall(true);
     this.setHealth(health.onSuccess(this.health, latency), this.health.state === "cooling" ? "key.recovered" : null, "probe succeeded");
@@ -592,9 +610,9 @@ export class SellerKey extends DurableObject<Env> {
   }
 
   /** Credit a served request: the seller's share of what the buyer paid, and the fee (S7). */
-  private earn(paid: number, price: number) {
+  private earn(paid: number, price: number, requestId: string) {
     const { sellerMicros, feeMicros } = paid > 0 ? split(paid, price, feeBps(this.env)) : { sellerMicros: 0, feeMicros: 0 };
-    this.buffer.earn(sellerMicros, feeMicros);
+    this.buffer.earn(sellerMicros, feeMicros, requestId);
     this.live.earned(sellerMicros);
   }
 

@@ -38,6 +38,8 @@ export class WriteBuffer {
   private readonly pendingSpend = new Map<string, number>();
   private readonly pendingEarnings = { sellerMicros: 0, feeMicros: 0, served: 0 };
   private pendingMeta: RequestMeta[] = [];
+  /** Paid earnings that may still be reversed (request id, seller share, fee): see voidEarning. */
+  private pendingVoidable: [string, number, number][] = [];
   /** Outcome changes (stream cuts) of rows that may already be written. */
   private readonly pendingOutcomes = new Map<string, RequestMeta["outcome"]>();
   /** `meta` entries changed since the last commit, written from `dirtyState` then. */
@@ -63,6 +65,7 @@ export class WriteBuffer {
       CREATE TABLE IF NOT EXISTS earnings (id INTEGER PRIMARY KEY CHECK (id = 1), unflushed_micros INTEGER NOT NULL, fee_micros INTEGER NOT NULL, served_count INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS request_meta (request_id TEXT PRIMARY KEY, at INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL, duration_ms INTEGER);
       CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS voidable (request_id TEXT PRIMARY KEY, seller_micros INTEGER NOT NULL, fee_micros INTEGER NOT NULL);
     `);
     // Objects made before the time to last byte was recorded have the table without it.
     if (!sql.exec("SELECT * FROM request_meta LIMIT 0").columnNames.includes("duration_ms")) sql.exec("ALTER TABLE request_meta ADD COLUMN duration_ms INTEGER");
@@ -149,11 +152,39 @@ export class WriteBuffer {
     this.markDirty();
   }
 
-  earn(sellerMicros: number, feeMicros: number) {
+  /**
+   * A served request's earnings. A paid one (`requestId` given) stays reversible until the
+   * earnings flush takes it (objects/seller-key/earnings-flush.ts clears `voidable` as it
+   * takes the accumulator): the router reverses it when the answer broke off before its
+   * first byte reached the buyer (voidEarning).
+   */
+  earn(sellerMicros: number, feeMicros: number, requestId?: string) {
     this.pendingEarnings.sellerMicros += sellerMicros;
     this.pendingEarnings.feeMicros += feeMicros;
     this.pendingEarnings.served++;
+    if (requestId && sellerMicros + feeMicros > 0) this.pendingVoidable.push([requestId, sellerMicros, feeMicros]);
     this.markDirty();
+  }
+
+  /**
+   * Reverse one paid request's earnings, if they are still in the accumulator (not taken by
+   * a flush): the earnings row goes down by exactly what it earned, its metadata row keeps
+   * amount 0 and outcome `undelivered`. One storage transaction; null when there is nothing
+   * to reverse (never earned, already reversed, or already on its way to the ledger).
+   */
+  voidEarning(storage: DurableObjectStorage, requestId: string): { sellerMicros: number; feeMicros: number } | null {
+    this.persist();
+    return storage.transactionSync(() => {
+      const row = this.sql.exec<{ seller_micros: number; fee_micros: number }>("SELECT seller_micros, fee_micros FROM voidable WHERE request_id = ?", requestId).toArray()[0];
+      if (!row) return null;
+      this.sql.exec("DELETE FROM voidable WHERE request_id = ?", requestId);
+      this.sql.exec(
+        "UPDATE earnings SET unflushed_micros = unflushed_micros - ?, fee_micros = fee_micros - ?, served_count = served_count - 1 WHERE id = 1",
+        row.seller_micros, row.fee_micros,
+      );
+      this.sql.exec("UPDATE request_meta SET amount_micros = 0, outcome = 'undelivered' WHERE request_id = ?", requestId);
+      return { sellerMicros: row.seller_micros, feeMicros: row.fee_micros };
+    });
   }
 
   /** The earnings row as committed (call persist() first to include the batch). */
@@ -177,7 +208,7 @@ export class WriteBuffer {
     this.markDirty();
   }
 
-  /** A row's outcome changed after it was recorded (a stream cut). */
+  /** A row's outcome changed after it was recorded (a stream cut); an undelivered row stays so. */
   amendOutcome(requestId: string, outcome: RequestMeta["outcome"]) {
     this.pendingOutcomes.set(requestId, outcome);
     this.markDirty();
@@ -268,7 +299,14 @@ export class WriteBuffer {
         this.metaRows = MAX_BUFFERED_META;
       }
     }
-    for (const [requestId, outcome] of this.pendingOutcomes) this.sql.exec("UPDATE request_meta SET outcome = ? WHERE request_id = ?", outcome, requestId);
+    if (this.pendingVoidable.length > 0) {
+      this.sql.exec(
+        "INSERT OR REPLACE INTO voidable (request_id, seller_micros, fee_micros) SELECT value->>0, value->>1, value->>2 FROM json_each(?)",
+        JSON.stringify(this.pendingVoidable),
+      );
+      this.pendingVoidable = [];
+    }
+    for (const [requestId, outcome] of this.pendingOutcomes) this.sql.exec("UPDATE request_meta SET outcome = ? WHERE request_id = ? AND outcome <> 'undelivered'", outcome, requestId);
     this.pendingOutcomes.clear();
     if (this.dirtyKeys.size > 0) {
       const state = this.dirtyState();
@@ -294,6 +332,7 @@ export class WriteBuffer {
     this.pendingSpend.clear();
     this.pendingEarnings.sellerMicros = this.pendingEarnings.feeMicros = this.pendingEarnings.served = 0;
     this.pendingMeta = [];
+    this.pendingVoidable = [];
     this.pendingOutcomes.clear();
     this.dirtyKeys.clear();
     this.metaRows = 0;

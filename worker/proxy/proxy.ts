@@ -1,5 +1,6 @@
-// The buyer-facing proxy (P1, P2, B3): validate, pick keys, hand the request to a key
-// object, fail over while no byte has reached the buyer, stream the answer back.
+// The buyer-facing proxy (P1, P2, B3, B6): validate, pick keys, hand the request to a key
+// object, fail over while no byte has reached the buyer, stream the answer back; a paid
+// answer goes out only once its first bytes are in hand (startedAnswer).
 import * as v from "valibot";
 import { isProviderId, PROVIDERS, type Provider } from "../../schema/providers.ts";
 import { H, RETRYABLE, TierSchema, type ErrorCode } from "../../schema/wire.ts";
@@ -92,13 +93,34 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   const order: Candidate[] = candidates.order(limit, localLoad, Math.random, MAX_ATTEMPTS);
   const refusals: Response[] = [];
   let answer: Response | null = null;
+  let chargeStands = false;
   for (const key of order) {
     const res = await tryKey(env, PROVIDERS[provider], key, request, search, path, body, requestId, payment?.amountMicros ?? 0);
     // A served answer carries no refusal code (SellerKey drops any cn2- header an upstream sends).
     const code = res.headers.get(H.refusal) as ErrorCode | null;
     if (code === null) {
-      answer = res;
-      break;
+      if (payment === null || res.status >= 400 || res.body === null) {
+        answer = res;
+        break;
+      }
+      // B6: a paid answer is charged once it has started. Its first bytes are read here,
+      // before anything is sent: one that broke off before them never reached the buyer,
+      // so the key's earning is reversed and it counts as this key's failure.
+      const started = await startedAnswer(res);
+      if (started !== null) {
+        answer = started;
+        break;
+      }
+      if (!(await undeliver(env, key, requestId))) {
+        // Nothing to reverse (the earning already went to the ledger, or the key could not
+        // be reached): the charge stands, so the books do; the receipt is the dispute trail.
+        answer = errorResponse("upstream_error", "the answer broke off before its first byte and its charge could not be reversed; dispute it with this receipt", { requestId });
+        chargeStands = true;
+        break;
+      }
+      refusals.push(errorResponse("upstream_error", "the answer broke off before its first byte", { requestId, headers: { [H.refusal]: "upstream_error" } }));
+      if (request.signal.aborted) break;
+      continue;
     }
     if (!RETRYABLE.has(code)) {
       answer = res;
@@ -108,16 +130,74 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
     if (request.signal.aborted) break;
   }
   answer ??= combineRefusals(refusals, requestId);
-  return payment ? settle(env, payment, answer, requestId, { amountMicros: quote, route }) : answer;
+  return payment ? settle(env, payment, answer, requestId, { amountMicros: quote, route }, chargeStands) : answer;
+}
+
+/**
+ * The answer with its first bytes already in hand, or null if its body broke off before
+ * any (a key object restarted mid-answer, an upstream that failed right after its headers).
+ * The rest is piped natively behind them; a cut after this point reaches the buyer as a cut
+ * stream (charged: bytes were sent, and the key records `stream_cut`).
+ */
+async function startedAnswer(answer: Response): Promise<Response | null> {
+  const body = answer.body!;
+  const reader = body.getReader();
+  let first: Uint8Array;
+  try {
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) return new Response(null, answer); // complete and empty
+      if (chunk.value.byteLength > 0) {
+        first = chunk.value;
+        break;
+      }
+    }
+  } catch {
+    return null;
+  }
+  const length = Number(answer.headers.get("content-length") ?? Number.NaN);
+  const { readable, writable } = Number.isSafeInteger(length) && length >= first.byteLength ? new FixedLengthStream(length) : new IdentityTransformStream();
+  const writer = writable.getWriter();
+  void (async () => {
+    try {
+      await writer.write(first);
+    } catch (err) {
+      await reader.cancel(err).catch(() => {}); // the buyer went away
+      return;
+    }
+    writer.releaseLock();
+    reader.releaseLock();
+    await body.pipeTo(writable).catch(() => {}); // a cut reaches the buyer as one
+  })();
+  return new Response(readable, answer);
+}
+
+/**
+ * Reverse the key's earning for a request whose answer never started (SellerKey.undelivered);
+ * true when it was reversed, so the buyer may be refunded with the books still exact.
+ */
+async function undeliver(env: Env, key: Candidate, requestId: string): Promise<boolean> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const result = await keyStub(env, key.keyId, key.home).undelivered(requestId);
+      return result.ok && result.value.voided;
+    } catch {
+      // The object restarting under us: its storage holds the earning; ask once more.
+    }
+  }
+  console.error(JSON.stringify({ evt: "undelivered_reversal_failed", requestId, keyId: key.keyId }));
+  return false;
 }
 
 /**
  * B6: the buyer pays only for a successful answer. Anything else (no key could serve, an
- * upstream error the buyer's request caused) is refunded at once, and the receipt says so.
+ * upstream error the buyer's request caused, an answer that broke off before its first
+ * byte) is refunded at once, and the receipt says so; `chargeStands` only when the key's
+ * earning for it could not be reversed (the books stay exact; the buyer may dispute).
  */
-async function settle(env: Env, payment: Payment, answer: Response, requestId: string, quote: { amountMicros: number; route: string }): Promise<Response> {
+async function settle(env: Env, payment: Payment, answer: Response, requestId: string, quote: { amountMicros: number; route: string }, chargeStands = false): Promise<Response> {
   const { RECEIPT_HEADER, receiptHeader, nextChallenge } = await payments();
-  const refunded = answer.status >= 400 && (await safeRefund(env, payment, answer.headers.get(H.refusal) ?? `status_${answer.status}`, requestId));
+  const refunded = answer.status >= 400 && !chargeStands && (await safeRefund(env, payment, answer.headers.get(H.refusal) ?? `status_${answer.status}`, requestId));
   const [receipt, next] = await Promise.all([receiptHeader(payment, { requestId, refunded }), nextChallenge(env, quote)]);
   const out = new Response(answer.body, answer);
   out.headers.set(RECEIPT_HEADER, receipt);
@@ -150,6 +230,9 @@ async function tryKey(env: Env, provider: Provider, key: Candidate, request: Req
       body,
     });
   } catch {
+    // Its answer never reached us (the object restarted while answering, say): had it
+    // already earned from this payment, that is reversed, as the buyer will not pay it.
+    if (paid > 0) await undeliver(env, key, requestId);
     return errorResponse("upstream_error", "key object unavailable", { requestId, headers: { [H.refusal]: "upstream_error" } });
   } finally {
     trackLoad(key.keyId, -1);
