@@ -91,7 +91,8 @@ export default defineConfig({
                 ANALYTICS_RETRY_BASE_SECONDS: "1",
               },
               // Webhook deliveries give up after 4 attempts here (12 retries in wrangler.toml),
-              // so the dead-letter path runs end to end in seconds.
+              // so the dead-letter path runs end to end in seconds. Analytics batches get a
+              // second each (1 s base, doubling) to ride out a failing or hanging fake sink.
               queueConsumers: {
                 "cn2-webhooks": { maxBatchSize: 10, maxBatchTimeout: 1, maxRetries: 3, deadLetterQueue: "cn2-webhooks-dlq" },
                 "cn2-analytics": { maxBatchSize: 100, maxBatchTimeout: 1, maxRetries: 10, deadLetterQueue: "cn2-analytics-dlq" },

@@ -18,7 +18,7 @@
 //   GET    /__fake/rows?name=<datasource> [row, ...] every ingested row, as parsed
 //   DELETE /__fake                       back to ok, forget rows and attempts
 //
-//   node test/fake-tinybird.ts [--port 8790] [--token t]   (Node 22; prints each batch)
+//   npx node test/fake-tinybird.ts [--port 8790] [--token t]   (Node 22; prints each batch)
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
