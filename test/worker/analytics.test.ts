@@ -5,7 +5,7 @@
 // local Postgres request_log. A failing or hanging sink never fails or touches a request,
 // and once it recovers every row arrives exactly once.
 import { env } from "cloudflare:workers";
-import { createExecutionContext, createMessageBatch, getQueueResult, runDurableObjectAlarm } from "cloudflare:test";
+import { createExecutionContext, createMessageBatch, getQueueResult, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
 import worker from "../../worker/index.ts";
 import type { Env } from "../../core/env.ts";
@@ -114,6 +114,32 @@ describe("the analytics sink (M4)", () => {
     // The flush path was untouched: each row once in Postgres as well.
     expect((await loggedInPostgres(keyId)).sort()).toEqual([...all, ...sentinel].sort());
   }, 90_000);
+
+  it("a queue that refuses the rows fails no flush: the rows reach Postgres, wait in the key's outbox and go with the next alarm", async () => {
+    const { keyId } = await addKey();
+    const stub = keyStub(e, keyId, "default");
+    const ids = await traffic(3);
+    // The key object's queue binding refuses every send.
+    await runInDurableObject(stub, (instance) => {
+      const self = instance as unknown as { env: Env };
+      self.env = { ...self.env, ANALYTICS: { ...self.env.ANALYTICS, sendBatch: () => Promise.reject(new Error("queue unavailable")) } } as Env;
+    });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect((await loggedInPostgres(keyId)).sort()).toEqual([...ids].sort());
+    expect((await inspect(keyId)).analyticsOutbox).toBe(3);
+    // The alarm comes back for them.
+    expect(await runInDurableObject(stub, (_i, state) => state.storage.getAlarm())).not.toBeNull();
+    expect(await seenAtSink(ids)).toEqual([]);
+
+    // The queue works again: the next alarm enqueues them, and they arrive once.
+    await runInDurableObject(stub, (instance) => {
+      (instance as unknown as { env: Env }).env = e;
+    });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    expect((await inspect(keyId)).analyticsOutbox).toBe(0);
+    await until("the waiting rows at the sink", async () => (await ingested()).filter((r) => ids.includes(r.request_id as string)).length === 3);
+    expect((await ingested()).filter((r) => ids.includes(r.request_id as string)).map((r) => r.request_id).sort()).toEqual([...ids].sort());
+  });
 
   it("PR13: a request's body reaches no sink: neither Tinybird nor the local request_log", async () => {
     const { keyId } = await addKey();
