@@ -131,6 +131,8 @@ export interface KeyInspection extends KeyView {
   /** Not yet flushed to the ledger: the seller's share and the marketplace fee. */
   earnings: { unflushedMicros: number; feeMicros: number; servedCount: number };
   bufferedMetadata: number;
+  /** Flushed metadata rows waiting to be enqueued for the analytics sink (objects/seller-key/analytics-outbox.ts). */
+  analyticsOutbox?: number;
   credentialLoaded: boolean;
   events: { at: number; kind: string; detail: string }[];
 }

@@ -16,7 +16,9 @@
 //              on the flush id: a second delivery with the same figures is a no-op) and the
 //              metadata rows with `on conflict (request_id, key_id)` changing nothing but a
 //              missing time to the last byte (a stream's row recorded again when it ended).
-//   3 complete the pending flush and the metadata rows it covered are deleted locally.
+//   3 complete the pending flush and the metadata rows it covered are deleted locally
+//              (in the same storage transaction, rows Postgres took join the analytics
+//              outbox: objects/seller-key/analytics-outbox.ts).
 //
 // A crash (or a lost answer) between 2 and 3 leaves the pending flush in storage; the
 // next run sends the very same flush again, which changes nothing in Postgres, then
@@ -77,9 +79,13 @@ export class EarningsFlusher {
   /** One flush at a time per object: the alarm and an RPC must not interleave. */
   #running: Promise<FlushOutcome> | null = null;
 
-  constructor(storage: DurableObjectStorage) {
+  /** Called inside step 3's transaction with the covered rows' last rowid, when Postgres took them. */
+  readonly #committed: ((metaThrough: number) => void) | undefined;
+
+  constructor(storage: DurableObjectStorage, committed?: (metaThrough: number) => void) {
     this.#storage = storage;
     this.#sql = storage.sql;
+    this.#committed = committed;
     this.#ensureTable();
   }
 
@@ -111,15 +117,17 @@ export class EarningsFlusher {
     if (!pending) return { flushed: false, flushId: null, recordedNow: false, amountMicros: 0, metadataRows: 0, more: false };
     const meta = this.#covered(pending);
     let recordedNow = false;
+    let committed = true;
     try {
       recordedNow = await send(env, pending, meta);
     } catch (error) {
       // A closed account takes no new ledger rows (CN005): what a closing seller's key
       // earned after the closing flush cannot be credited to anyone. Drop it, loudly.
       if (dbErrorName(error) !== "seller_closed") throw error;
+      committed = false;
       console.error(JSON.stringify({ evt: "earnings_flush_dropped", keyId: pending.keyId, flushId: pending.flushId, reason: "seller_closed", amountMicros: pending.amountMicros }));
     }
-    this.complete(pending);
+    this.complete(pending, committed);
     return {
       flushed: true, flushId: pending.flushId, recordedNow, amountMicros: pending.amountMicros,
       metadataRows: meta.length, more: this.#sql.exec<{ more: number }>("SELECT EXISTS (SELECT 1 FROM request_meta) AS more").one().more === 1,
@@ -164,12 +172,16 @@ export class EarningsFlusher {
     });
   }
 
-  /** Step 3: forget a flush Postgres has confirmed (only that one: a newer one stays), and its rows. */
-  complete(pending: PendingFlush): void {
+  /**
+   * Step 3: forget a flush Postgres has confirmed (only that one: a newer one stays), and its
+   * rows; `committed`: Postgres took the rows (they go on to the analytics outbox).
+   */
+  complete(pending: PendingFlush, committed = false): void {
     const state = this.#state();
     if (!state?.pending) return;
     if ((JSON.parse(state.pending) as PendingFlush).seq !== pending.seq) return;
     this.#storage.transactionSync(() => {
+      if (pending.metaThrough > 0 && committed) this.#committed?.(pending.metaThrough);
       if (pending.metaThrough > 0) this.#sql.exec("DELETE FROM request_meta WHERE rowid <= ?", pending.metaThrough);
       this.#sql.exec("UPDATE earnings_flush SET pending = NULL WHERE id = 1");
     });

@@ -32,6 +32,7 @@ import * as health from "./health.ts";
 import * as track from "./track-record.ts";
 import { poolStub } from "../pool-index/stub.ts";
 import { EarningsFlusher, toMeta, type FlushOutcome } from "./earnings-flush.ts";
+import { AnalyticsOutbox, type DrainResult } from "./analytics-outbox.ts";
 import { LiveFeed, type LiveParts } from "./live.ts";
 
 export interface NewKey {
@@ -66,6 +67,9 @@ export class SellerKey extends DurableObject<Env> {
   private readonly flusher: EarningsFlusher;
   private flushAlarmSet = false;
   private flushRetryMs = 0;
+  // Flushed metadata on its way to the analytics queue (analytics-outbox.ts), drained after each flush.
+  private readonly outbox: AnalyticsOutbox;
+  private sinkRetryMs = 0;
   /** Upstream calls waiting for their first byte (upstream.ts). */
   private readonly firstByte = new FirstByteWatch();
   /** Pushes to the seller's live room, coalesced and off the request path (live.ts). */
@@ -78,7 +82,8 @@ export class SellerKey extends DurableObject<Env> {
     this.health = this.buffer.readMeta<health.Health>("health") ?? health.initialHealth();
     this.track = this.buffer.readMeta<track.TrackRecord>("track") ?? track.emptyTrackRecord();
     this.servingTier = this.buffer.readMeta<Tier>("servingTier") ?? this.tierFor(this.record?.config.tier ?? "standard", "standard", Date.now());
-    this.flusher = new EarningsFlusher(ctx.storage);
+    this.outbox = new AnalyticsOutbox(ctx.storage);
+    this.flusher = new EarningsFlusher(ctx.storage, (metaThrough) => this.outbox.keep(metaThrough));
     this.live = new LiveFeed(ctx, env, () => this.liveParts());
   }
 
@@ -166,20 +171,37 @@ export class SellerKey extends DurableObject<Env> {
     });
   }
 
-  /** The flush alarm: set after a request; on failure retried with backoff, indefinitely. */
+  /**
+   * The flush alarm: set after a request; on failure retried with backoff, indefinitely.
+   * Then the analytics outbox is drained (it never fails the flush); rows it could not
+   * enqueue bring the alarm back, with their own backoff.
+   */
   override async alarm(): Promise<void> {
     this.flushAlarmSet = false;
     if (!this.record) return;
     this.live.changed(); // requests/min has decayed since the traffic: the room hears it
+    let failed = false;
+    let more = false;
     try {
-      const outcome = await this.flushOnce();
+      more = (await this.flushOnce()).more;
       this.flushRetryMs = 0;
-      if (outcome.more) this.scheduleFlush(1_000);
     } catch (error) {
+      failed = true;
       this.flushRetryMs = Math.min(Math.max(this.flushRetryMs * 2, 5_000), 3_600_000);
       console.error(JSON.stringify({ evt: "earnings_flush_failed", keyId: this.record.keyId, error: error instanceof ApiError ? error.code : error instanceof Error ? error.name : "unknown", retryInMs: this.flushRetryMs }));
-      this.scheduleFlush(this.flushRetryMs, true);
     }
+    const sinkLeft = (await this.drainAnalytics()).left > 0;
+    this.sinkRetryMs = sinkLeft ? Math.min(Math.max(this.sinkRetryMs * 2, 5_000), 3_600_000) : 0;
+    if (failed) this.scheduleFlush(sinkLeft ? Math.min(this.flushRetryMs, this.sinkRetryMs) : this.flushRetryMs, true);
+    else if (more) this.scheduleFlush(1_000);
+    else if (sinkLeft) this.scheduleFlush(this.sinkRetryMs);
+  }
+
+  /** Enqueue the flushed rows waiting for the analytics sink. Never throws. */
+  private drainAnalytics(): Promise<DrainResult> {
+    const r = this.record;
+    if (!r) return Promise.resolve({ sent: 0, left: 0 });
+    return this.outbox.drain(this.env, { keyId: r.keyId, provider: r.config.provider });
   }
 
   private async flushOnce(): Promise<FlushOutcome> {
@@ -196,7 +218,7 @@ export class SellerKey extends DurableObject<Env> {
     }
   }
 
-  /** Flush until nothing is left; the last outcome (with the total rows) is returned. */
+  /** Flush until nothing is left, then drain the analytics outbox; the last outcome (with the total rows) is returned. */
   private async flushAll(): Promise<FlushOutcome> {
     let outcome = await this.flushOnce();
     let rows = outcome.metadataRows;
@@ -206,6 +228,9 @@ export class SellerKey extends DurableObject<Env> {
       rows += outcome.metadataRows;
       amount += outcome.amountMicros;
     }
+    const sink = await this.drainAnalytics();
+    // Rows the queue did not take wait for the next alarm.
+    if (sink.left > 0) this.scheduleFlush(5_000);
     return { ...outcome, metadataRows: rows, amountMicros: amount };
   }
 
@@ -274,6 +299,7 @@ export class SellerKey extends DurableObject<Env> {
       spend: { dayMicros: this.buffer.spent(day), monthMicros: this.buffer.spent(month) },
       earnings: { unflushedMicros: earnings?.unflushed_micros ?? 0, feeMicros: earnings?.fee_micros ?? 0, servedCount: earnings?.served_count ?? 0 },
       bufferedMetadata: this.buffer.countMeta(),
+      analyticsOutbox: this.outbox.size(),
       credentialLoaded: this.credential !== null,
       events: this.buffer.events(),
     };

@@ -65,6 +65,8 @@ export async function api(path: string, init: RequestInit & { json?: unknown } =
 
 /** A key id derived for `seller` (core/key-id.ts), as the CLI and the dashboard make them. */
 export const keyIdFor = (seller: { id: string }) => newKeyId(seller.id);
+/** A well-formed key id of nobody's (for rows written straight into Postgres). */
+export const randomKeyId = () => `k_${Array.from(crypto.getRandomValues(new Uint8Array(26)), (b) => "abcdefghijklmnopqrstuvwxyz234567"[b % 32]).join("")}`;
 
 export const baseConfig = (over: Partial<KeyConfigInput> = {}): KeyConfigInput => ({
   provider: "openai", priceMicros: 1000, requestsPerMinute: 1000, maxConcurrent: 50, region: "us", tier: "standard", ...over,
