@@ -94,7 +94,8 @@ function headersArb(f: Fixtures) {
       authorization: fc.oneof(fc.constantFrom(...f.badAuthorizations), fc.string({ maxLength: 100 }).map((s) => `Payment ${s}`), fc.string({ maxLength: 60 }).map((s) => `Bearer ${s}`)),
       cookie: fc.constantFrom(...f.badCookies),
       csrf: fc.constantFrom("1", "0", "yes"),
-      proxyToken: fc.constantFrom("wrong", "", "test-proxy-token ", "TEST-PROXY-TOKEN", "test-ops-token"),
+      // Every one wrong (a trailing space would be trimmed by Headers into the real token).
+      proxyToken: fc.constantFrom("wrong", "", "test-proxy-token-", " test-proxy-tokens", "TEST-PROXY-TOKEN", "test-ops-token"),
       tier: fc.constantFrom("premium", "economy", "gold", "", "standard,premium"),
       maxPrice: fc.constantFrom("1", "-1", "1e3", "99999999999999999999", "abc"),
       country: fc.constantFrom("DE", "US", "XX", "", "de"),
