@@ -9,8 +9,6 @@ import { poolSnapshotKey } from "./stub.ts";
 
 export class PoolIndex extends DurableObject<Env> {
   private readonly sql: SqlStorage;
-  /** The members, parsed, by key id: a snapshot of a big pool is built from memory, not from every row again. */
-  private members: Map<string, PoolMember> | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -23,25 +21,18 @@ export class PoolIndex extends DurableObject<Env> {
 
   async upsert(name: string, member: PoolMember): Promise<void> {
     this.sql.exec("INSERT OR REPLACE INTO members (key_id, member) VALUES (?, ?)", member.keyId, JSON.stringify(member));
-    this.loaded().set(member.keyId, member);
     await this.changed(name);
   }
 
   async remove(name: string, keyId: string): Promise<void> {
     this.sql.exec("DELETE FROM members WHERE key_id = ?", keyId);
-    this.loaded().delete(keyId);
     await this.changed(name);
   }
 
   snapshot(name: string): PoolSnapshot {
     const [provider = "", region, tier] = name.split(":");
-    const members = [...this.loaded().entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, m]) => m);
+    const members = this.sql.exec<{ member: string }>("SELECT member FROM members ORDER BY key_id").toArray().map((r) => JSON.parse(r.member) as PoolMember);
     return { provider, region: region as Region, tier: tier as Tier, updatedAt: Date.now(), members };
-  }
-
-  private loaded(): Map<string, PoolMember> {
-    this.members ??= new Map(this.sql.exec<{ key_id: string; member: string }>("SELECT key_id, member FROM members").toArray().map((r) => [r.key_id, JSON.parse(r.member) as PoolMember]));
-    return this.members;
   }
 
   override async alarm(): Promise<void> {
