@@ -11,6 +11,7 @@ import { keyStub } from "../../objects/seller-key/stub.ts";
 import { cachedPools, localLoad, readPools, routeCandidates, trackLoad } from "./pools.ts";
 import type { Payment } from "../payments/index.ts";
 import { buyerRegions, isEuCountry, type Candidate } from "./routing.ts";
+import { startedAnswer } from "./started.ts";
 
 /** At most this many keys are tried for one request. */
 const MAX_ATTEMPTS = 3;
@@ -131,45 +132,6 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   }
   answer ??= combineRefusals(refusals, requestId);
   return payment ? settle(env, payment, answer, requestId, { amountMicros: quote, route }, chargeStands) : answer;
-}
-
-/**
- * The answer with its first bytes already in hand, or null if its body broke off before
- * any (a key object restarted mid-answer, an upstream that failed right after its headers).
- * The rest is piped natively behind them; a cut after this point reaches the buyer as a cut
- * stream (charged: bytes were sent, and the key records `stream_cut`).
- */
-async function startedAnswer(answer: Response): Promise<Response | null> {
-  const body = answer.body!;
-  const reader = body.getReader();
-  let first: Uint8Array;
-  try {
-    for (;;) {
-      const chunk = await reader.read();
-      if (chunk.done) return new Response(null, answer); // complete and empty
-      if (chunk.value.byteLength > 0) {
-        first = chunk.value;
-        break;
-      }
-    }
-  } catch {
-    return null;
-  }
-  const length = Number(answer.headers.get("content-length") ?? Number.NaN);
-  const { readable, writable } = Number.isSafeInteger(length) && length >= first.byteLength ? new FixedLengthStream(length) : new IdentityTransformStream();
-  const writer = writable.getWriter();
-  void (async () => {
-    try {
-      await writer.write(first);
-    } catch (err) {
-      await reader.cancel(err).catch(() => {}); // the buyer went away
-      return;
-    }
-    writer.releaseLock();
-    reader.releaseLock();
-    await body.pipeTo(writable).catch(() => {}); // a cut reaches the buyer as one
-  })();
-  return new Response(readable, answer);
 }
 
 /**
