@@ -65,6 +65,13 @@ async function allSinks(opts: { logs: { text(): string }; queues: { messages: st
   };
 }
 
+/** A secret and 24-character pieces of it (start, middle, end): a partial leak is a leak too. */
+const pieces = (secret: string): string[] => {
+  if (secret.length < 32) return [secret];
+  const mid = Math.floor(secret.length / 2) - 12;
+  return [secret, secret.slice(0, 24), secret.slice(mid, mid + 24), secret.slice(-24)];
+};
+
 const variants = (b64url: string) => {
   const bytes = Uint8Array.from(atob(b64url.replaceAll("-", "+").replaceAll("_", "/")), (ch) => ch.charCodeAt(0));
   return [b64url, btoa(String.fromCharCode(...bytes)), [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")];
@@ -141,7 +148,7 @@ describe("PR4: vault private keys exist only as Worker secrets", () => {
       expect(secrets[name], name).toMatch(/.{8,}/);
       return secrets[name]!;
     });
-    const needles = [...privateScalars, plaintext, btoa(plaintext), kept.credential, btoa(kept.credential), ...variants(devKeyD), ...webhookKeys, ...otherSecrets];
+    const needles = [...privateScalars, plaintext, btoa(plaintext), kept.credential, btoa(kept.credential), ...variants(devKeyD), ...webhookKeys, ...otherSecrets].flatMap(pieces);
 
     const sinks = await allSinks({ logs, queues, clients: [c] });
     // Each sink holds what it should, so the searches below look at real data.
@@ -393,6 +400,36 @@ describe("PR26: only the essential session cookie", () => {
     expect(proxied.length).toBeGreaterThanOrEqual(3);
     expect(c.answers.length).toBeGreaterThan(15);
     expect(c.answers.filter((a) => a.setCookies.length > 0).map((a) => `${a.method} ${a.path}: ${a.setCookies.join(" | ")}`)).toEqual([]);
+  });
+});
+
+// ---- PR9 --------------------------------------------------------------------------------
+
+describe("PR9: the raw payment principal is stored nowhere", () => {
+  it("PR9: after a whole buyer session (credit, card top-up, balance, budget, paid calls, a refund, a dispute and its resolution) the buyer's DID, in any spelling, is in no object, KV namespace, Postgres table, log line or queued message", async () => {
+    const { logs, queues } = capture();
+    const seller = await signIn("pr9");
+    const key = await addKey({ seller, config: { priceMicros: 1100 } });
+    const c = client();
+    const run = await buyerSession(c, { failOnce: () => demo("/__demo/behaviour", { credential: key.credential, status: 500, times: 1 }) });
+    await runAllAlarms();
+    await operatorSession(c, { keyId: key.keyId, region: "us", disputeId: run.disputeId });
+    await runAllAlarms();
+
+    const { buyer } = run;
+    const multibase = buyer.did.slice("did:key:".length);
+    const x = buyer.file.privateJwk.x!;
+    // "did:key:z6Mk" starts every Ed25519 DID: the pieces are taken after it.
+    const needles = [buyer.did, ...pieces(multibase.slice(4)), ...variants(x).flatMap(pieces)];
+    const sinks = await allSinks({ logs, queues });
+    // The hash is where it belongs, so the search looks at the buyer's data.
+    expect(Object.entries(sinks).some(([k, v]) => k.startsWith("BUYER_WALLET/") && v.includes(buyer.buyerId))).toBe(true);
+    expect(sinks["KV SPEND"]).toContain(buyer.buyerId);
+    expect(sinks["KV DISPUTES"]).toContain(buyer.buyerId);
+    expect(occurrences(sinks, needles)).toEqual([]);
+    const pg = await postgresHolding([...needles, run.servedRequestIds[0]!]);
+    expect(pg).toContainEqual({ table: "public.request_log", needle: run.servedRequestIds[0] });
+    expect(pg.filter((hit) => needles.includes(hit.needle))).toEqual([]);
   });
 });
 
