@@ -161,6 +161,8 @@ describe("schema hygiene", () => {
     expect(await columnsOf("webhook_signing_secrets")).toEqual(["ciphertext", "created_at", "endpoint_id", "iv", "kid"]);
   });
 
+  // A schema guard only: the behaviour (requests carrying an IP and bodies, every store searched)
+  // is proven in test/worker/promises.test.ts.
   it("PR10 PR13: no table stores an IP address, a user agent, headers or a request/response body", async () => {
     const all = await columns();
     const offending = all.filter(({ column }) => /(^|_)ip($|_)|addr(ess)?$|user_agent|header|body|payload|prompt|completion|content|message/i.test(column) && column !== "evm_address");
