@@ -250,23 +250,6 @@ export interface SellerBalanceRow {
   clawed_back_micros: Int8;
 }
 
-export const DISPUTE_REASONS = ["not_served", "wrong_amount", "upstream_error", "duplicate_charge", "other"] as const;
-export const DISPUTE_RESOLUTIONS = ["refunded", "credited", "rejected", "withdrawn"] as const;
-export interface DisputeRow {
-  id: string;
-  request_id: string;
-  receipt: string;
-  buyer_id_hash: string;
-  key_id: string | null;
-  seller_id: string | null;
-  amount_micros: Int8;
-  reason: (typeof DISPUTE_REASONS)[number];
-  status: "open" | "resolved";
-  resolution: (typeof DISPUTE_RESOLUTIONS)[number] | null;
-  opened_at: Date;
-  resolved_at: Date | null;
-}
-
 export const REQUEST_OUTCOMES = ["served", "refused", "upstream_error", "stream_cut", "client_abort", "undelivered"] as const;
 export interface RequestLogRow {
   request_id: string;
@@ -319,7 +302,6 @@ export async function upsertBuyerAccount(tx: AnySql | Tx, id: string, email: str
 // clear errors first and do what SQL cannot (EIP-55 checksums).
 
 const MicrosInput = v.pipe(v.number(), v.safeInteger("must be an integer number of micro-dollars"), v.minValue(0));
-const Sha256Hex = v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/, "must be a lowercase hex SHA-256"));
 const RequestId = v.pipe(v.string(), v.regex(/^req_[A-Za-z0-9]{16,64}$/, "request id must be req_ followed by 16-64 letters or digits"));
 
 export const StripeAccountIdSchema = v.pipe(
@@ -384,13 +366,6 @@ export async function recordEarnings(tx: AnySql | Tx, flush: EarningsFlush): Pro
                                   ${f.amountMicros}, ${f.feeMicros}, ${f.requestCount}) as recorded`;
   return row!.recorded;
 }
-
-export const DisputeInputSchema = v.strictObject({
-  requestId: RequestId,
-  receipt: v.pipe(v.string(), v.minLength(1), v.maxLength(4096)),
-  buyerIdHash: Sha256Hex,
-  reason: v.picklist(DISPUTE_REASONS),
-});
 
 export const RequestLogEntrySchema = v.strictObject({
   requestId: RequestId,

@@ -74,8 +74,8 @@ describe("check constraints", () => {
     expect(await failure(() => ledger(10, 11))).toBe("23514");
     expect(await failure(() => sql`insert into public.request_log (request_id, key_id, provider, route, method, at, latency_ms, status, amount_micros)
       values (${newRequestId()}, ${keyId}, 'openai', '/v1/x', 'GET', now(), 1, 200, -1)`)).toBe("23514");
-    expect(await failure(() => sql`insert into public.disputes (request_id, receipt, buyer_id_hash, amount_micros, reason)
-      values (${newRequestId()}, 'r', ${hex64()}, -1, 'other')`)).toBe("23514");
+    expect(await failure(() => sql`insert into public.clawbacks (dispute_id, request_id, key_id, seller_id, amount_micros)
+      values (${`dsp_${hex64().slice(0, 32)}`}, ${newRequestId()}, ${keyId}, ${seller.id}, -1)`)).toBe("23514");
     expect(await failure(() => sql`insert into public.buyer_account_ids (buyer_id_hash, account_id) values ('not-a-hash', ${seller.id})`)).toBe("23514");
   });
 
@@ -99,13 +99,22 @@ describe("check constraints", () => {
       values (${endpoint!.id}, ${other.id}, 'evt_0123456789ab', 'key.disabled', 1)`)).toBe("23503");
   });
 
-  it("PR9 PR19: a dispute names the buyer only by a SHA-256 id and is open or resolved with a resolution", async () => {
-    const dispute = (hash: string) => sql`insert into public.disputes (request_id, receipt, buyer_id_hash, amount_micros, reason)
-      values (${newRequestId()}, 'r', ${hash}, 1, 'other')`;
-    expect(await failure(() => dispute("0xBuyerWalletAddress"))).toBe("23514");
-    expect(await failure(() => dispute(hex64().toUpperCase()))).toBe("23514");
-    expect(await failure(() => sql`insert into public.disputes (request_id, receipt, buyer_id_hash, amount_micros, reason, status)
-      values (${newRequestId()}, 'r', ${hex64()}, 1, 'other', 'resolved')`)).toBe("23514");
+  it("PR9 PR19: disputes live in the buyer's wallet: no table holds one and no function names one; Postgres keeps only a refund's clawback, which names the dispute and never the buyer", async () => {
+    expect((await sql`select to_regclass('public.disputes') as t`)[0]!.t).toBeNull();
+    const naming = await sql`select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+                              where n.nspname in ('public', 'internal', 'auth') and position('public.disputes' in p.prosrc) > 0`;
+    expect(naming).toEqual([]);
+    const clawbackColumns = await sql`select column_name from information_schema.columns where table_schema = 'public' and table_name = 'clawbacks' order by 1`;
+    expect(clawbackColumns.map((c) => c.column_name)).toEqual(["amount_micros", "created_at", "dispute_id", "id", "key_id", "pseudonym", "request_id", "seller_id"]);
+    // A clawback's dispute id is the wallet's (dsp_ + 32 hex), nothing a buyer could be named by.
+    const clawback = (disputeId: string) => sql`insert into public.clawbacks (dispute_id, request_id, key_id, seller_id, amount_micros)
+      values (${disputeId}, ${newRequestId()}, ${newKeyId()}, ${seller.id}, 1)`;
+    expect(await failure(() => clawback(hex64()))).toBe("23514");
+    expect(await failure(() => clawback("did:key:z6MkBuyerPrincipal"))).toBe("23514");
+    // The closing and retention functions run (they once touched the dropped table).
+    const [report] = await asService(sql, (tx) => tx`select public.run_retention() as r`);
+    expect(report!.r).toHaveProperty("clawbacks");
+    expect(report!.r).not.toHaveProperty("disputes");
   });
 });
 
@@ -152,6 +161,8 @@ describe("schema hygiene", () => {
     expect(await columnsOf("webhook_signing_secrets")).toEqual(["ciphertext", "created_at", "endpoint_id", "iv", "kid"]);
   });
 
+  // A schema guard only: the behaviour (requests carrying an IP and bodies, every store searched)
+  // is proven in test/worker/promises.test.ts.
   it("PR10 PR13: no table stores an IP address, a user agent, headers or a request/response body", async () => {
     const all = await columns();
     const offending = all.filter(({ column }) => /(^|_)ip($|_)|addr(ess)?$|user_agent|header|body|payload|prompt|completion|content|message/i.test(column) && column !== "evm_address");

@@ -25,7 +25,8 @@ export interface SellerFixture {
   keyId: string;
   endpointId: string;
   payoutId: string;
-  disputeId: string;
+  /** A refunded dispute's clawback of this seller's share (the dispute itself lives in the buyer's wallet). */
+  clawbackDisputeId: string;
   requestId: string;
   flushId: string;
 }
@@ -42,7 +43,7 @@ export async function createSeller(sql: Sql, label = "seller"): Promise<{ id: st
 /**
  * A seller with one row in every seller table: a key, approved KYC, a Stripe payout
  * preference, a webhook endpoint with its (encrypted) secret and one delivery, 10.000000
- * USD of earnings, a 1.000000 USD payout, a dispute, raw and hourly request metadata.
+ * USD of earnings, a 1.000000 USD payout, a dispute's clawback, raw and hourly request metadata.
  */
 export async function createSellerWorld(sql: Sql, label = "seller"): Promise<SellerFixture> {
   const { id, email } = await createSeller(sql, label);
@@ -64,14 +65,14 @@ export async function createSellerWorld(sql: Sql, label = "seller"): Promise<Sel
   await sql`insert into public.earnings_ledger (flush_id, key_id, seller_id, period_start, period_end, amount_micros, fee_micros, request_count)
             values (${flushId}, ${keyId}, ${id}, now() - interval '1 minute', now(), 10000000, 0, 5000)`;
   const [payout] = await sql<{ id: string }[]>`insert into public.payouts (seller_id, amount_micros) values (${id}, 1000000) returning id`;
-  const [dispute] = await sql<{ id: string }[]>`
-    insert into public.disputes (request_id, receipt, buyer_id_hash, key_id, seller_id, amount_micros, reason)
-    values (${requestId}, 'receipt-for-test', ${hex64()}, ${keyId}, ${id}, 2000, 'not_served') returning id`;
+  const clawbackDisputeId = `dsp_${randomBytes(16).toString("hex")}`;
+  await sql`insert into public.clawbacks (dispute_id, request_id, key_id, seller_id, amount_micros)
+            values (${clawbackDisputeId}, ${requestId}, ${keyId}, ${id}, 1800)`;
   await sql`insert into public.request_log (request_id, key_id, provider, route, method, at, latency_ms, status, amount_micros)
             values (${requestId}, ${keyId}, 'openai', '/v1/chat/completions', 'POST', now(), 120, 200, 2000)`;
   await sql`insert into public.request_log_hourly (hour, key_id, provider, route, method, status, request_count, amount_micros, latency_ms_sum, latency_ms_max)
             values (date_trunc('hour', now()), ${keyId}, 'openai', '/v1/chat/completions', 'POST', 200, 1, 2000, 120, 120)`;
-  return { id, email, keyId, endpointId, payoutId: payout!.id, disputeId: dispute!.id, requestId, flushId };
+  return { id, email, keyId, endpointId, payoutId: payout!.id, clawbackDisputeId, requestId, flushId };
 }
 
 /** Await a statement expected to fail; return its SQLSTATE. */

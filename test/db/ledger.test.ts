@@ -107,8 +107,8 @@ describe("account closure (S9)", () => {
 
     const [payout] = await sql`select seller_id, pseudonym, destination, amount_micros::int as amount from public.payouts where id = ${alice.payoutId}`;
     expect(payout).toEqual({ seller_id: null, pseudonym, destination: null, amount: 1_000_000 });
-    const [dispute] = await sql`select seller_id from public.disputes where id = ${alice.disputeId}`;
-    expect(dispute!.seller_id).toBeNull();
+    const [clawback] = await sql`select seller_id, pseudonym from public.clawbacks where dispute_id = ${alice.clawbackDisputeId}`;
+    expect(clawback).toEqual({ seller_id: null, pseudonym });
 
     // Personal data and configuration: gone.
     const [seller] = await sql`select email, display_name, github_id, deleted_at is not null as closed from public.sellers where id = ${alice.id}`;

@@ -26,7 +26,7 @@ const SELLER_TABLES: [table: string, owner: string][] = [
   ["webhook_endpoints", "seller_id"],
   ["webhook_deliveries", "seller_id"],
   ["earnings_ledger", "seller_id"],
-  ["disputes", "seller_id"],
+  ["clawbacks", "seller_id"],
   ["seller_balances", "seller_id"],
 ];
 
@@ -90,7 +90,7 @@ describe("a seller (authenticated with its own claims)", () => {
     expect(await failure(() => asSeller(sql, a.id, (tx) => tx`update public.webhook_endpoints set seller_id = ${b.id} where id = ${a.endpointId}`))).toBe("42501");
   });
 
-  it("cannot write what only the service writes: earnings, payouts, KYC, deliveries, disputes, metadata", async () => {
+  it("cannot write what only the service writes: earnings, payouts, KYC, deliveries, clawbacks, metadata", async () => {
     const writes: [string, (tx: Sql) => Promise<unknown>][] = [
       ["earnings insert", (tx) => tx`insert into public.earnings_ledger (flush_id, key_id, seller_id, period_start, period_end, amount_micros, request_count)
                                      values ('self-credit-0001', ${a.keyId}, ${a.id}, now(), now(), 999999999, 1)`],
@@ -102,7 +102,9 @@ describe("a seller (authenticated with its own claims)", () => {
       ["kyc insert", (tx) => tx`insert into public.kyc (seller_id, status) values (${a.id}, 'approved')`],
       ["delivery insert", (tx) => tx`insert into public.webhook_deliveries (endpoint_id, seller_id, event_id, event_type, attempt)
                                      values (${a.endpointId}, ${a.id}, 'evt_selfmade0001', 'key.disabled', 1)`],
-      ["dispute resolve", (tx) => tx`update public.disputes set status = 'resolved', resolution = 'rejected', resolved_at = now() where seller_id = ${a.id}`],
+      ["clawback insert", (tx) => tx`insert into public.clawbacks (dispute_id, request_id, key_id, seller_id, amount_micros)
+                                     values ('dsp_00000000000000000000000000000000', 'req_0000000000000000', ${a.keyId}, ${a.id}, 1)`],
+      ["clawback delete", (tx) => tx`delete from public.clawbacks where seller_id = ${a.id}`],
       ["request_log insert", (tx) => tx`insert into public.request_log (request_id, key_id, provider, route, method, at, latency_ms, status)
                                         values ('req_0000000000000000', ${a.keyId}, 'openai', '/v1/x', 'GET', now(), 1, 200)`],
       ["github id", (tx) => tx`update public.sellers set github_id = 42 where id = ${a.id}`],
@@ -238,19 +240,5 @@ describe("service_role", () => {
     expect(await failure(() => asService(sql, (tx) => tx`update public.payouts set amount_micros = 5 where id = ${a.payoutId}`))).toBe("42501");
     const marked = await asService(sql, (tx) => tx`update public.payouts set status = 'sent' where id = ${a.payoutId}`);
     expect(marked.count).toBe(1);
-  });
-
-  it("opens and resolves a dispute (PR19)", async () => {
-    const requestId = `req_${hex64().slice(0, 32)}`;
-    const [opened] = await asService(sql, (tx) => tx`
-      insert into public.disputes (request_id, receipt, buyer_id_hash, key_id, seller_id, amount_micros, reason)
-      values (${requestId}, 'receipt', ${hex64()}, ${b.keyId}, ${b.id}, 2000, 'upstream_error') returning id, status`);
-    expect(opened!.status).toBe("open");
-    expect(await failure(() => asService(sql, (tx) => tx`update public.disputes set status = 'resolved' where id = ${opened!.id}`))).toBe("23514");
-    const resolved = await asService(sql, (tx) => tx`update public.disputes set status = 'resolved', resolution = 'refunded', resolved_at = now() where id = ${opened!.id}`);
-    expect(resolved.count).toBe(1);
-    const seen = await asSeller(sql, b.id, (tx) => tx`select resolution from public.disputes where id = ${opened!.id}`);
-    expect(seen).toEqual([{ resolution: "refunded" }]);
-    expect(await asSeller(sql, a.id, (tx) => tx`select 1 from public.disputes where id = ${opened!.id}`)).toHaveLength(0);
   });
 });

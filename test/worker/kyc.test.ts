@@ -2,10 +2,11 @@
 // its timestamp are kept; the webhook is believed only with a valid, fresh signature; and
 // payouts stay locked until the status is approved.
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import type { Env } from "../../core/env.ts";
 import { personaSignature, verifyPersonaSignature } from "../../worker/seller/kyc.ts";
 import { as, call, ownerDb, signIn, type TestSeller } from "./helpers.ts";
+import { captureConsole, dumpAllKv, dumpAllObjects, occurrences } from "./sinks.ts";
 
 const e = env as unknown as Env & { PERSONA_API_BASE: string; PERSONA_WEBHOOK_SECRET: string };
 const SECRET = e.PERSONA_WEBHOOK_SECRET;
@@ -48,6 +49,8 @@ describe("KYC through Persona", () => {
   });
 
   it("PR7: a signed webhook sets the status; only status and its timestamp are kept; payouts unlock only when approved", async () => {
+    const logs = captureConsole();
+    onTestFinished(logs.stop);
     const s = await signIn("kyc");
     expect(await (await as(s, "/api/payout", { method: "PUT", json: { method: "stripe_connect", stripeAccountId: "acct_1KycSeller00001" } })).json()).toMatchObject({ payoutsLocked: true, kyc: "not_started" });
     // Locked: the database refuses a payout before approval, whatever the balance.
@@ -96,6 +99,10 @@ describe("KYC through Persona", () => {
     });
     expect(dump).toContain(s.id);
     for (const marker of ["Lovelace-Marker", "1815-12-10", "inq_abc123"]) expect(dump).not.toContain(marker);
+    // Nor in the log, or any KV namespace or object (the handler's own lines are there).
+    const sinks = { logs: logs.text(), ...(await dumpAllKv()), ...(await dumpAllObjects()) };
+    expect(sinks.logs).toContain("kyc");
+    expect(occurrences(sinks, ["Lovelace-Marker", "1815-12-10", "inq_abc123"])).toEqual([]);
   });
 
   it("refuses a bad signature, a replayed (old) timestamp, a future one, and no header; the status does not move", async () => {

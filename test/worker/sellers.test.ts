@@ -25,7 +25,10 @@ describe("sign-in and the session (S1)", () => {
     expect(res.status).toBe(200);
     const body = (await res.json()) as { token: string; seller: { id: string; email: string } };
     expect(body.seller.email).toBe(email.toLowerCase());
-    const cookie = res.headers.get("set-cookie")!;
+    // Every Set-Cookie line, not the comma-joined header: one cookie, the session's.
+    const cookies = res.headers.getSetCookie();
+    expect(cookies).toHaveLength(1);
+    const cookie = cookies[0]!;
     expect(cookie).toMatch(new RegExp(`^${SESSION_COOKIE}=${body.token};`));
     for (const attr of ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"]) expect(cookie).toContain(attr);
     // The cookie alone is a session for reads.
@@ -41,7 +44,7 @@ describe("sign-in and the session (S1)", () => {
     const res = await call(`/auth/dev/sign-in?email=${encodeURIComponent(`link-${Date.now().toString(36)}@example.test`)}`, { redirect: "manual" });
     expect(res.status).toBe(303);
     expect(res.headers.get("location")).toBe("/");
-    expect(res.headers.get("set-cookie")).toMatch(new RegExp(`^${SESSION_COOKIE}=ey`));
+    expect(res.headers.getSetCookie()).toEqual([expect.stringMatching(new RegExp(`^${SESSION_COOKIE}=ey`))]);
   });
 
   it("sign-in POSTs need the CSRF header and our origin", async () => {
