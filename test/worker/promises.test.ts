@@ -12,7 +12,7 @@ import { parseVaultPrivateKeys } from "../../core/vault.ts";
 import { SESSION_COOKIE } from "../../worker/seller/auth.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
 import type { Env } from "../../core/env.ts";
-import { DEMO, addKey, demo, demoLog, ownerDb, removeAllKeys, resetDemo, signIn } from "./helpers.ts";
+import { DEMO, addKey, demo, demoLog, ownerDb, removeAllKeys, signIn } from "./helpers.ts";
 import { receiverHook, received } from "./webhooks-helpers.ts";
 import { captureConsole, captureQueues, dumpAllKv, dumpAllObjects, occurrences, postgresHolding, postgresTables } from "./sinks.ts";
 import {
@@ -20,11 +20,12 @@ import {
 } from "./sessions.ts";
 import { generateBuyerKey } from "../../buyer/keys.ts";
 
-// Storage is per file, not per test: each test starts from an empty marketplace.
+// Storage is per file, not per test: each test starts from an empty marketplace. The demo
+// upstream is shared with other files: its behaviours are set per (fresh) credential and its
+// log read by credential, never reset here.
 beforeEach(async () => {
   await removeAllKeys();
   await removeSessionKeys();
-  await resetDemo();
 });
 let stops: (() => void)[] = [];
 afterEach(() => {
