@@ -187,12 +187,11 @@ export async function personaApproves(c: Client, sellerId: string) {
 }
 
 /** The rest of a seller's session: earnings, both exports, the key removed, signed out. */
-export async function finishSellerSession(c: Client, run: SellerRun, opts: { closeAccount?: boolean } = {}) {
+export async function finishSellerSession(c: Client, run: SellerRun) {
   await expectStatus(await c.send("/api/earnings"), 200, "earnings");
   await expectStatus(await c.send("/api/export?format=json"), 200, "export json");
   await expectStatus(await c.send("/api/export?format=csv&data=keys"), 200, "export csv");
   await expectStatus(await c.send(`/api/keys/${run.keyId}`, { method: "DELETE" }), 200, "delete key");
-  if (opts.closeAccount) await expectStatus(await c.send("/api/account", { method: "DELETE" }), [200, 202], "close account");
   await expectStatus(await c.send("/auth/sign-out", { method: "POST" }), 200, "sign-out");
   expect(c.session()).toBeNull();
   await expectStatus(await c.send("/api/me"), [401, 410], "after sign-out");
