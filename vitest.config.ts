@@ -5,6 +5,7 @@ import { TEST_STRIPE } from "./test/fake-stripe.ts";
 import { TEST_SUPABASE } from "./test/fake-supabase.ts";
 import { TEST_PERSONA } from "./test/test-secrets.ts";
 import { ANVIL_TREASURY_KEY, ANVIL_USD_TOKEN } from "./test/anvil.ts";
+import { TEST_TINYBIRD } from "./test/fake-tinybird.ts";
 
 /** mppx and stripe ship sourceMappingURL comments without the maps: skip them instead of warning per module. */
 const mppxWithoutMaps: Plugin = {
@@ -82,11 +83,19 @@ export default defineConfig({
                 TEMPO_RPC_URL: inject<string>("anvilUrl"),
                 TEMPO_PAYOUT_TOKEN: ANVIL_USD_TOKEN,
                 TEMPO_TREASURY_KEY: ANVIL_TREASURY_KEY,
+                // The analytics sink: Tinybird (faked on loopback; it fails or hangs on
+                // demand), a one-second timeout and fast retries.
+                TINYBIRD_TOKEN: TEST_TINYBIRD.token,
+                TINYBIRD_API_BASE: inject<string>("fakeTinybirdUrl"),
+                ANALYTICS_TIMEOUT_MS: "1000",
+                ANALYTICS_RETRY_BASE_SECONDS: "1",
               },
               // Webhook deliveries give up after 4 attempts here (12 retries in wrangler.toml),
-              // so the dead-letter path runs end to end in seconds.
+              // so the dead-letter path runs end to end in seconds. Analytics batches get a
+              // second each (1 s base, doubling) to ride out a failing or hanging fake sink.
               queueConsumers: {
                 "cn2-webhooks": { maxBatchSize: 10, maxBatchTimeout: 1, maxRetries: 3, deadLetterQueue: "cn2-webhooks-dlq" },
+                "cn2-analytics": { maxBatchSize: 100, maxBatchTimeout: 1, maxRetries: 10, deadLetterQueue: "cn2-analytics-dlq" },
               },
             },
           })),

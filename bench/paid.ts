@@ -1,55 +1,122 @@
-// The paid path (issue 3): what paying per request costs a buyer on top of the unpaid
-// ops-token path. Each request is the whole MPP exchange as `createPayingFetch` does it:
-// the 402 challenge, a signed credit credential, verification and the wallet's atomic
-// claim + debit, then the answer. Closed loop: `concurrency` workers, each with one
-// request in flight, for a bounded time. One buyer, so one BuyerWallet object serves it.
-import { createPayingFetch, generateBuyerKey, requestFaucet, type BuyerKey } from "../buyer/index.ts";
+// The paid path as buyers meet it (issue 14): paying clients in child processes
+// (bench/paid-client.ts), so their signing and HTTP client run outside this process's event
+// loop. Each request is the whole MPP exchange as `createPayingFetch` does it: the
+// challenge handed out with the previous answer (or the 402 round trip for the first), a
+// signed credit credential, verification, the wallet's atomic claim + debit, the answer.
+// The same clients run unpaid (the proxy token instead of a payment) for a like-for-like
+// baseline: the same HTTP client, processes and loops, only the payment differs.
+import { join } from "node:path";
+import { generateBuyerKey, requestFaucet, serializeBuyerKey } from "../buyer/index.ts";
 import { percentile } from "./load.ts";
+import { spawnNode } from "./processes.ts";
+import type { ClientResult, Job } from "./paid-client.ts";
 
 export interface PaidStats {
   concurrency: number;
+  buyers: number;
   ok: number;
   failures: number;
   p50: number;
   p99: number;
   rps: number;
+  /** Good answers including the warm-up's (for the bench's books check). */
+  served: number;
   samples: string[];
+  /** The measured latencies, sorted (to merge rounds). */
+  latencies: Float64Array;
+  seconds: number;
 }
 
-/** A fresh buyer key with credit from the dev faucet (the bench's Worker has DEV_FAUCET=1). */
-export async function fundedBuyer(baseUrl: string, amountMicros: number): Promise<BuyerKey> {
-  const key = await generateBuyerKey();
-  await requestFaucet({ baseUrl, buyerId: key.buyerId, amountMicros });
-  return key;
+/** Rounds of one kind of run as one. */
+export function mergePaid(runs: PaidStats[]): PaidStats {
+  const latencies = Float64Array.from(runs.flatMap((r) => [...r.latencies])).sort();
+  const seconds = runs.reduce((n, r) => n + r.seconds, 0);
+  return {
+    ...runs[0]!,
+    ok: latencies.length,
+    failures: runs.reduce((n, r) => n + r.failures, 0),
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    rps: latencies.length / seconds,
+    served: runs.reduce((n, r) => n + r.served, 0),
+    samples: runs.flatMap((r) => r.samples).slice(0, 3),
+    latencies,
+    seconds,
+  };
 }
 
-export async function loadPaid(opts: { baseUrl: string; path: string; body: string; verify: (body: string) => boolean; key: BuyerKey; concurrency: number; seconds: number }): Promise<PaidStats> {
-  const pay = createPayingFetch({ baseUrl: opts.baseUrl, privateKey: opts.key });
-  const latencies: number[] = [];
-  const samples: string[] = [];
-  let failures = 0;
-  const started = performance.now();
-  const end = started + opts.seconds * 1000;
-  await Promise.all(
-    Array.from({ length: opts.concurrency }, async () => {
-      while (performance.now() < end) {
-        const t0 = performance.now();
-        try {
-          const res = await pay(`${opts.baseUrl}${opts.path}`, { method: "POST", headers: { "content-type": "application/json" }, body: opts.body });
-          const text = await res.text();
-          if (res.ok && opts.verify(text) && res.headers.has("payment-receipt")) latencies.push(performance.now() - t0);
-          else {
-            failures++;
-            if (samples.length < 3) samples.push(`${res.status} ${text.slice(0, 160)}`);
-          }
-        } catch (err) {
-          failures++;
-          if (samples.length < 3) samples.push(String(err).slice(0, 160));
-        }
-      }
+/** `count` fresh buyer keys (Ed25519), serialized, each with credit from the dev faucet (the bench's Worker has DEV_FAUCET=1). */
+export async function fundedBuyers(baseUrl: string, count: number, amountMicros: number): Promise<string[]> {
+  return Promise.all(
+    Array.from({ length: count }, async () => {
+      const key = await generateBuyerKey();
+      await requestFaucet({ baseUrl, buyerId: key.buyerId, amountMicros });
+      return serializeBuyerKey(key);
     }),
   );
-  const seconds = (performance.now() - started) / 1000;
-  const sorted = Float64Array.from(latencies).sort();
-  return { concurrency: opts.concurrency, ok: latencies.length, failures, p50: percentile(sorted, 50), p99: percentile(sorted, 99), rps: latencies.length / seconds, samples };
+}
+
+export interface ClientLoad {
+  baseUrl: string;
+  path: string;
+  body: string;
+  reply: string;
+  concurrency: number;
+  /** Serialized funded buyers: buyer j is paid for by loop j % concurrency (a loop with several takes turns). Empty with proxyToken. */
+  buyers: string[];
+  proxyToken?: string;
+  warmup: number;
+  seconds: number;
+  /** Client processes the loops are spread over (default: 2, or 1 at c=1). */
+  processes?: number;
+}
+
+/** One closed-loop run of paying (or, with proxyToken, unpaid) clients in child processes. */
+export async function loadClients(opts: ClientLoad): Promise<PaidStats> {
+  const processes = Math.max(1, Math.min(opts.processes ?? 2, opts.concurrency));
+  const loops: string[][] = Array.from({ length: opts.concurrency }, () => []);
+  if (opts.proxyToken) loops.forEach((l) => l.push(""));
+  else opts.buyers.forEach((buyer, j) => loops[j % opts.concurrency]!.push(buyer));
+  // Fewer buyers than loops: loops share buyers (buyer i % buyers).
+  loops.forEach((l, i) => l.length === 0 && l.push(opts.buyers[i % opts.buyers.length]!));
+  const results = await Promise.all(
+    Array.from({ length: processes }, (_, p) => {
+      const job: Job = {
+        baseUrl: opts.baseUrl, path: opts.path, body: opts.body, reply: opts.reply,
+        loops: loops.filter((_, i) => i % processes === p), warmup: opts.warmup, seconds: opts.seconds,
+        ...(opts.proxyToken ? { proxyToken: opts.proxyToken } : {}),
+      };
+      return runClient(job, (opts.warmup + opts.seconds) * 1000 + 60_000);
+    }),
+  );
+  const latencies = Float64Array.from(results.flatMap((r) => r.latencies)).sort();
+  const seconds = Math.max(...results.map((r) => r.seconds));
+  return {
+    concurrency: opts.concurrency,
+    buyers: opts.proxyToken ? 0 : opts.buyers.length,
+    ok: latencies.length,
+    failures: results.reduce((n, r) => n + r.failures, 0),
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    rps: latencies.length / seconds,
+    served: results.reduce((n, r) => n + r.served, 0),
+    samples: results.flatMap((r) => r.samples).slice(0, 3),
+    latencies,
+    seconds,
+  };
+}
+
+function runClient(job: Job, timeoutMs: number): Promise<ClientResult> {
+  const child = spawnNode("paying client", [join(import.meta.dirname, "paid-client.ts"), JSON.stringify(job)]);
+  let out = "";
+  child.proc.stdout?.on("data", (b: Buffer) => (out += b.toString("utf8")));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => child.proc.kill("SIGKILL"), timeoutMs);
+    child.proc.once("exit", (code) => {
+      clearTimeout(timer);
+      const line = out.trim().split("\n").at(-1) ?? "";
+      if (code !== 0 || !line.startsWith("{")) return reject(new Error(`paying client failed (exit ${code}):\n${child.tail()}`));
+      resolve(JSON.parse(line) as ClientResult);
+    });
+  });
 }

@@ -29,6 +29,7 @@ import { connect } from "../tools/database.ts";
 import { upstreamBaseUrls } from "../tools/demo-upstream.ts";
 import { generateDevSigningKey } from "../core/dev-signing-key.ts";
 import { encryptCredential, generateVaultKey } from "../core/vault.ts";
+import { newKeyId } from "../core/key-id.ts";
 import { HOST, installCleanup, log, shutdown, spawnNode } from "./processes.ts";
 import { startWorker } from "./workerd.ts";
 
@@ -327,7 +328,7 @@ async function main() {
   if (hook.status !== 201) throw new Error(`webhook registration: ${hook.status} ${await hook.text()}`);
   const keys: { keyId: string; credential: string; price: number }[] = [];
   for (let i = 0; i < KEYS; i++) {
-    const keyId = `k_soak${randomHex(6)}`;
+    const keyId = await newKeyId(seller.id); // derived for this seller (core/key-id.ts)
     const credential = `sk-demo-soak-${i}-${randomHex(6)}`;
     const price = PRICES[i % PRICES.length]!;
     const envelope = await encryptCredential(credential, vault.publicKey, { sellerId: seller.id, keyId });

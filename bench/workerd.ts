@@ -30,6 +30,7 @@ interface MiniflareInstance {
   ready: Promise<URL>;
   unsafeGetDirectURL(workerName?: string, entrypoint?: string): Promise<URL>;
   getDurableObjectNamespace(binding: string, workerName?: string): Promise<DurableObjectNamespace>;
+  getKVNamespace(binding: string, workerName?: string): Promise<KVNamespace>;
   dispose(): Promise<void>;
 }
 interface MiniflareModule {
@@ -132,6 +133,10 @@ export interface RunningWorker {
   miniflareVersion: string;
   /** A Durable Object namespace of the cn2 Worker, for seeding from outside. */
   durableObjectNamespace(binding: string): Promise<DurableObjectNamespace>;
+  /** A KV namespace of the cn2 Worker, read from outside. */
+  kvNamespace(binding: string): Promise<KVNamespace>;
+  /** The Worker's vars as it runs (wrangler.toml's with the bench's overrides). */
+  vars: Record<string, string>;
   dispose(): Promise<void>;
 }
 
@@ -222,6 +227,8 @@ export async function startWorker(opts: {
     extra,
     miniflareVersion: version,
     durableObjectNamespace: (binding) => mf.getDurableObjectNamespace(binding, config.name),
+    kvNamespace: (binding) => mf.getKVNamespace(binding, config.name),
+    vars: { ...vars, ...opts.bindings },
     dispose: () => mf.dispose(),
   };
 }

@@ -1,4 +1,4 @@
-// `cn2/buyer`: pay for cn2 requests with prepaid credit, no account. A buyer is a
+// `cn2-buyer` (buyer/package.json): pay for cn2 requests with prepaid credit, no account. A buyer is a
 // keypair (Ed25519 by default, or P-256), made and kept by the buyer; its did:key is the
 // payer principal, which cn2 hashes into a buyer id on arrival (B2).
 //
@@ -14,7 +14,7 @@
 // Runs anywhere WebCrypto and fetch exist: Node 22, browsers, Workers.
 import { Challenge } from "mppx";
 import { Mppx } from "mppx/client";
-import { H } from "../schema/wire.ts";
+import { H } from "../schema/headers.ts";
 import { creditClient, loadBuyerKey, type BuyerKey, type PrivateKeyInput } from "./keys.ts";
 
 export * from "./keys.ts";

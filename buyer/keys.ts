@@ -1,6 +1,6 @@
 // The buyer's key and what it signs: key generation and serialisation, the `credit`
-// client method, signed account calls. Light (no mppx client, no viem): the paying fetch
-// that wraps mppx's client lives in index.ts, which re-exports all of this.
+// client method, signed account calls. The paying fetch that wraps mppx's client lives in
+// index.ts, which re-exports all of this (the package's one entry point).
 import { Credential, Method } from "mppx";
 import { buyerIdOf, didFromPublicKey, keyAlgorithm, KEY_ALGS, sign, type KeyAlg } from "../core/did.ts";
 import { fromBase64Url, sha256Hex, toBase64Url } from "../core/encoding.ts";
@@ -59,7 +59,7 @@ function didOfJwk(alg: KeyAlg, jwk: JsonWebKey): string {
 }
 
 /** mppx client method: answers `credit` challenges with a signature by `key`. */
-export function creditClient(key: BuyerKey | Promise<BuyerKey>) {
+export function creditClient(key: BuyerKey | Promise<BuyerKey>): Method.Client<typeof credit> {
   return Method.toClient(credit, {
     async createCredential({ challenge }) {
       const k = await key;

@@ -9,6 +9,8 @@
 // expires, opaque with the route scope), so signing the id binds the signature to this
 // amount, this route and this expiry; the server checks the HMAC, then the signature.
 import { Method, z } from "mppx";
+import { sign, type KeyAlg } from "./did.ts";
+import { sha256Hex, toBase64Url } from "./encoding.ts";
 
 export const CREDIT_METHOD = "credit";
 export const CREDIT_INTENT = "charge";
@@ -44,3 +46,20 @@ export const ACCOUNT_TOLERANCE_SECONDS = 300;
 /** What a buyer signs to read its balance or set its budget. */
 export const accountMessage = (m: { method: string; pathAndQuery: string; time: string; bodySha256: string }) =>
   `cn2-account/v1\n${m.method.toUpperCase()}\n${m.pathAndQuery}\n${m.time}\n${m.bodySha256}`;
+
+/**
+ * The headers that sign a request with a buyer key (the client half of the Worker's
+ * checkAccountSignature): `pathAndQuery` and `body` exactly as sent.
+ */
+export async function accountRequestHeaders(
+  key: { alg: KeyAlg; did: string; privateKey: CryptoKey },
+  m: { method: string; pathAndQuery: string; body: string },
+): Promise<Record<string, string>> {
+  const time = String(Math.floor(Date.now() / 1000));
+  const message = accountMessage({ method: m.method, pathAndQuery: m.pathAndQuery, time, bodySha256: await sha256Hex(m.body) });
+  return {
+    [ACCOUNT_HEADERS.did]: key.did,
+    [ACCOUNT_HEADERS.time]: time,
+    [ACCOUNT_HEADERS.signature]: toBase64Url(await sign(key.alg, key.privateKey, message)),
+  };
+}

@@ -29,6 +29,8 @@ declare global {
       STRIPE_CONNECT_WEBHOOK_SECRET?: string;
       /** JSON [{kid, key}] newest first: AES-256-GCM keys sealing webhook signing secrets at rest. */
       WEBHOOK_SECRET_KEYS?: string;
+      /** Optional: a Tinybird token (DATASOURCE:APPEND). Set: the analytics sink is Tinybird; unset: the local Postgres. */
+      TINYBIRD_TOKEN?: string;
       // Development only (core/environment.ts): read only when CN2_DEV is "1"; in
       // production their presence makes the Worker refuse every request.
       /** "1" opts into development: `npm start`, the tests, the bench. */
@@ -45,6 +47,8 @@ declare global {
       /** Stripe's and Persona's API bases (loopback fakes). */
       STRIPE_API_BASE?: string;
       PERSONA_API_BASE?: string;
+      /** Tinybird's API base instead of TINYBIRD_HOST (a loopback fake: test/fake-tinybird.ts). */
+      TINYBIRD_API_BASE?: string;
     }
   }
 }

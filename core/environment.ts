@@ -2,8 +2,8 @@
 // production and sets none of the settings below. `npm start`, the tests and the bench
 // opt into development with CN2_DEV = "1", and only then are the development conveniences
 // honoured: free credit, the local sign-in and its keys, pinned JWKS, http and loopback
-// webhook receivers, and other hosts for the providers, Stripe and Persona (which would
-// send a seller's credential or the Stripe secret elsewhere).
+// webhook receivers, and other hosts for the providers, Stripe, Persona and Tinybird (which
+// would send a seller's credential, the Stripe secret or the request metadata elsewhere).
 //
 // A development setting found in production is never silently ignored either: the Worker
 // refuses every request with 503 `misconfigured`, naming the settings (never their
@@ -20,6 +20,7 @@ export const DEV_SETTINGS = {
   UPSTREAM_BASE_URLS: "sends seller credentials to other hosts",
   STRIPE_API_BASE: "sends the Stripe secret to another host",
   PERSONA_API_BASE: "sends the Persona key to another host",
+  TINYBIRD_API_BASE: "sends the Tinybird token and request metadata to another host",
 } as const;
 export type DevSetting = keyof typeof DEV_SETTINGS;
 const NAMES = Object.keys(DEV_SETTINGS) as DevSetting[];

@@ -250,7 +250,7 @@ export interface SellerBalanceRow {
   clawed_back_micros: Int8;
 }
 
-export const REQUEST_OUTCOMES = ["served", "refused", "upstream_error", "stream_cut", "client_abort"] as const;
+export const REQUEST_OUTCOMES = ["served", "refused", "upstream_error", "stream_cut", "client_abort", "undelivered"] as const;
 export interface RequestLogRow {
   request_id: string;
   key_id: string;
@@ -258,17 +258,43 @@ export interface RequestLogRow {
   route: string;
   method: string;
   at: Date;
+  /** Time to first byte (0013 documents it). */
   latency_ms: number;
   status: number;
   amount_micros: Int8;
   outcome: (typeof REQUEST_OUTCOMES)[number];
+  /** Time to the last byte; null when unknown (0013). */
+  duration_ms: number | null;
 }
 
+/** An optional buyer account (B4): the auth user id, its email, nothing more (0009, 0014). */
 export interface BuyerAccountRow {
   id: string;
   email: string;
-  buyer_id_hash: string | null;
   created_at: Date;
+}
+
+/** A buyer id attached to an account after a proof by its key (0014). */
+export interface BuyerAccountIdRow {
+  buyer_id_hash: string;
+  account_id: string;
+  attached_at: Date;
+}
+
+/**
+ * The buyer account of an auth user, created on first use and kept in step with the
+ * verified email, as service_role (as for sellers: the user may insert its own row but not
+ * update it). The auth user must exist: for one that is gone this throws the driver's
+ * foreign-key error (23503), which callers turn into 401.
+ */
+export async function upsertBuyerAccount(tx: AnySql | Tx, id: string, email: string): Promise<BuyerAccountRow> {
+  const [row] = await tx<BuyerAccountRow[]>`
+    insert into public.buyer_accounts (id, email) values (${v.parse(UuidSchema, id)}, ${email})
+    on conflict (id) do update set email = excluded.email where public.buyer_accounts.email is distinct from excluded.email
+    returning *`;
+  if (row) return row;
+  const [existing] = await tx<BuyerAccountRow[]>`select * from public.buyer_accounts where id = ${id}`;
+  return existing!;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -349,6 +375,7 @@ export const RequestLogEntrySchema = v.strictObject({
   method: v.picklist(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
   at: v.date(),
   latencyMs: v.pipe(v.number(), v.safeInteger(), v.minValue(0)),
+  durationMs: v.nullable(v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(2_147_483_647))),
   status: v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(599)),
   amountMicros: MicrosInput,
   outcome: v.picklist(REQUEST_OUTCOMES),

@@ -131,6 +131,8 @@ export interface KeyInspection extends KeyView {
   /** Not yet flushed to the ledger: the seller's share and the marketplace fee. */
   earnings: { unflushedMicros: number; feeMicros: number; servedCount: number };
   bufferedMetadata: number;
+  /** Flushed metadata rows waiting to be enqueued for the analytics sink (objects/seller-key/analytics-outbox.ts). */
+  analyticsOutbox?: number;
   credentialLoaded: boolean;
   events: { at: number; kind: string; detail: string }[];
 }
@@ -142,9 +144,13 @@ export interface RequestMeta {
   method: string;
   route: string;
   status: number;
+  /** Time to the upstream's first byte (its response headers), ms. */
   latencyMs: number;
+  /** Time to the answer's last byte, ms, from the same start; null until known (a stream still open) or when there is none (a failure). */
+  durationMs: number | null;
   amountMicros: number;
-  outcome: "served" | "refused" | "upstream_error" | "stream_cut" | "client_abort";
+  /** `undelivered`: served by the key, but broken off before its first byte reached the router (B6): not charged. */
+  outcome: "served" | "refused" | "upstream_error" | "stream_cut" | "client_abort" | "undelivered";
 }
 
 export const poolName = (provider: string, region: Region, tier: Tier) => `${provider}:${region}:${tier}`;
@@ -180,6 +186,8 @@ export const ERROR_CODES = {
   upstream_timeout: 504,
   // seller/ops API
   key_exists: 409,
+  /** A new key's id is malformed or was not made for the calling seller (core/key-id.ts): one answer for both. */
+  invalid_key_id: 400,
   vault_key_unknown: 400,
   decrypt_failed: 422,
   internal_error: 500,
@@ -215,6 +223,19 @@ export const ERROR_CODES = {
   // seller webhooks (worker/webhooks/)
   webhook_url_refused: 400,
   webhook_not_found: 404,
+  // optional buyer accounts (B4, worker/buyer-account/)
+  buyer_account_not_found: 404,
+  buyer_id_not_attached: 404,
+  buyer_id_attached_elsewhere: 409,
+  too_many_buyer_ids: 409,
+  /** The attach proof is missing, malformed, or its signature does not verify. */
+  proof_invalid: 403,
+  /** The attach proof's time is not within ±300 s of ours. */
+  proof_expired: 403,
+  /** The attach proof names another account: a signature made for one account attaches to no other. */
+  proof_wrong_account: 403,
+  /** The attach proof (its nonce) was used before. */
+  proof_replayed: 409,
 } as const;
 export type ErrorCode = keyof typeof ERROR_CODES;
 
@@ -229,23 +250,5 @@ export interface ErrorBody {
   requestId?: string;
 }
 
-/** Headers the router and the key object use between themselves and with buyers. */
-export const H = {
-  requestId: "cn2-request-id",
-  tier: "cn2-tier",
-  maxPrice: "cn2-max-price",
-  proxyToken: "cn2-proxy-token",
-  /** Set by SellerKey on a response: the refusal code (absent on a served answer). */
-  refusal: "cn2-refusal",
-  /** Set by SellerKey on a served answer: what the request cost in micro-dollars. */
-  price: "cn2-price-micros",
-  /** Set by the router: which key served (opaque id, no seller data). */
-  key: "cn2-key",
-  /** Router -> SellerKey: what the buyer paid for this request (0 on the operator path). */
-  paid: "cn2-paid-micros",
-  /**
-   * On a paid answer: a fresh challenge for the buyer's next call to the same route at the
-   * current quote, so that call can pay at once instead of taking a 402 first (cn2/buyer does).
-   */
-  nextChallenge: "cn2-next-challenge",
-} as const;
+// The cn2 header names live in ./headers.ts (the buyer package ships them without valibot).
+export { H } from "./headers.ts";

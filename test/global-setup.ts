@@ -11,6 +11,7 @@ import { generateDevSigningKey } from "../core/dev-signing-key.ts";
 import { startFakeSupabase, TEST_SUPABASE } from "./fake-supabase.ts";
 import { TEST_PERSONA } from "./test-secrets.ts";
 import { startAnvil } from "./anvil.ts";
+import { startFakeTinybird } from "./fake-tinybird.ts";
 
 export default async function setup(project: TestProject) {
   const upstream = await startDemoUpstream({ port: 0 });
@@ -27,6 +28,8 @@ export default async function setup(project: TestProject) {
   const supabase = await startFakeSupabase(TEST_SUPABASE);
   // USDC payouts: a real local Tempo node (anvil --network tempo).
   const anvil = await startAnvil();
+  // The analytics sink's production destination, faked (it can fail or hang on demand).
+  const tinybird = await startFakeTinybird();
   const current = await generateVaultKey("test-2");
   const previous = await generateVaultKey("test-1");
   project.provide("demoUpstreamUrl", upstream.url);
@@ -41,7 +44,9 @@ export default async function setup(project: TestProject) {
   project.provide("fakePersonaUrl", persona.url);
   project.provide("fakeSupabaseUrl", supabase.url);
   project.provide("anvilUrl", anvil.url);
+  project.provide("fakeTinybirdUrl", tinybird.url);
   return async () => {
+    await tinybird.close();
     await anvil.close();
     await supabase.close();
     await persona.close();
@@ -79,5 +84,6 @@ declare module "vitest" {
     fakePersonaUrl: string;
     fakeSupabaseUrl: string;
     anvilUrl: string;
+    fakeTinybirdUrl: string;
   }
 }

@@ -1,11 +1,12 @@
 // The buyer CLI: a keypair is the buyer's whole identity (no account). It pays cn2's
-// 402 challenges with prepaid credit through `cn2/buyer`.
+// 402 challenges with prepaid credit through the buyer client (buyer/, the cn2-buyer package).
 //
 //   npm run buyer -- keygen [--alg Ed25519|P-256] [--force]
 //   npm run buyer -- topup <usd> [--card]      (local: the dev faucet; --card: Stripe Checkout)
 //   npm run buyer -- balance [--json]
 //   npm run buyer -- budget <usd|none>
 //   npm run buyer -- call <path> [json]        (POST with a JSON body, else GET)
+//   npm run buyer -- account …                 (the optional buyer account, B4: tools/buyer-account-cli.ts)
 //
 // The key file (.buyer-key.json by default, mode 0600) spends the buyer's credit: keep it
 // out of git and never paste it anywhere.
@@ -18,6 +19,7 @@ import {
   serializeBuyerKey, setDailyBudget, startTopUp, usdToMicros, type BuyerKey, type KeyAlg,
 } from "../buyer/index.ts";
 import { CliError, DEFAULT_BASE_URL, REPO_ROOT, isMain, pretty, runCli } from "./api-client.ts";
+import { accountCommand, ACCOUNT_USAGE } from "./buyer-account-cli.ts";
 
 const USAGE = `cn2 buyer CLI (prepaid credit, no account)
 
@@ -27,6 +29,9 @@ const USAGE = `cn2 buyer CLI (prepaid credit, no account)
   npm run buyer -- balance [--json]                          balance, daily budget, recent history
   npm run buyer -- budget <usd|none>                         cap what this key spends per UTC day
   npm run buyer -- call <path> [json]                        a paid request: POST the JSON, else GET
+
+Optional buyer account (buying never needs one):
+${ACCOUNT_USAGE}
 
 Options: --url <cn2> (default $CN2_URL or ${DEFAULT_BASE_URL}), --key <file> (default $CN2_BUYER_KEY or .buyer-key.json)`;
 
@@ -56,6 +61,12 @@ export async function main(argv: string[], out: (line: string) => void = (l) => 
       force: { type: "boolean", default: false },
       card: { type: "boolean", default: false },
       json: { type: "boolean", default: false },
+      // account commands
+      email: { type: "string" },
+      token: { type: "boolean", default: false },
+      days: { type: "string" },
+      "buyer-id": { type: "string" },
+      yes: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -138,6 +149,11 @@ export async function main(argv: string[], out: (line: string) => void = (l) => 
         if (!res.ok) process.exitCode = 1;
         return;
       }
+      case "account":
+        return await accountCommand(args, {
+          baseUrl, out, readKey: () => readKey(keyPath), json: values.json, email: values.email, token: values.token,
+          days: values.days, buyerId: values["buyer-id"], yes: values.yes,
+        });
       case undefined:
       case "help":
         return out(USAGE);

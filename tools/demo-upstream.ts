@@ -149,6 +149,8 @@ const BehaviourSchema = v.strictObject({
   chunkDelayMs: v.optional(v.pipe(v.number(), v.minValue(0))),
   cutAfterChunks: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
   hold: v.optional(v.boolean()),
+  /** Streams: send the headers, then hold before the first event until released. */
+  holdBeforeBody: v.optional(v.boolean()),
   times: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
 });
 type Behaviour = Omit<v.InferOutput<typeof BehaviourSchema>, "credential">;
@@ -169,6 +171,8 @@ export interface DemoLogEntry {
   finished: boolean;
   /** The client went away before the response was finished. */
   aborted: boolean;
+  /** Held before its first body byte (holdBeforeBody), now. */
+  held?: boolean;
   /** Epoch ms when the request arrived. */
   startedAt: number;
   /** Request body size: proves a body was forwarded without keeping it. */
@@ -524,6 +528,13 @@ async function serveProvider(state: DemoState, spec: ProviderSpec, req: Incoming
   headers.push("cache-control", "no-cache");
   res.writeHead(200, headers);
   const { events } = answer;
+  if (behaviour?.holdBeforeBody) {
+    // Headers out, no byte of the body: what a key answering 200 and then failing looks like.
+    res.flushHeaders();
+    entry.held = true;
+    await waitForRelease(state, credential, res);
+    entry.held = false;
+  }
   const cutAt = behaviour?.cutAfterChunks;
   if (cutAt === 0) {
     cut = true;

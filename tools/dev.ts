@@ -21,7 +21,7 @@ import { delimiter, dirname, join } from "node:path";
 import type { KeyConfigInput } from "../schema/wire.ts";
 import { generateDevSigningKey } from "../core/dev-signing-key.ts";
 import { generateVaultKey, parseVaultPrivateKeys } from "../core/vault.ts";
-import { DEV_VARS_PATH, REPO_ROOT, apiClient, formatError, isMain, parseDevVars, type ApiClient } from "./api-client.ts";
+import { DEFAULT_BASE_URL, DEV_VARS_PATH, REPO_ROOT, apiClient, formatError, isMain, parseDevVars, type ApiClient } from "./api-client.ts";
 import { connect, DEFAULT_DATA_DIR, DEFAULT_PORT as PGLITE_DEFAULT_PORT, hyperdriveUrl, migrate, startEmbeddedDb, type EmbeddedDb } from "./database.ts";
 import { startDemoUpstream, upstreamBaseUrls } from "./demo-upstream.ts";
 import { buildDashboard } from "./dashboard-build.ts";
@@ -286,6 +286,8 @@ function readyBlock(url: string, proxyToken: string, upstreamUrl: string, keyIds
     "",
     "Buy it like anyone would: a buyer key, free credit from the dev faucet, a paid call:",
     "",
+    // The CLIs default to the default port: on another one, they must be told.
+    ...(url === DEFAULT_BASE_URL ? [] : [`  export CN2_URL=${url}      # in each shell where you run the commands below`]),
     "  npm run buyer -- keygen",
     "  npm run buyer -- topup 5",
     `  npm run buyer -- call /openai/v1/chat/completions '${body.replace('"stream":true,', "")}'`,

@@ -4,6 +4,7 @@
 //   npm run inspect -- key <keyId> | pool <provider> <region> <tier> | pools [provider]
 //   npm run inspect -- disable <keyId> | drain <keyId>        (add --json for raw JSON only)
 //   npm run inspect -- payouts [pending|failed|open|all] | payout retry <payoutId>
+//   npm run inspect -- jobs | jobs run <job>                  (the scheduled jobs, M1)
 import { PROVIDER_IDS } from "../schema/providers.ts";
 import { KeyIdSchema, REGIONS, TIERS, type PoolSnapshot } from "../schema/wire.ts";
 import * as v from "valibot";
@@ -18,6 +19,8 @@ const USAGE = `cn2 ops inspection
   npm run inspect -- drain <keyId>                     pause a key: no new requests, in-flight ones finish
   npm run inspect -- payouts [pending|failed|open|all] seller payouts; default open = pending (requested, sent) and failed
   npm run inspect -- payout retry <payoutId>           retry a failed payout (once: a second retry returns the first)
+  npm run inspect -- jobs                              scheduled jobs: crons, last run, status, counts, last error
+  npm run inspect -- jobs run <job>                    run a job now (payouts, earnings_flush, rollup, retention)
 Options: --json prints the raw JSON only.
 Environment: CN2_URL (default http://127.0.0.1:8787), CN2_OPS_TOKEN (default: OPS_TOKEN in .dev.vars).`;
 
@@ -64,6 +67,38 @@ export function summarizePayouts(payouts: OpsPayout[]): string {
   ].filter(Boolean).join("  ")).join("\n");
 }
 
+/** A scheduled job as GET /ops/jobs lists it (worker/jobs/ops.ts). */
+export interface OpsJob {
+  job: string;
+  crons: string[];
+  purpose: string;
+  last: {
+    status: "running" | "ok" | "failed";
+    startedAt: string;
+    finishedAt: string | null;
+    counts: Record<string, number | string>;
+    error: string | null;
+    lastOkAt: string | null;
+    watermark: string | null;
+    runs: number;
+    failures: number;
+  } | null;
+}
+
+/** Two lines per job: what ran when and how it ended, then its counts (and why it failed). */
+export function summarizeJobs(jobs: OpsJob[]): string {
+  return jobs.map((j) => {
+    const head = `${j.job.padEnd(15)}${(j.crons.join(", ") || "no cron").padEnd(14)}`;
+    const l = j.last;
+    if (!l) return `${head}never ran\n  ${j.purpose}`;
+    const took = l.finishedAt ? ` in ${Date.parse(l.finishedAt) - Date.parse(l.startedAt)} ms` : "";
+    const status = l.status === "running" ? `RUNNING since ${l.startedAt}` : `${l.status === "ok" ? "ok" : "FAILED"}  ${l.startedAt}${took}`;
+    const ok = l.status !== "ok" ? `  last ok ${l.lastOkAt ?? "never"}` : "";
+    const counts = Object.entries(l.counts).map(([k, v]) => `${k}=${v}`).join(" ") || "-";
+    return `${head}${status}${ok}  runs ${l.runs}, failed ${l.failures}\n  ${counts}${l.error ? `\n  error: ${l.error}` : ""}`;
+  }).join("\n");
+}
+
 const PAYOUT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 const ms = (n: unknown) => (typeof n === "number" ? `${Math.round(n)} ms` : "?");
@@ -84,6 +119,7 @@ export function summarizeKey(k: KeyInspection): string {
     `earnings  ${k.earnings?.unflushedMicros ?? "?"} µ$ not yet flushed, ${k.earnings?.servedCount ?? "?"} served`,
     `credential ${k.credentialLoaded ? "decrypted in memory" : "not loaded"}`,
   ];
+  if (typeof k.analyticsOutbox === "number") lines.splice(lines.length - 1, 0, `analytics ${k.analyticsOutbox} flushed row(s) waiting for the analytics queue`);
   return lines.join("\n");
 }
 
@@ -157,6 +193,16 @@ export async function main(argv: string[], client: ApiClient = apiClient()): Pro
       if (!PAYOUT_ID.test(id)) throw new CliError("a payout id is a UUID (see `npm run inspect -- payouts failed`)");
       const result = await client.call<{ retryOf: string; payout: OpsPayout }>("POST", `/ops/payouts/${id}/retry`);
       return show(`retry of ${result.retryOf}\n${summarizePayouts([result.payout])}`, result);
+    }
+    case "jobs": {
+      if (args[0] === "run") {
+        const name = oneOf("job", args[1], ["payouts", "earnings_flush", "rollup", "retention"]);
+        const { outcome } = await client.call<{ outcome: { job: string; ok: boolean; counts: Record<string, unknown>; error: string | null } }>("POST", `/ops/jobs/${name}/run`);
+        return show(`${outcome.job} ${outcome.ok ? "ok" : `FAILED: ${outcome.error}`}`, outcome);
+      }
+      if (args[0] !== undefined) throw new CliError("usage: npm run inspect -- jobs [run <job>]");
+      const { jobs } = await client.call<{ jobs: OpsJob[] }>("GET", "/ops/jobs");
+      return json ? out(pretty(jobs)) : out(summarizeJobs(jobs));
     }
     case undefined:
     case "help":

@@ -19,6 +19,7 @@ import {
   type KeyConfigPatch,
 } from "../schema/wire.ts";
 import { encryptCredential } from "../core/vault.ts";
+import { DERIVED_KEY_ID, INVALID_KEY_ID_MESSAGE, isKeyIdFor, newKeyId } from "../core/key-id.ts";
 import { ApiError, CliError, SESSION_PATH, apiClient, isMain, pretty, runCli, saveSession, tokenExpiry, type ApiClient, type KeyView } from "./api-client.ts";
 
 /** The dev account `npm start` seeds and `login` signs in as by default. */
@@ -52,19 +53,6 @@ Environment: CN2_URL (default http://127.0.0.1:8787), CN2_SELLER_TOKEN (default:
 // ---------------------------------------------------------------------------------
 // Library: used by tools/dev.ts to seed demo keys, and by tests
 
-/** `k_` + 16 random [a-z0-9], unbiased (rejection sampling over random bytes). */
-export function newKeyId(): string {
-  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
-  let id = "";
-  while (id.length < 16) {
-    for (const byte of crypto.getRandomValues(new Uint8Array(32))) {
-      // 252 = 7 * 36: bytes above it would favour the first letters.
-      if (byte < 252 && id.length < 16) id += alphabet[byte % 36];
-    }
-  }
-  return `k_${id}`;
-}
-
 /** Validate a key config the way the API will, with messages that name the field. */
 export function validateConfig(config: unknown) {
   const result = v.safeParse(KeyConfigSchema, config);
@@ -83,10 +71,13 @@ export async function addKey(
   input: { credential: string; config: KeyConfigInput; keyId?: string; sellerId?: string },
 ): Promise<KeyView> {
   const config = validateConfig(input.config);
-  const keyId = parseWith(KeyIdSchema, input.keyId ?? newKeyId(), "key id");
+  if (input.keyId !== undefined && !DERIVED_KEY_ID.test(input.keyId)) throw new CliError(`invalid key id: ${INVALID_KEY_ID_MESSAGE}`);
   if (input.sellerId !== undefined) parseWith(SellerIdSchema, input.sellerId, "seller id");
   checkCredential(input.credential);
   const sellerId = input.sellerId ?? (await client.me()).id;
+  // Derived from the seller (core/key-id.ts): the API takes no id made for anyone else.
+  const keyId = input.keyId ?? (await newKeyId(sellerId));
+  if (!(await isKeyIdFor(sellerId, keyId))) throw new CliError(`invalid key id: ${INVALID_KEY_ID_MESSAGE}`);
 
   const vault = await client.vaultPublicKey();
   const current = vault.keys?.find((k) => k.kid === vault.current);

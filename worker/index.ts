@@ -5,7 +5,8 @@ import { handle } from "./router.ts";
 import { errorResponse, newRequestId, secured } from "../core/http.ts";
 import { isDevelopment, misconfiguration } from "../core/environment.ts";
 import { handleWebhookBatch, isWebhookQueue } from "./webhooks/consumer.ts";
-import { runPayoutSchedule } from "./payouts/schedule.ts";
+import { handleAnalyticsBatch, isAnalyticsQueue } from "./analytics/consumer.ts";
+import { runScheduled } from "./jobs/run.ts";
 
 export { SellerKey } from "../objects/seller-key/seller-key.ts";
 export { PoolIndex } from "../objects/pool-index/pool-index.ts";
@@ -36,17 +37,20 @@ export default {
     }
     return secured(await handle(request, env, ctx));
   },
-  // Queue consumers, by queue name: seller webhook deliveries and their dead letters.
+  // Queue consumers, by queue name: seller webhook deliveries, the analytics sink, and
+  // their dead letters.
   async queue(batch, env, ctx) {
     if (refusal(env)) return batch.retryAll();
     if (isWebhookQueue(batch.queue)) return handleWebhookBatch(batch, env, ctx);
+    if (isAnalyticsQueue(batch.queue)) return handleAnalyticsBatch(batch, env);
     console.error(JSON.stringify({ evt: "queue_unknown", queue: batch.queue }));
     batch.retryAll();
   },
-  // The Cron Trigger (wrangler.toml [triggers]): scheduled payouts, execution, reconciliation.
-  async scheduled(_controller, env, ctx) {
-    // A misconfigured production moves no money either.
+  // The Cron Triggers (wrangler.toml [triggers]): the jobs each one runs (worker/jobs/):
+  // payouts, the safety-net earnings flush, the hourly rollup, retention.
+  async scheduled(controller, env, _ctx) {
+    // A misconfigured production runs no job: it moves no money and deletes nothing either.
     if (refusal(env)) return;
-    ctx.waitUntil(runPayoutSchedule(env).then(() => undefined));
+    await runScheduled(controller.cron, env, controller.scheduledTime);
   },
 } satisfies ExportedHandler<Env>;

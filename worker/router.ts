@@ -3,10 +3,12 @@
 import { AutoRouter, type IRequest, type RequestHandler } from "itty-router";
 import type { Env } from "../core/env.ts";
 import { clip, errorResponse, failedResponse, json, newRequestId, splitUrl, withRequestId } from "../core/http.ts";
+import { buyerAccountRoutes } from "./buyer-account/routes.ts";
 import { opsRoutes } from "./ops/routes.ts";
 import { paymentRoutes } from "./payments/routes.ts";
 import { handleProviderCall, isProviderCall, proxyRoutes } from "./proxy/routes.ts";
 import { sellerRoutes } from "./seller/routes.ts";
+import { statsRoutes } from "./stats/routes.ts";
 import { webhookRoutes } from "./webhooks/routes.ts";
 
 type Req = IRequest & { requestId: string };
@@ -31,8 +33,10 @@ const mount = (routes: readonly Route[]) => {
 
 router.get("/healthz", () => json({ ok: true }));
 mount(paymentRoutes);      // buyers: credit, Stripe's webhook, disputes (worker/payments/)
+mount(buyerAccountRoutes); // buyers who want one: the optional account (worker/buyer-account/)
 mount(webhookRoutes);      // sellers: their webhook endpoints (worker/webhooks/)
 mount(sellerRoutes);       // sellers: sign-in, profile, keys, payouts, KYC, earnings, data rights (worker/seller/)
+mount(statsRoutes);        // everyone: public marketplace statistics (worker/stats/)
 router.all("/api/*", notFound);
 mount(opsRoutes);          // operators, behind the ops token (worker/ops/)
 mount(proxyRoutes);        // anything else under a provider-looking prefix (worker/proxy/)

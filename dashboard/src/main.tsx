@@ -1,5 +1,6 @@
 // The seller dashboard: who is signed in (GET /api/me), the live feed for that seller, and
 // one page per path (single-page routing; the Worker serves index.html for unknown paths).
+// The public statistics page (/stats) needs no session.
 import { StrictMode, useCallback, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { api, ApiFailure, getMe, type Me } from "./lib/api.ts";
@@ -11,6 +12,7 @@ import { Keys } from "./pages/Keys.tsx";
 import { Payouts } from "./pages/Payouts.tsx";
 import { Privacy } from "./pages/Privacy.tsx";
 import { SignIn } from "./pages/SignIn.tsx";
+import { Stats } from "./pages/Stats.tsx";
 import { Webhooks } from "./pages/Webhooks.tsx";
 import "./styles.css";
 
@@ -21,6 +23,12 @@ const NAV = [
   { to: "/payouts", label: "Payouts" },
   { to: "/webhooks", label: "Webhooks" },
   { to: "/privacy", label: "Privacy" },
+  { to: "/stats", label: "Statistics" },
+];
+/** What someone not signed in can open. */
+const PUBLIC_NAV = [
+  { to: "/stats", label: "Statistics" },
+  { to: "/sign-in", label: "Sign in" },
 ];
 
 function usePath() {
@@ -55,7 +63,8 @@ function App() {
 
   const signedOut = me.error instanceof ApiFailure && (me.error.status === 401 || me.error.status === 410);
   let page;
-  if (me.loading && !me.seller) page = <Loading what="your account" />;
+  if (path === "/stats") page = <Stats />;
+  else if (me.loading && !me.seller) page = <Loading what="your account" />;
   else if (signedOut || path === "/sign-in" || !me.seller) {
     page = signedOut || path === "/sign-in" || !me.error
       ? <SignIn notice={notice} onSignedIn={() => { setNotice(undefined); navigate("/"); load(); }} />
@@ -77,9 +86,9 @@ function App() {
       <a className="skip" href="#main">Skip to content</a>
       <header>
         <span className="brand">cn2 · seller</span>
-        {me.seller ? (
+        {me.seller || !me.loading ? (
           <nav aria-label="Main">
-            <ul>{NAV.map((n) => <li key={n.to}><Link to={n.to} current={path === n.to}>{n.label}</Link></li>)}</ul>
+            <ul>{(me.seller ? NAV : PUBLIC_NAV).map((n) => <li key={n.to}><Link to={n.to} current={path === n.to}>{n.label}</Link></li>)}</ul>
           </nav>
         ) : null}
         {me.seller ? (

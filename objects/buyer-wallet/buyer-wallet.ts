@@ -52,8 +52,21 @@ type DisputeRow = {
 const DISPUTE_COLUMNS = "id, proof_id, request_id, method, amount, reason, note, status, resolution, resolution_note, refunded, opened_at, resolved_at";
 const validAmount = (n: number) => Number.isSafeInteger(n) && n > 0 && n <= MAX_AMOUNT;
 
+type AccountRow = { buyer_id: string; balance: number; daily_cap: number | null };
+/** History rows may exceed MAX_HISTORY by up to this many before a trim. */
+const HISTORY_TRIM = 64;
+
 export class BuyerWallet extends DurableObject<Env> {
   private readonly sql: SqlStorage;
+  /** The account row as stored (see account()). */
+  private mirror: AccountRow | null | undefined;
+  /** Today's spend as stored (see netSpent()). */
+  private today: { day: string; spent: number; refunded: number } | undefined;
+  private sinceTrim = HISTORY_TRIM;
+  /** Accepted claims' rows, waiting for the group commit (see committed()). */
+  private queued: (() => void)[] = [];
+  private readonly uncommitted = new Set<string>();
+  private commit: Promise<void> | null = null;
   private nextAlarm: number | null = null;
   /** The dispute-index pass in progress (see indexDisputes). */
   private indexing: Promise<void> = Promise.resolve();
@@ -84,7 +97,7 @@ export class BuyerWallet extends DurableObject<Env> {
    */
   async claimAndDebit(req: ClaimRequest): Promise<Result<{ balanceMicros: number }, WalletCode>> {
     const result = this.claim(req, true);
-    if (result.ok) await this.schedule(Date.now() + SPEND_FLUSH_MS);
+    if (result.ok) await Promise.all([this.committed(), this.schedule(Date.now() + SPEND_FLUSH_MS)]);
     return result;
   }
 
@@ -94,7 +107,7 @@ export class BuyerWallet extends DurableObject<Env> {
    */
   async recordPayment(req: ClaimRequest): Promise<Result<{ balanceMicros: number }, WalletCode>> {
     const result = this.claim(req, false);
-    if (result.ok) await this.schedule(Date.now() + SPEND_FLUSH_MS);
+    if (result.ok) await Promise.all([this.committed(), this.schedule(Date.now() + SPEND_FLUSH_MS)]);
     return result;
   }
 
@@ -178,9 +191,12 @@ export class BuyerWallet extends DurableObject<Env> {
     this.ensureAccount(req.buyerId, now);
     const seen = this.sql.exec("SELECT 1 FROM topups WHERE event_id = ?", req.eventId).toArray().length > 0;
     if (seen) return { ok: true, value: { balanceMicros: this.balance(), credited: false } };
-    this.sql.exec("INSERT INTO topups (event_id, source, amount, at) VALUES (?, ?, ?, ?)", req.eventId, req.source, req.amountMicros, now);
-    const balance = this.addBalance(req.amountMicros);
-    this.record(now, "topup", req.amountMicros, req.eventId, balance);
+    const balance = this.write(() => {
+      this.sql.exec("INSERT INTO topups (event_id, source, amount, at) VALUES (?, ?, ?, ?)", req.eventId, req.source, req.amountMicros, now);
+      const balance = this.addBalance(req.amountMicros);
+      this.record(now, "topup", req.amountMicros, req.eventId, balance);
+      return balance;
+    });
     await this.schedule(now + CLEANUP_BATCH_MS);
     return { ok: true, value: { balanceMicros: balance, credited: true } };
   }
@@ -194,6 +210,7 @@ export class BuyerWallet extends DurableObject<Env> {
     }
     this.ensureAccount(buyerId, Date.now());
     this.sql.exec("UPDATE account SET daily_cap = ? WHERE id = 1", capMicros);
+    if (this.mirror) this.mirror.daily_cap = capMicros;
     return { ok: true, value: { dailyCapMicros: capMicros } };
   }
 
@@ -218,6 +235,33 @@ export class BuyerWallet extends DurableObject<Env> {
       .map((r) => ({ day: r.day, spentMicros: r.spent, refundedMicros: r.refunded, requests: r.requests }));
   }
 
+  /**
+   * PR11: a deleted buyer account takes the spend history of the ids it held with it: the
+   * per-day spend here and its KV copy, and the history list. What money needs stays: the
+   * balance (the key can still spend it), claims (single use, refunds, disputes: their own
+   * short retention), top-up event ids (a retried Stripe event must not credit twice) and
+   * disputes. Spend counts again from the next payment on, today's budget included.
+   */
+  async eraseSpendHistory(buyerId: string): Promise<{ erasedDays: number; erasedEntries: number }> {
+    // Payments accepted before this call are part of the history: let their group commit land first.
+    if (this.queued.length > 0) await this.committed();
+    const days = new Set(this.sql.exec<{ day: string }>("SELECT day FROM spend").toArray().map((r) => r.day));
+    const entries = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM history").one().n;
+    this.sql.exec("DELETE FROM spend");
+    this.sql.exec("DELETE FROM history");
+    this.today = undefined; // the budget's mirror of today's spend: read again (now empty)
+    // The KV copy, including days whose rows here were already cleaned up.
+    const prefix = spendKey(buyerId, "");
+    let cursor: string | undefined;
+    do {
+      const page = await this.env.SPEND.list({ prefix, cursor });
+      for (const k of page.keys) days.add(k.name.slice(prefix.length));
+      cursor = page.list_complete ? undefined : page.cursor;
+    } while (cursor);
+    for (const day of days) await this.env.SPEND.delete(spendKey(buyerId, day));
+    return { erasedDays: days.size, erasedEntries: entries };
+  }
+
   // ---- alarm: spend to KV, expired rows out -------------------------------------------
 
   override async alarm(): Promise<void> {
@@ -231,6 +275,8 @@ export class BuyerWallet extends DurableObject<Env> {
         // A failed put throws: the alarm is retried and the row stays dirty.
         await this.env.SPEND.put(spendKey(buyerId, row.day), JSON.stringify(value), { expirationTtl: SPEND_TTL_SECONDS });
         this.sql.exec("UPDATE spend SET dirty = 0 WHERE day = ? AND spent = ? AND refunded = ? AND requests = ?", row.day, row.spent, row.refunded, row.requests);
+        // Erased while the copy was on its way (eraseSpendHistory): take the copy back.
+        if (this.sql.exec("SELECT 1 FROM spend WHERE day = ?", row.day).toArray().length === 0) await this.env.SPEND.delete(spendKey(buyerId, row.day));
       }
     }
     await this.indexDisputes();
@@ -264,10 +310,14 @@ export class BuyerWallet extends DurableObject<Env> {
     const claim = this.sql.exec<{ amount: number; day: string; refunded_at: number | null }>("SELECT amount, day, refunded_at FROM claims WHERE proof_id = ?", proofId).toArray()[0];
     if (!claim) return { ok: false, code: "unknown_proof", message: "no such payment in this wallet (unknown or past retention)" };
     if (claim.refunded_at !== null) return { ok: false, code: "already_refunded", message: "this payment was already refunded" };
-    this.sql.exec("UPDATE claims SET refunded_at = ?, refund_reason = ? WHERE proof_id = ?", now, reason.slice(0, 64), proofId);
-    const balance = this.addBalance(claim.amount);
-    this.sql.exec("UPDATE spend SET refunded = refunded + ?, dirty = 1 WHERE day = ?", claim.amount, claim.day);
-    this.record(now, "refund", claim.amount, proofId, balance);
+    const balance = this.write(() => {
+      this.sql.exec("UPDATE claims SET refunded_at = ?, refund_reason = ? WHERE proof_id = ?", now, reason.slice(0, 64), proofId);
+      const balance = this.addBalance(claim.amount);
+      this.sql.exec("UPDATE spend SET refunded = refunded + ?, dirty = 1 WHERE day = ?", claim.amount, claim.day);
+      if (this.today?.day === claim.day) this.today.refunded += claim.amount;
+      this.record(now, "refund", claim.amount, proofId, balance);
+      return balance;
+    });
     return { ok: true, value: { balanceMicros: balance, refundedMicros: claim.amount } };
   }
 
@@ -315,61 +365,134 @@ export class BuyerWallet extends DurableObject<Env> {
     }
   }
 
-  /** Synchronous from the first check to the last write: this is the atomic step. */
+  /**
+   * Synchronous from the first check to the decision: this is the atomic step. The checks
+   * read memory (the account row, today's spend and the claims not yet committed, mirrored)
+   * and the claims table; an accepted claim changes the mirrors at once and queues its
+   * rows for the next group commit (committed()), which the caller awaits before it
+   * answers: no answer says "paid" before the debit is durable, and concurrent debits of
+   * one buyer share one storage commit instead of one each.
+   */
   private claim(req: ClaimRequest, debit: boolean): Result<{ balanceMicros: number }, WalletCode> {
     if (!validAmount(req.amountMicros)) return { ok: false, code: "invalid_amount", message: "amount must be a positive whole number of micro-dollars" };
     const now = Date.now();
-    const taken = this.sql.exec("SELECT 1 FROM claims WHERE proof_id = ?", req.proofId).toArray().length > 0;
-    if (taken) return { ok: false, code: "replayed", message: "this payment credential was already used" };
     const account = this.account();
     const balance = account?.balance ?? 0;
+    const day = utcDay(now);
+    // Replay first: a used credential says so whatever the balance is now.
+    if (this.uncommitted.has(req.proofId) || this.sql.exec("SELECT 1 FROM claims WHERE proof_id = ?", req.proofId).toArray().length > 0) {
+      return { ok: false, code: "replayed", message: "this payment credential was already used" };
+    }
     if (debit && balance < req.amountMicros) {
       return { ok: false, code: "insufficient_balance", message: `balance ${balance} is below the price ${req.amountMicros} (micro-dollars); top up first` };
     }
-    const day = utcDay(now);
     const cap = account?.daily_cap ?? null;
     // A payment made elsewhere is recorded whatever the cap: its money has already moved.
     if (debit && cap !== null && this.netSpent(day) + req.amountMicros > cap) {
       return { ok: false, code: "budget_exceeded", message: `this would pass your daily budget of ${cap} micro-dollars` };
     }
-    this.ensureAccount(req.buyerId, now);
-    this.sql.exec(
-      "INSERT INTO claims (proof_id, method, amount, debited, day, at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-      req.proofId, req.method, req.amountMicros, debit ? 1 : 0, day, now, req.expiresAt,
-    );
-    const after = debit ? this.addBalance(-req.amountMicros) : balance;
-    this.sql.exec(
-      "INSERT INTO spend (day, spent, refunded, requests, dirty) VALUES (?, ?, 0, 1, 1) ON CONFLICT (day) DO UPDATE SET spent = spent + excluded.spent, requests = requests + 1, dirty = 1",
-      day, req.amountMicros,
-    );
-    this.record(now, debit ? "debit" : "payment", req.amountMicros, req.proofId, after);
+    // Accepted: memory first (the next claim's checks see it), storage at the group commit.
+    const after = debit ? balance - req.amountMicros : balance;
+    this.mirror = { buyer_id: account?.buyer_id ?? req.buyerId, balance: after, daily_cap: cap };
+    this.netSpent(day);
+    this.today!.spent += req.amountMicros;
+    this.uncommitted.add(req.proofId);
+    this.queued.push(() => {
+      this.sql.exec("INSERT INTO account (id, buyer_id, balance, daily_cap, created_at) VALUES (1, ?, 0, NULL, ?) ON CONFLICT (id) DO NOTHING", req.buyerId, now);
+      this.sql.exec(
+        "INSERT INTO claims (proof_id, method, amount, debited, day, at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        req.proofId, req.method, req.amountMicros, debit ? 1 : 0, day, now, req.expiresAt,
+      );
+      if (debit) this.sql.exec("UPDATE account SET balance = balance - ? WHERE id = 1", req.amountMicros);
+      this.sql.exec(
+        "INSERT INTO spend (day, spent, refunded, requests, dirty) VALUES (?, ?, 0, 1, 1) ON CONFLICT (day) DO UPDATE SET spent = spent + excluded.spent, requests = requests + 1, dirty = 1",
+        day, req.amountMicros,
+      );
+      this.record(now, debit ? "debit" : "payment", req.amountMicros, req.proofId, after);
+    });
     return { ok: true, value: { balanceMicros: after } };
   }
 
-  private account() {
-    return this.sql.exec<{ buyer_id: string; balance: number; daily_cap: number | null }>("SELECT buyer_id, balance, daily_cap FROM account WHERE id = 1").toArray()[0] ?? null;
+  /**
+   * The group commit: resolves once every claim queued so far is durable. The first caller
+   * arms a zero-delay timer; claims that arrive before it fires (those queued behind a
+   * commit in progress, under load) join the same storage transaction. If it fails,
+   * nothing of the batch is written, the mirrors are reloaded and every waiter throws:
+   * none of those requests is served.
+   */
+  private committed(): Promise<void> {
+    this.commit ??= new Promise<void>((resolve, reject) => {
+      setTimeout(() => {
+        const batch = this.queued;
+        const proofs = [...this.uncommitted];
+        this.queued = [];
+        this.commit = null;
+        try {
+          this.write(() => batch.forEach((apply) => apply()));
+          resolve();
+        } catch (err) {
+          reject(err);
+        } finally {
+          for (const p of proofs) this.uncommitted.delete(p);
+        }
+      }, 0);
+    });
+    return this.commit;
+  }
+
+  /** Run writes as one storage transaction; on failure the memory mirrors are reloaded from storage. */
+  private write<T>(fn: () => T): T {
+    try {
+      return this.ctx.storage.transactionSync(fn);
+    } catch (err) {
+      this.mirror = undefined;
+      this.today = undefined;
+      throw err;
+    }
+  }
+
+  /** The account row, mirrored in memory (undefined: not read yet; null: no account). */
+  private account(): AccountRow | null {
+    if (this.mirror === undefined) {
+      this.mirror = this.sql.exec<AccountRow>("SELECT buyer_id, balance, daily_cap FROM account WHERE id = 1").toArray()[0] ?? null;
+    }
+    return this.mirror;
   }
 
   private balance(): number {
     return this.account()?.balance ?? 0;
   }
 
+  /** The row may be missing in storage while the mirror has it (a first claim still queued): always insert-if-missing. */
   private ensureAccount(buyerId: string, now: number) {
     this.sql.exec("INSERT INTO account (id, buyer_id, balance, daily_cap, created_at) VALUES (1, ?, 0, NULL, ?) ON CONFLICT (id) DO NOTHING", buyerId, now);
+    if (this.mirror === null) this.mirror = undefined;
   }
 
+  /** Outside the group commit (top-ups, refunds): storage and mirror move by the same delta, so claims still queued stay counted. */
   private addBalance(delta: number): number {
-    return this.sql.exec<{ balance: number }>("UPDATE account SET balance = balance + ? WHERE id = 1 RETURNING balance", delta).one().balance;
+    this.account();
+    this.sql.exec("UPDATE account SET balance = balance + ? WHERE id = 1", delta);
+    if (this.mirror) this.mirror.balance += delta;
+    return this.mirror?.balance ?? delta;
   }
 
+  /** Today's spend row, mirrored (the budget check reads it per debit). */
   private netSpent(day: string): number {
-    const row = this.sql.exec<{ spent: number; refunded: number }>("SELECT spent, refunded FROM spend WHERE day = ?", day).toArray()[0];
-    return row ? row.spent - row.refunded : 0;
+    if (this.today === undefined || this.today.day !== day) {
+      const row = this.sql.exec<{ spent: number; refunded: number }>("SELECT spent, refunded FROM spend WHERE day = ?", day).toArray()[0];
+      this.today = { day, spent: row?.spent ?? 0, refunded: row?.refunded ?? 0 };
+    }
+    return this.today.spent - this.today.refunded;
   }
 
   private record(at: number, kind: HistoryEntry["kind"], amount: number, ref: string, balance: number) {
     this.sql.exec("INSERT INTO history (at, kind, amount, ref, balance) VALUES (?, ?, ?, ?, ?)", at, kind, amount, ref, balance);
-    this.sql.exec("DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?", MAX_HISTORY);
+    // Trimmed to MAX_HISTORY rows every HISTORY_TRIM inserts, not per insert.
+    if (++this.sinceTrim >= HISTORY_TRIM) {
+      this.sinceTrim = 0;
+      this.sql.exec("DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?", MAX_HISTORY);
+    }
   }
 
   /** Make sure an alarm fires no later than `at`. */

@@ -7,14 +7,18 @@
 //   1 take     in one synchronous storage transaction: the accumulator moves into a
 //              *pending flush* with the next sequence number, with the rowid of the last
 //              of up to FLUSH_ROWS metadata rows it covers (oldest first), and the
-//              accumulator restarts at zero. The rows themselves stay where they are
+//              accumulator restarts at zero (and its paid requests stop being reversible:
+//              the `voidable` rows go). The rows themselves stay where they are
 //              until step 3 (no copy, no sort: rowid is insertion order). The flush id is
 //              `<keyId>.<epoch>.<seq>` (epoch: random, per object lifetime, so a key id
 //              reused after removal never collides with an old flush).
 //   2 send     one Postgres transaction as service_role: public.record_earnings (idempotent
 //              on the flush id: a second delivery with the same figures is a no-op) and the
-//              metadata rows with `on conflict (request_id, key_id) do nothing`.
-//   3 complete the pending flush and the metadata rows it covered are deleted locally.
+//              metadata rows with `on conflict (request_id, key_id)` changing nothing but a
+//              missing time to the last byte (a stream's row recorded again when it ended).
+//   3 complete the pending flush and the metadata rows it covered are deleted locally
+//              (in the same storage transaction, rows Postgres took join the analytics
+//              outbox: objects/seller-key/analytics-outbox.ts).
 //
 // A crash (or a lost answer) between 2 and 3 leaves the pending flush in storage; the
 // next run sends the very same flush again, which changes nothing in Postgres, then
@@ -75,9 +79,13 @@ export class EarningsFlusher {
   /** One flush at a time per object: the alarm and an RPC must not interleave. */
   #running: Promise<FlushOutcome> | null = null;
 
-  constructor(storage: DurableObjectStorage) {
+  /** Called inside step 3's transaction with the covered rows' last rowid, when Postgres took them. */
+  readonly #committed: ((metaThrough: number) => void) | undefined;
+
+  constructor(storage: DurableObjectStorage, committed?: (metaThrough: number) => void) {
     this.#storage = storage;
     this.#sql = storage.sql;
+    this.#committed = committed;
     this.#ensureTable();
   }
 
@@ -109,15 +117,17 @@ export class EarningsFlusher {
     if (!pending) return { flushed: false, flushId: null, recordedNow: false, amountMicros: 0, metadataRows: 0, more: false };
     const meta = this.#covered(pending);
     let recordedNow = false;
+    let committed = true;
     try {
       recordedNow = await send(env, pending, meta);
     } catch (error) {
       // A closed account takes no new ledger rows (CN005): what a closing seller's key
       // earned after the closing flush cannot be credited to anyone. Drop it, loudly.
       if (dbErrorName(error) !== "seller_closed") throw error;
+      committed = false;
       console.error(JSON.stringify({ evt: "earnings_flush_dropped", keyId: pending.keyId, flushId: pending.flushId, reason: "seller_closed", amountMicros: pending.amountMicros }));
     }
-    this.complete(pending);
+    this.complete(pending, committed);
     return {
       flushed: true, flushId: pending.flushId, recordedNow, amountMicros: pending.amountMicros,
       metadataRows: meta.length, more: this.#sql.exec<{ more: number }>("SELECT EXISTS (SELECT 1 FROM request_meta) AS more").one().more === 1,
@@ -155,17 +165,23 @@ export class EarningsFlusher {
         metaThrough: through,
       };
       this.#sql.exec("UPDATE earnings SET unflushed_micros = 0, fee_micros = 0, served_count = 0 WHERE id = 1");
+      // What this flush takes can no longer be reversed (write-buffer.ts voidEarning): the ledger takes no negative rows.
+      this.#sql.exec("DELETE FROM voidable");
       this.#sql.exec("UPDATE earnings_flush SET seq = ?, last_end = ?, pending = ? WHERE id = 1", seq, periodEnd, JSON.stringify(pending));
       return pending;
     });
   }
 
-  /** Step 3: forget a flush Postgres has confirmed (only that one: a newer one stays), and its rows. */
-  complete(pending: PendingFlush): void {
+  /**
+   * Step 3: forget a flush Postgres has confirmed (only that one: a newer one stays), and its
+   * rows; `committed`: Postgres took the rows (they go on to the analytics outbox).
+   */
+  complete(pending: PendingFlush, committed = false): void {
     const state = this.#state();
     if (!state?.pending) return;
     if ((JSON.parse(state.pending) as PendingFlush).seq !== pending.seq) return;
     this.#storage.transactionSync(() => {
+      if (pending.metaThrough > 0 && committed) this.#committed?.(pending.metaThrough);
       if (pending.metaThrough > 0) this.#sql.exec("DELETE FROM request_meta WHERE rowid <= ?", pending.metaThrough);
       this.#sql.exec("UPDATE earnings_flush SET pending = NULL WHERE id = 1");
     });
@@ -185,10 +201,11 @@ export class EarningsFlusher {
 }
 
 /** A request_meta row as SellerKey stores it. */
-export function toMeta(row: Record<string, string | number>): RequestMeta {
+export function toMeta(row: Record<string, string | number | null>): RequestMeta {
   return {
     requestId: String(row.request_id), at: Number(row.at), method: String(row.method), route: String(row.route),
     status: Number(row.status), latencyMs: Number(row.latency_ms), amountMicros: Number(row.amount_micros),
+    durationMs: row.duration_ms === null || row.duration_ms === undefined ? null : Number(row.duration_ms),
     outcome: row.outcome as RequestMeta["outcome"],
   };
 }
@@ -200,7 +217,7 @@ async function send(env: DbEnv, p: PendingFlush, meta: RequestMeta[]): Promise<b
   const rows = meta.flatMap((m) => {
     const parsed = v.safeParse(RequestLogEntrySchema, {
       requestId: m.requestId, keyId: p.keyId, provider: p.provider, route: m.route, method: m.method,
-      at: new Date(m.at), latencyMs: m.latencyMs, status: m.status, amountMicros: m.amountMicros, outcome: m.outcome,
+      at: new Date(m.at), latencyMs: m.latencyMs, durationMs: m.durationMs, status: m.status, amountMicros: m.amountMicros, outcome: m.outcome,
     });
     return parsed.success ? [parsed.output] : [];
   });
@@ -216,17 +233,18 @@ async function send(env: DbEnv, p: PendingFlush, meta: RequestMeta[]): Promise<b
         })
         : false;
       if (rows.length > 0) {
-        // One statement, one array per column: ten parameters for any number of rows,
-        // where a VALUES list would send and parse ten per row.
+        // One statement, one array per column: eleven parameters for any number of rows,
+        // where a VALUES list would send and parse eleven per row.
         const col = <T,>(pick: (r: (typeof rows)[number]) => T) => rows.map((r) => String(pick(r)));
         await tx`
-          insert into public.request_log (request_id, key_id, provider, route, method, at, latency_ms, status, amount_micros, outcome)
-          select r.request_id, ${p.keyId}, ${p.provider}, r.route, r.method, to_timestamp(r.at_ms / 1000.0), r.latency_ms, r.status, r.amount_micros, r.outcome
+          insert into public.request_log (request_id, key_id, provider, route, method, at, latency_ms, status, amount_micros, outcome, duration_ms)
+          select r.request_id, ${p.keyId}, ${p.provider}, r.route, r.method, to_timestamp(r.at_ms / 1000.0), r.latency_ms, r.status, r.amount_micros, r.outcome, r.duration_ms
           from unnest(${col((r) => r.requestId)}::text[], ${col((r) => r.route)}::text[], ${col((r) => r.method)}::text[],
                       ${col((r) => r.at.getTime())}::bigint[], ${col((r) => r.latencyMs)}::int[], ${col((r) => r.status)}::int[],
-                      ${col((r) => r.amountMicros)}::bigint[], ${col((r) => r.outcome)}::text[])
-            as r(request_id, route, method, at_ms, latency_ms, status, amount_micros, outcome)
-          on conflict (request_id, key_id) do nothing`;
+                      ${col((r) => r.amountMicros)}::bigint[], ${col((r) => r.outcome)}::text[], ${rows.map((r) => (r.durationMs === null ? null : String(r.durationMs)))}::int[])
+            as r(request_id, route, method, at_ms, latency_ms, status, amount_micros, outcome, duration_ms)
+          on conflict (request_id, key_id) do update set duration_ms = excluded.duration_ms
+            where public.request_log.duration_ms is null and excluded.duration_ms is not null`;
       }
       return recorded;
     });

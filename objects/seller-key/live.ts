@@ -81,11 +81,11 @@ export class LiveFeed {
     this.#schedule(Math.max(0, this.#lastSentAt + LIVE_INTERVAL_MS - Date.now()));
   }
 
-  /** The seller's share of a served request (micro-dollars), for "earned today". */
+  /** The seller's share of a served request (micro-dollars), for "earned today"; negative when one was reversed (B6). */
   earned(sellerMicros: number, now = Date.now()): void {
-    if (sellerMicros <= 0) return;
+    if (sellerMicros === 0) return;
     this.#rollDay(now);
-    this.#stored.earnedMicros += sellerMicros;
+    this.#stored.earnedMicros = Math.max(0, this.#stored.earnedMicros + sellerMicros);
     this.#dirty = true;
     this.changed();
   }

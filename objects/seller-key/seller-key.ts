@@ -32,6 +32,7 @@ import * as health from "./health.ts";
 import * as track from "./track-record.ts";
 import { poolStub } from "../pool-index/stub.ts";
 import { EarningsFlusher, toMeta, type FlushOutcome } from "./earnings-flush.ts";
+import { AnalyticsOutbox, type DrainResult } from "./analytics-outbox.ts";
 import { LiveFeed, type LiveParts } from "./live.ts";
 
 export interface NewKey {
@@ -66,6 +67,9 @@ export class SellerKey extends DurableObject<Env> {
   private readonly flusher: EarningsFlusher;
   private flushAlarmSet = false;
   private flushRetryMs = 0;
+  // Flushed metadata on its way to the analytics queue (analytics-outbox.ts), drained after each flush.
+  private readonly outbox: AnalyticsOutbox;
+  private sinkRetryMs = 0;
   /** Upstream calls waiting for their first byte (upstream.ts). */
   private readonly firstByte = new FirstByteWatch();
   /** Pushes to the seller's live room, coalesced and off the request path (live.ts). */
@@ -78,7 +82,8 @@ export class SellerKey extends DurableObject<Env> {
     this.health = this.buffer.readMeta<health.Health>("health") ?? health.initialHealth();
     this.track = this.buffer.readMeta<track.TrackRecord>("track") ?? track.emptyTrackRecord();
     this.servingTier = this.buffer.readMeta<Tier>("servingTier") ?? this.tierFor(this.record?.config.tier ?? "standard", "standard", Date.now());
-    this.flusher = new EarningsFlusher(ctx.storage);
+    this.outbox = new AnalyticsOutbox(ctx.storage);
+    this.flusher = new EarningsFlusher(ctx.storage, (metaThrough) => this.outbox.keep(metaThrough));
     this.live = new LiveFeed(ctx, env, () => this.liveParts());
   }
 
@@ -123,6 +128,24 @@ export class SellerKey extends DurableObject<Env> {
     this.ctx.abort("restarted by operator");
   }
 
+  /**
+   * B6, from the router: this request's answer broke off before its first byte reached the
+   * router (an upstream that failed right after its headers, this object restarted while
+   * answering), so nothing reached the buyer, who is refunded. Reverse what it earned, from
+   * storage (so also after a restart), as long as the earnings flush has not taken it yet;
+   * `voided: false` means there was nothing to reverse, and the charge stands.
+   */
+  undelivered(requestId: string): Promise<Result<{ voided: boolean }>> {
+    return attempt(async () => {
+      const reversed = this.buffer.voidEarning(this.ctx.storage, requestId);
+      if (reversed) {
+        this.live.earned(-reversed.sellerMicros);
+        this.event("request.undelivered", requestId);
+      }
+      return { voided: reversed !== null };
+    });
+  }
+
   /** Flush unflushed earnings and metadata to Postgres now (account closure, tests). */
   flushEarnings(): Promise<Result<FlushOutcome>> {
     return attempt(() => this.flushAll());
@@ -148,20 +171,37 @@ export class SellerKey extends DurableObject<Env> {
     });
   }
 
-  /** The flush alarm: set after a request; on failure retried with backoff, indefinitely. */
+  /**
+   * The flush alarm: set after a request; on failure retried with backoff, indefinitely.
+   * Then the analytics outbox is drained (it never fails the flush); rows it could not
+   * enqueue bring the alarm back, with their own backoff.
+   */
   override async alarm(): Promise<void> {
     this.flushAlarmSet = false;
     if (!this.record) return;
     this.live.changed(); // requests/min has decayed since the traffic: the room hears it
+    let failed = false;
+    let more = false;
     try {
-      const outcome = await this.flushOnce();
+      more = (await this.flushOnce()).more;
       this.flushRetryMs = 0;
-      if (outcome.more) this.scheduleFlush(1_000);
     } catch (error) {
+      failed = true;
       this.flushRetryMs = Math.min(Math.max(this.flushRetryMs * 2, 5_000), 3_600_000);
       console.error(JSON.stringify({ evt: "earnings_flush_failed", keyId: this.record.keyId, error: error instanceof ApiError ? error.code : error instanceof Error ? error.name : "unknown", retryInMs: this.flushRetryMs }));
-      this.scheduleFlush(this.flushRetryMs, true);
     }
+    const sinkLeft = (await this.drainAnalytics()).left > 0;
+    this.sinkRetryMs = sinkLeft ? Math.min(Math.max(this.sinkRetryMs * 2, 5_000), 3_600_000) : 0;
+    if (failed) this.scheduleFlush(sinkLeft ? Math.min(this.flushRetryMs, this.sinkRetryMs) : this.flushRetryMs, true);
+    else if (more) this.scheduleFlush(1_000);
+    else if (sinkLeft) this.scheduleFlush(this.sinkRetryMs);
+  }
+
+  /** Enqueue the flushed rows waiting for the analytics sink. Never throws. */
+  private drainAnalytics(): Promise<DrainResult> {
+    const r = this.record;
+    if (!r) return Promise.resolve({ sent: 0, left: 0 });
+    return this.outbox.drain(this.env, { keyId: r.keyId, provider: r.config.provider });
   }
 
   private async flushOnce(): Promise<FlushOutcome> {
@@ -178,7 +218,7 @@ export class SellerKey extends DurableObject<Env> {
     }
   }
 
-  /** Flush until nothing is left; the last outcome (with the total rows) is returned. */
+  /** Flush until nothing is left, then drain the analytics outbox; the last outcome (with the total rows) is returned. */
   private async flushAll(): Promise<FlushOutcome> {
     let outcome = await this.flushOnce();
     let rows = outcome.metadataRows;
@@ -188,6 +228,9 @@ export class SellerKey extends DurableObject<Env> {
       rows += outcome.metadataRows;
       amount += outcome.amountMicros;
     }
+    const sink = await this.drainAnalytics();
+    // Rows the queue did not take wait for the next alarm.
+    if (sink.left > 0) this.scheduleFlush(5_000);
     return { ...outcome, metadataRows: rows, amountMicros: amount };
   }
 
@@ -256,6 +299,7 @@ export class SellerKey extends DurableObject<Env> {
       spend: { dayMicros: this.buffer.spent(day), monthMicros: this.buffer.spent(month) },
       earnings: { unflushedMicros: earnings?.unflushed_micros ?? 0, feeMicros: earnings?.fee_micros ?? 0, servedCount: earnings?.served_count ?? 0 },
       bufferedMetadata: this.buffer.countMeta(),
+      analyticsOutbox: this.outbox.size(),
       credentialLoaded: this.credential !== null,
       events: this.buffer.events(),
     };
@@ -352,8 +396,9 @@ export class SellerKey extends DurableObject<Env> {
         buffer.addSpend(month, -price);
       }
     };
-    const record = (status: number, latencyMs: number, outcome: RequestMeta["outcome"], amount: number) =>
-      this.recordMeta({ requestId, at: now, method, route: path, status, latencyMs, amountMicros: amount, outcome });
+    // latencyMs: to the upstream's first byte; durationMs: to the answer's last byte, once known.
+    const record = (status: number, latencyMs: number, outcome: RequestMeta["outcome"], amount: number, durationMs: number | null = null) =>
+      this.recordMeta({ requestId, at: now, method, route: path, status, latencyMs, durationMs, amountMicros: amount, outcome });
 
     let credential: string;
     try {
@@ -440,16 +485,19 @@ export class SellerKey extends DurableObject<Env> {
     // and it earns as soon as its status is known: the router settles at the same moment.
     const served = status < 400;
     const charged = served ? paid : 0;
-    if (served) this.earn(charged, price);
+    if (served) this.earn(charged, price, requestId);
     else release(false);
     this.noteCall(true);
     this.setHealth(health.onSuccess(this.health, latency), this.health.state === "cooling" ? "key.recovered" : null, "probe succeeded");
     const ours = { [H.price]: String(price), [H.requestId]: requestId };
-    // Recorded now, in the same batch as the earnings; a cut stream amends the outcome.
-    const row = record(status, latency, "served", charged);
+    // Recorded now, in the same batch as the earnings; a cut stream amends the outcome. An
+    // answer read whole (or without a body) is complete: its time to the last byte is known.
+    const row = record(status, latency, "served", charged, whole !== null || !upstream.body ? Date.now() - started : null);
     // Money is never left to the batch: a paid answer's earnings and its metadata row (the
-    // dispute trail) commit before the answer goes out (the output gate holds it until then).
-    if (charged > 0) buffer.persist();
+    // dispute trail) commit before the answer goes out (the group commit, then the output
+    // gate). A storage failure throws here, as persist() did: the router sees the key
+    // object fail and refunds.
+    if (charged > 0) await buffer.committed();
     if (whole !== null || !upstream.body) {
       release(served);
       return buyerResponse(provider, upstream, whole, ours);
@@ -458,7 +506,11 @@ export class SellerKey extends DurableObject<Env> {
     // native byte pipe: cheaper than a JS TransformStream (bench --profile, do+identity).
     const { readable, writable } = new IdentityTransformStream();
     upstream.body.pipeTo(writable).then(
-      () => release(served),
+      () => {
+        release(served);
+        // The stream ended cleanly: its row again, now with the time to the last byte.
+        this.recordMeta({ ...row, durationMs: Date.now() - started });
+      },
       () => {
         const buyerLeft = request.signal.aborted;
         // A stream cut after bytes were sent stays charged; the metadata row is the dispute trail.
@@ -584,9 +636,9 @@ export class SellerKey extends DurableObject<Env> {
   }
 
   /** Credit a served request: the seller's share of what the buyer paid, and the fee (S7). */
-  private earn(paid: number, price: number) {
+  private earn(paid: number, price: number, requestId: string) {
     const { sellerMicros, feeMicros } = paid > 0 ? split(paid, price, feeBps(this.env)) : { sellerMicros: 0, feeMicros: 0 };
-    this.buffer.earn(sellerMicros, feeMicros);
+    this.buffer.earn(sellerMicros, feeMicros, requestId);
     this.live.earned(sellerMicros);
   }
 

@@ -6,8 +6,10 @@
 // PERSIST_MS. A commit holds back the object's outgoing messages until it is durable (and
 // locally is an fsync on workerd's only thread), so one per request would make every
 // answer wait for it. SQLite stays the record: an evicted object reloads from it, and
-// what a crash can forget is bounded by the window (docs/operations.md). Paid answers call
-// persist() at once, so money never waits for the window.
+// what a crash can forget is bounded by the window (docs/operations.md). Paid answers
+// await committed() (a group commit on the next tick, shared by every paid answer that
+// is ready by then), so money never waits for the window and is durable before its
+// answer leaves.
 import { numberSetting } from "../../core/settings.ts";
 import type { RequestMeta } from "../../schema/wire.ts";
 
@@ -36,12 +38,15 @@ export class WriteBuffer {
   private readonly pendingSpend = new Map<string, number>();
   private readonly pendingEarnings = { sellerMicros: 0, feeMicros: 0, served: 0 };
   private pendingMeta: RequestMeta[] = [];
+  /** Paid earnings that may still be reversed (request id, seller share, fee): see voidEarning. */
+  private pendingVoidable: [string, number, number][] = [];
   /** Outcome changes (stream cuts) of rows that may already be written. */
   private readonly pendingOutcomes = new Map<string, RequestMeta["outcome"]>();
   /** `meta` entries changed since the last commit, written from `dirtyState` then. */
   private readonly dirtyKeys = new Set<string>();
   private pending = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  private commit: Promise<void> | null = null;
   private metaRows = 0;
 
   private readonly sql: SqlStorage;
@@ -58,9 +63,12 @@ export class WriteBuffer {
       CREATE INDEX IF NOT EXISTS hits_at ON hits (at);
       CREATE TABLE IF NOT EXISTS spend (period TEXT PRIMARY KEY, micros INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS earnings (id INTEGER PRIMARY KEY CHECK (id = 1), unflushed_micros INTEGER NOT NULL, fee_micros INTEGER NOT NULL, served_count INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS request_meta (request_id TEXT PRIMARY KEY, at INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS request_meta (request_id TEXT PRIMARY KEY, at INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL, duration_ms INTEGER);
       CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS voidable (request_id TEXT PRIMARY KEY, seller_micros INTEGER NOT NULL, fee_micros INTEGER NOT NULL);
     `);
+    // Objects made before the time to last byte was recorded have the table without it.
+    if (!sql.exec("SELECT * FROM request_meta LIMIT 0").columnNames.includes("duration_ms")) sql.exec("ALTER TABLE request_meta ADD COLUMN duration_ms INTEGER");
     sql.exec("DELETE FROM hits WHERE at <= ?", Date.now() - MINUTE);
     this.hits = sql.exec<{ at: number }>("SELECT at FROM hits ORDER BY at").toArray().map((r) => r.at);
     this.metaRows = this.countMeta();
@@ -144,11 +152,39 @@ export class WriteBuffer {
     this.markDirty();
   }
 
-  earn(sellerMicros: number, feeMicros: number) {
+  /**
+   * A served request's earnings. A paid one (`requestId` given) stays reversible until the
+   * earnings flush takes it (objects/seller-key/earnings-flush.ts clears `voidable` as it
+   * takes the accumulator): the router reverses it when the answer broke off before its
+   * first byte reached the buyer (voidEarning).
+   */
+  earn(sellerMicros: number, feeMicros: number, requestId?: string) {
     this.pendingEarnings.sellerMicros += sellerMicros;
     this.pendingEarnings.feeMicros += feeMicros;
     this.pendingEarnings.served++;
+    if (requestId && sellerMicros + feeMicros > 0) this.pendingVoidable.push([requestId, sellerMicros, feeMicros]);
     this.markDirty();
+  }
+
+  /**
+   * Reverse one paid request's earnings, if they are still in the accumulator (not taken by
+   * a flush): the earnings row goes down by exactly what it earned, its metadata row keeps
+   * amount 0 and outcome `undelivered`. One storage transaction; null when there is nothing
+   * to reverse (never earned, already reversed, or already on its way to the ledger).
+   */
+  voidEarning(storage: DurableObjectStorage, requestId: string): { sellerMicros: number; feeMicros: number } | null {
+    this.persist();
+    return storage.transactionSync(() => {
+      const row = this.sql.exec<{ seller_micros: number; fee_micros: number }>("SELECT seller_micros, fee_micros FROM voidable WHERE request_id = ?", requestId).toArray()[0];
+      if (!row) return null;
+      this.sql.exec("DELETE FROM voidable WHERE request_id = ?", requestId);
+      this.sql.exec(
+        "UPDATE earnings SET unflushed_micros = unflushed_micros - ?, fee_micros = fee_micros - ?, served_count = served_count - 1 WHERE id = 1",
+        row.seller_micros, row.fee_micros,
+      );
+      this.sql.exec("UPDATE request_meta SET amount_micros = 0, outcome = 'undelivered' WHERE request_id = ?", requestId);
+      return { sellerMicros: row.seller_micros, feeMicros: row.fee_micros };
+    });
   }
 
   /** The earnings row as committed (call persist() first to include the batch). */
@@ -161,12 +197,18 @@ export class WriteBuffer {
     return (this.earnings()?.unflushed_micros ?? 0) + this.pendingEarnings.sellerMicros;
   }
 
+  /**
+   * A row to write (INSERT OR REPLACE on the request id). Recording a row again replaces
+   * it: a stream's row is recorded when the answer starts and again, with its time to the
+   * last byte, when it ends; if the first copy already went to Postgres, the second one
+   * follows it there and fills that time in.
+   */
   recordMeta(m: RequestMeta) {
     this.pendingMeta.push(m);
     this.markDirty();
   }
 
-  /** A row's outcome changed after it was recorded (a stream cut). */
+  /** A row's outcome changed after it was recorded (a stream cut); an undelivered row stays so. */
   amendOutcome(requestId: string, outcome: RequestMeta["outcome"]) {
     this.pendingOutcomes.set(requestId, outcome);
     this.markDirty();
@@ -190,6 +232,27 @@ export class WriteBuffer {
     const delay = numberSetting(this.persistMs(), 250);
     if (delay <= 0) queueMicrotask(() => this.persist());
     else this.timer = setTimeout(() => this.persist(), delay);
+  }
+
+  /**
+   * The group commit for paid answers: resolves after a persist() that ran on the next
+   * tick, so every paid answer ready before then shares one storage commit (one each would
+   * cost a commit per request). The output gate holds what is sent after the writes until
+   * they are durable, so an answer sent after this resolves leaves after its earnings.
+   */
+  committed(): Promise<void> {
+    this.commit ??= new Promise<void>((resolve, reject) => {
+      setTimeout(() => {
+        this.commit = null;
+        try {
+          this.persist();
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      }, 0);
+    });
+    return this.commit;
   }
 
   /**
@@ -224,9 +287,9 @@ export class WriteBuffer {
     if (rows.length > 0) {
       this.pendingMeta = [];
       this.sql.exec(
-        `INSERT OR REPLACE INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?)`,
-        JSON.stringify(rows.map((m) => [m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome])),
+        `INSERT OR REPLACE INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome, duration_ms)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8 FROM json_each(?)`,
+        JSON.stringify(rows.map((m) => [m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome, m.durationMs])),
       );
       this.metaRows += rows.length;
       // Past the cap, drop the oldest rows down to it, in batches rather than per request.
@@ -236,7 +299,14 @@ export class WriteBuffer {
         this.metaRows = MAX_BUFFERED_META;
       }
     }
-    for (const [requestId, outcome] of this.pendingOutcomes) this.sql.exec("UPDATE request_meta SET outcome = ? WHERE request_id = ?", outcome, requestId);
+    if (this.pendingVoidable.length > 0) {
+      this.sql.exec(
+        "INSERT OR REPLACE INTO voidable (request_id, seller_micros, fee_micros) SELECT value->>0, value->>1, value->>2 FROM json_each(?)",
+        JSON.stringify(this.pendingVoidable),
+      );
+      this.pendingVoidable = [];
+    }
+    for (const [requestId, outcome] of this.pendingOutcomes) this.sql.exec("UPDATE request_meta SET outcome = ? WHERE request_id = ? AND outcome <> 'undelivered'", outcome, requestId);
     this.pendingOutcomes.clear();
     if (this.dirtyKeys.size > 0) {
       const state = this.dirtyState();
@@ -262,6 +332,7 @@ export class WriteBuffer {
     this.pendingSpend.clear();
     this.pendingEarnings.sellerMicros = this.pendingEarnings.feeMicros = this.pendingEarnings.served = 0;
     this.pendingMeta = [];
+    this.pendingVoidable = [];
     this.pendingOutcomes.clear();
     this.dirtyKeys.clear();
     this.metaRows = 0;

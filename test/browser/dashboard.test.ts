@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { createPayingFetch, generateBuyerKey, requestFaucet } from "../../buyer/index.ts";
 import { connect } from "../../tools/database.ts";
+import { isKeyIdFor, newKeyId } from "../../core/key-id.ts";
 
 const { url, proxyToken, demoUrl, databaseUrl, supabaseUrl } = inject("browserStack");
 const DOCS = join(import.meta.dirname, "..", "..", "docs");
@@ -166,7 +167,9 @@ describe("seller dashboard in Chromium", () => {
     await page.getByRole("heading", { name: "Your keys" }).waitFor();
     await page.locator("tr[data-key-id]").first().waitFor();
     keyId = (await page.locator("tr[data-key-id]").first().getAttribute("data-key-id"))!;
-    expect(keyId).toMatch(/^k_[a-z0-9]{20}$/);
+    // The page derived the id for this seller (core/key-id.ts); the API took it.
+    expect(keyId).toMatch(/^k_[a-z2-7]{26}$/);
+    expect(await isKeyIdFor(sellerId, keyId)).toBe(true);
     const create = sent.find((s) => s.startsWith(`POST ${url}/api/keys\n`));
     expect(create).toBeDefined();
     expect(create).toContain('"envelope":{"v":1');
@@ -308,7 +311,7 @@ describe("seller dashboard in Chromium", () => {
     // A second key, made through the API as the page would (cookie, CSRF header, our Origin).
     const { encryptCredential } = await import("../../core/vault.ts");
     const vault = (await (await context.request.get(`${url}/api/vault/public-key`)).json()) as { keys: { kid: string; jwk: JsonWebKey }[] };
-    const spare = `k_spare${Date.now().toString(36)}`.slice(0, 24);
+    const spare = await newKeyId(sellerId);
     const envelope = await encryptCredential(`sk-demo-spare-${Date.now()}`, vault.keys[0]!, { sellerId, keyId: spare });
     const made = await context.request.post(`${url}/api/keys`, {
       headers: { "cn2-csrf": "1", origin: url, "content-type": "application/json" },

@@ -146,19 +146,6 @@ describe("account closure (S9)", () => {
     const [row] = await sql`select stats_opt_out, display_name from public.sellers where id = ${seller.id}`;
     expect(row).toEqual({ stats_opt_out: true, display_name: "Corrected" });
   });
-
-  it("PR11: deleting a buyer account deletes its spend history", async () => {
-    const { randomUUID } = await import("node:crypto");
-    const id = randomUUID();
-    const email = `buyer-${id}@example.test`;
-    await sql`insert into auth.users (id, email) values (${id}, ${email})`;
-    await asSeller(sql, id, (tx) => tx`insert into public.buyer_accounts (id, email) values (${id}, ${email})`, { email });
-    await asService(sql, (tx) => tx`insert into public.buyer_spend (account_id, day, amount_micros, request_count) values (${id}, current_date, 4200, 3)`);
-    expect(await asSeller(sql, id, (tx) => tx`select amount_micros::int as a from public.buyer_spend`)).toEqual([{ a: 4200 }]);
-    const deleted = await asSeller(sql, id, (tx) => tx`delete from public.buyer_accounts where id = ${id}`);
-    expect(deleted.count).toBe(1);
-    expect(await sql`select 1 from public.buyer_spend where account_id = ${id}`).toHaveLength(0);
-  });
 });
 
 describe("retention of request metadata (M1)", () => {

@@ -30,7 +30,7 @@ describe("migrations on an empty database", () => {
     const tables = await sql`select tablename from pg_tables where schemaname = 'public' order by 1`;
     expect(tables.map((t) => t.tablename)).toEqual(expect.arrayContaining([
       "sellers", "keys", "kyc", "payout_preferences", "payouts", "webhook_endpoints", "webhook_signing_secrets",
-      "webhook_deliveries", "earnings_ledger", "clawbacks", "request_log", "request_log_hourly", "buyer_accounts", "buyer_spend",
+      "webhook_deliveries", "earnings_ledger", "clawbacks", "request_log", "request_log_hourly", "buyer_accounts", "buyer_account_ids",
     ]));
   });
 

@@ -162,6 +162,49 @@ describe("a seller (authenticated with its own claims)", () => {
   });
 });
 
+describe("a buyer account (B4; authenticated with its own claims)", () => {
+  /** An auth user with a buyer account, opened as the user (RLS insert policy), and one attached id. */
+  async function buyer(label: string) {
+    const { randomUUID } = await import("node:crypto");
+    const id = randomUUID();
+    const email = `${label}-${id}@example.test`;
+    await sql`insert into auth.users (id, email) values (${id}, ${email})`;
+    await asSeller(sql, id, (tx) => tx`insert into public.buyer_accounts (id, email) values (${id}, ${email})`, { email });
+    const buyerId = hex64();
+    await asService(sql, (tx) => tx`insert into public.buyer_account_ids (buyer_id_hash, account_id) values (${buyerId}, ${id})`);
+    return { id, email, buyerId };
+  }
+
+  it("sees and detaches its own rows only, and cannot attach an id itself (only the service, after a proof)", async () => {
+    const x = await buyer("x");
+    const y = await buyer("y");
+    expect(await asSeller(sql, x.id, (tx) => tx`select id from public.buyer_accounts`)).toEqual([{ id: x.id }]);
+    expect(await asSeller(sql, x.id, (tx) => tx`select buyer_id_hash from public.buyer_account_ids`)).toEqual([{ buyer_id_hash: x.buyerId }]);
+    // Another account's rows: invisible, and untouched by a delete aimed at them.
+    expect((await asSeller(sql, x.id, (tx) => tx`delete from public.buyer_account_ids where buyer_id_hash = ${y.buyerId}`)).count).toBe(0);
+    expect((await asSeller(sql, x.id, (tx) => tx`delete from public.buyer_accounts where id = ${y.id}`)).count).toBe(0);
+    expect(await sql`select 1 from public.buyer_account_ids where buyer_id_hash = ${y.buyerId}`).toHaveLength(1);
+    // Attaching is not the user's to do (PostgREST would let it try): no insert or update grant.
+    expect(await failure(() => asSeller(sql, x.id, (tx) => tx`insert into public.buyer_account_ids (buyer_id_hash, account_id) values (${hex64()}, ${x.id})`))).toBe("42501");
+    expect(await failure(() => asSeller(sql, x.id, (tx) => tx`update public.buyer_account_ids set account_id = ${x.id} where buyer_id_hash = ${y.buyerId}`))).toBe("42501");
+    expect(await failure(() => asSeller(sql, x.id, (tx) => tx`update public.buyer_accounts set email = 'z@example.test' where id = ${x.id}`))).toBe("42501");
+    // One account per id.
+    expect(await failure(() => asService(sql, (tx) => tx`insert into public.buyer_account_ids (buyer_id_hash, account_id) values (${y.buyerId}, ${x.id})`))).toBe("23505");
+    // Detach its own; deleting the account takes the rest with it.
+    expect((await asSeller(sql, y.id, (tx) => tx`delete from public.buyer_account_ids where buyer_id_hash = ${y.buyerId}`)).count).toBe(1);
+    expect((await asSeller(sql, x.id, (tx) => tx`delete from public.buyer_accounts where id = ${x.id}`)).count).toBe(1);
+    expect(await sql`select 1 from public.buyer_account_ids where account_id = ${x.id}`).toHaveLength(0);
+  });
+
+  it("opens its own account only with the email its JWT carries", async () => {
+    const { randomUUID } = await import("node:crypto");
+    const id = randomUUID();
+    await sql`insert into auth.users (id, email) values (${id}, ${`b-${id}@example.test`})`;
+    expect(await failure(() => asSeller(sql, id, (tx) => tx`insert into public.buyer_accounts (id, email) values (${id}, 'someone-else@example.test')`, { email: `b-${id}@example.test` }))).toBe("42501");
+    expect(await failure(() => asSeller(sql, id, (tx) => tx`insert into public.buyer_accounts (id, email) values (${a.id}, ${a.email})`, { email: a.email }))).toBe("42501");
+  });
+});
+
 describe("anon (no JWT)", () => {
   it("can read no table or view of ours", async () => {
     const tables = await sql<{ name: string }[]>`

@@ -1,7 +1,7 @@
 // The buyer side in Node 22 (B1, PR8): keys and their did:key, and the official OpenAI SDK
-// paying through createPayingFetch. A loopback server gates the demo upstream with the
-// Worker's own payment code (challengeResponse -> charge -> receiptHeader) over an
-// in-memory stand-in for the BuyerWallet object; the workerd suites test the real object.
+// paying through createPayingFetch against the real Worker (the deployable bundle in
+// workerd, with the real BuyerWallet and proof store, a key listed through the seller API
+// and the demo upstream behind it: test/node/stack.ts); the buyer CLI against it too.
 import http from "node:http";
 import { createHash } from "node:crypto";
 import type { AddressInfo } from "node:net";
@@ -10,107 +10,31 @@ import { mkdtemp, readFile, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
-import { Receipt } from "mppx";
+import { Challenge, Receipt } from "mppx";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   buyerIdOf, createPayingFetch, generateBuyerKey, getBalance, loadBuyerKey, microsToUsd, requestFaucet, serializeBuyerKey, usdToMicros, type BuyerKey,
 } from "../../buyer/index.ts";
-import { startDemoUpstream, upstreamBaseUrls, type DemoUpstream } from "../../tools/demo-upstream.ts";
 import { parseDid } from "../../core/did.ts";
-import * as payments from "../../worker/payments/index.ts";
-import type { ClaimRequest, TopUpRequest } from "../../schema/wallet.ts";
-import type { Env } from "../../core/env.ts";
 import { REPO_ROOT } from "../../tools/api-client.ts";
+import { startStack, type Stack } from "./stack.ts";
 
-/** Just enough of BuyerWallet for the client's round trips (same answers, in memory). */
-class MemoryWallet {
-  balance = 0;
-  claims = new Set<string>();
-  events = new Set<string>();
-  history: { at: number; kind: string; amountMicros: number; ref: string; balanceMicros: number }[] = [];
-  claimAndDebit(r: ClaimRequest) {
-    if (this.claims.has(r.proofId)) return { ok: false, code: "replayed", message: "replayed" };
-    if (this.balance < r.amountMicros) return { ok: false, code: "insufficient_balance", message: "top up" };
-    this.claims.add(r.proofId);
-    this.balance -= r.amountMicros;
-    this.history.unshift({ at: Date.now(), kind: "debit", amountMicros: r.amountMicros, ref: r.proofId, balanceMicros: this.balance });
-    return { ok: true, value: { balanceMicros: this.balance } };
-  }
-  topUp(r: TopUpRequest) {
-    if (this.events.has(r.eventId)) return { ok: true, value: { balanceMicros: this.balance, credited: false } };
-    this.events.add(r.eventId);
-    this.balance += r.amountMicros;
-    this.history.unshift({ at: Date.now(), kind: "topup", amountMicros: r.amountMicros, ref: r.eventId, balanceMicros: this.balance });
-    return { ok: true, value: { balanceMicros: this.balance, credited: true } };
-  }
-  summary() {
-    return { buyerId: null, balanceMicros: this.balance, dailyCapMicros: null, spentTodayMicros: 0, history: this.history };
-  }
-}
+const PRICE = 2000;
+/** Tempo (USDC per request) is offered beside credit once a recipient and a token are set. */
+const TEMPO_RECIPIENT = "0x742d35Cc6634C0532925a3b844Bc9e7595f8fE00";
 
-const wallets = new Map<string, MemoryWallet>();
-const walletOf = (id: string) => wallets.get(id) ?? (wallets.set(id, new MemoryWallet()), wallets.get(id)!);
-const env = {
-  MPP_SECRET_KEY: "node-test-mpp-secret-0123456789abcdef0123456789",
-  MPP_REALM: "cn2-node-test",
-  CN2_DEV: "1",
-  DEV_FAUCET: "1",
-  BUYER_WALLET: { idFromName: (name: string) => name, get: (id: string) => walletOf(id) },
-  SPEND: { list: async () => ({ keys: [], list_complete: true }), get: async () => null },
-} as unknown as Env;
-
-let upstream: DemoUpstream;
-let server: http.Server;
+let stack: Stack;
 let baseUrl: string;
-const receipts: Record<string, unknown>[] = [];
-
-/** The paid gate: what worker/proxy/proxy.ts does with the payment building blocks. */
-async function handle(request: Request): Promise<Response> {
-  const url = new URL(request.url);
-  if (url.pathname === "/api/credit/faucet") return payments.faucetHandler(request, env);
-  if (url.pathname === "/api/credit/balance") return payments.balanceHandler(request, env);
-  const requestId = `req_${crypto.randomUUID().replaceAll("-", "")}`;
-  const route = `${request.method} ${url.pathname}`;
-  if (!payments.hasPaymentCredential(request)) return payments.challengeResponse(request, env, { amountMicros: 2000, route }, requestId);
-  const paid = await payments.charge(request, env, route, requestId);
-  if (!paid.ok) return paid.response;
-  const up = await fetch(upstreamBaseUrls(upstream.url).openai + url.pathname.slice("/openai".length), {
-    method: request.method,
-    headers: { "content-type": "application/json", authorization: "Bearer sk-demo-node-buyer-test" },
-    body: await request.text(),
-  });
-  const headers = new Headers(up.headers);
-  headers.delete("content-length");
-  headers.delete("content-encoding");
-  headers.set(payments.RECEIPT_HEADER, await payments.receiptHeader(paid.payment, { requestId, refunded: false }));
-  return new Response(up.body, { status: up.status, headers });
-}
 
 beforeAll(async () => {
-  upstream = await startDemoUpstream({ port: 0 });
-  server = http.createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = chunks.length ? Buffer.concat(chunks) : undefined;
-    const headers = new Headers();
-    for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v);
-    try {
-      const response = await handle(new Request(`http://${req.headers.host}${req.url}`, { method: req.method, headers, body: req.method === "GET" ? undefined : body }));
-      res.writeHead(response.status, Object.fromEntries(response.headers));
-      if (response.body) for await (const chunk of response.body) res.write(chunk);
-      res.end();
-    } catch (err) {
-      res.writeHead(500, { "content-type": "application/json" });
-      res.end(JSON.stringify({ error: { code: "internal_error", message: err instanceof Error ? err.message : String(err) } }));
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-});
+  stack = await startStack({ bindings: { TEMPO_RECIPIENT, TEMPO_CURRENCY: "0x20c0000000000000000000000000000000000000", TEMPO_TESTNET: "1" } });
+  baseUrl = stack.url;
+  const seller = await stack.signIn("buyer-suite");
+  await stack.addKey(seller, `sk-demo-buyer-suite-${crypto.randomUUID()}`, { provider: "openai", priceMicros: PRICE, requestsPerMinute: 600, maxConcurrent: 8, region: "us" });
+}, 180_000);
 
 afterAll(async () => {
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  await upstream.close();
+  await stack?.close();
 });
 
 describe("buyer keys", () => {
@@ -172,8 +96,10 @@ describe("paying with the official OpenAI SDK", () => {
     for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? "";
     expect(text).toContain("demo upstream");
     const paid = seen.map((r) => Receipt.fromResponse(r) as Record<string, unknown>);
-    expect(paid.map((r) => [r.method, r.amountMicros, r.refunded])).toEqual([["credit", 2000, false], ["credit", 2000, false]]);
-    expect(walletOf(key.buyerId).balance).toBe(6000);
+    expect(paid.map((r) => [r.method, r.amountMicros, r.refunded])).toEqual([["credit", PRICE, false], ["credit", PRICE, false]]);
+    const wallet = await getBalance({ baseUrl, privateKey: key });
+    expect(wallet.balanceMicros).toBe(10_000 - 2 * PRICE);
+    expect(wallet.history.map((h) => [h.kind, h.amountMicros])).toEqual([["debit", PRICE], ["debit", PRICE], ["topup", 10_000]]);
   });
 
   it("an empty wallet gets a clear 402 (insufficient_balance) through the SDK", async () => {
@@ -198,20 +124,18 @@ describe("paying with the official OpenAI SDK", () => {
   });
 });
 
-describe("server: the tempo offer (production only)", () => {
-  it("configured, a 402 offers tempo beside credit, in USDC base units (= micro-dollars); no chain is contacted", async () => {
-    const tempoEnv = {
-      ...env,
-      TEMPO_RECIPIENT: "0x742d35Cc6634C0532925a3b844Bc9e7595f8fE00",
-      TEMPO_CURRENCY: "0x20c0000000000000000000000000000000000000",
-      TEMPO_TESTNET: "1",
-      PROOF_STORE: { idFromName: (n: string) => n, get: () => ({}) },
-    } as unknown as Env;
-    const res = await payments.challengeResponse(new Request("https://cn2.test/x"), tempoEnv, { amountMicros: 1500, route: "POST /x" }, "req_t");
-    const { Challenge } = await import("mppx");
+describe("server: the tempo offer", () => {
+  it("configured, a 402 offers tempo beside credit, in USDC base units (= micro-dollars); the credit client still pays with credit", async () => {
+    const res = await fetch(`${baseUrl}/openai/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hi" }] }),
+    });
+    expect(res.status).toBe(402);
     const offers = Challenge.fromResponseList(res);
     expect(offers.map((c) => c.method)).toEqual(["credit", "tempo"]);
-    expect(offers[1]!.request).toMatchObject({ amount: "1500", recipient: "0x742d35Cc6634C0532925a3b844Bc9e7595f8fE00" });
+    expect(offers[0]!.request).toMatchObject({ amount: String(PRICE), currency: "usd" });
+    expect(offers[1]!.request).toMatchObject({ amount: String(PRICE), recipient: TEMPO_RECIPIENT });
   });
 });
 

@@ -23,5 +23,6 @@ for (const script of ["tools/seller-cli.ts", "tools/inspect.ts", "tools/buyer-cl
     const r = await withClosedStdout(script, ["help"]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-  });
+    // A bound on a hang, not a timing: loading the buyer CLI's payment libraries takes seconds on a busy machine.
+  }, 60_000);
 }

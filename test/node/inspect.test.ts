@@ -2,7 +2,7 @@
 // in readable lines above the JSON; P2: where a key serves and the record behind it.
 import { describe, expect, it } from "vitest";
 import type { KeyInspection } from "../../schema/wire.ts";
-import { summarizeKey, summarizePayouts, type OpsPayout } from "../../tools/inspect.ts";
+import { summarizeJobs, summarizeKey, summarizePayouts, type OpsJob, type OpsPayout } from "../../tools/inspect.ts";
 
 const inspection: KeyInspection = {
   keyId: "k_inspect0000001", sellerId: "8318f563-a631-54b3-8ab5-9722a8736a06", home: "default", createdAt: 0,
@@ -52,5 +52,33 @@ describe("ops payout summary", () => {
     expect(summarizePayouts([{ ...base, status: "sent", failureCode: null, method: "usdc_tempo", destination: "0x52908400098527886E0F7030069857D2E4169EE7" }]))
       .toContain("NO TRANSFER RECORDED");
     expect(summarizePayouts([])).toBe("no payouts");
+  });
+});
+
+describe("ops jobs summary (M1)", () => {
+  const ok: OpsJob = {
+    job: "retention", crons: ["30 3 * * *"], purpose: "raw metadata 30 days, aggregates 1 year",
+    last: {
+      status: "ok", startedAt: "2026-12-02T03:30:00.000Z", finishedAt: "2026-12-02T03:30:01.250Z", counts: { request_log: 12, request_log_hourly: 0 },
+      error: null, lastOkAt: "2026-12-02T03:30:01.250Z", watermark: null, runs: 4, failures: 0,
+    },
+  };
+
+  it("shows each job's cron, how its last run ended and what it counted", () => {
+    const text = summarizeJobs([ok]);
+    expect(text).toContain("retention");
+    expect(text).toContain("30 3 * * *");
+    expect(text).toContain("ok  2026-12-02T03:30:00.000Z in 1250 ms");
+    expect(text).toContain("request_log=12 request_log_hourly=0");
+    expect(text).toContain("runs 4, failed 0");
+  });
+
+  it("puts a failure, its reason and the last success in view; a job that never ran says so", () => {
+    const failed: OpsJob = { ...ok, job: "earnings_flush", crons: ["5 * * * *"], last: { ...ok.last!, status: "failed", error: "2 key(s) did not flush: db_unavailable", lastOkAt: "2026-12-01T05:05:00.000Z", failures: 1 } };
+    const text = summarizeJobs([failed, { job: "rollup", crons: ["5 * * * *"], purpose: "hourly aggregation", last: null }]);
+    expect(text).toContain("FAILED");
+    expect(text).toContain("error: 2 key(s) did not flush: db_unavailable");
+    expect(text).toContain("last ok 2026-12-01T05:05:00.000Z");
+    expect(text).toMatch(/rollup\s+5 \* \* \* \*\s+never ran/);
   });
 });

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { Envelope, KeyConfigInput } from "../../schema/wire.ts";
 import { CliError, REPO_ROOT, apiClient } from "../../tools/api-client.ts";
-import { addKey, newKeyId, parsePatch } from "../../tools/seller-cli.ts";
+import { addKey, parsePatch } from "../../tools/seller-cli.ts";
+import { isKeyIdFor, newKeyId } from "../../core/key-id.ts";
 import { decryptCredential, generateVaultKey, toBase64Url } from "../../core/vault.ts";
 
 /** The seller's session token (a JWT in real life; opaque to the CLI). */
@@ -80,7 +81,9 @@ describe("PR2: the seller CLI sends only ciphertext", () => {
     const post = captured.find((c) => c.method === "POST" && c.url === "/api/keys");
     expect(post, "POST /api/keys was sent").toBeDefined();
     expect(post!.authorization).toBe(`Bearer ${TOKEN}`);
-    expect(key.keyId).toMatch(/^k_[a-z0-9]{16}$/);
+    // Derived for the signed-in seller (core/key-id.ts), inside the database's key id shape.
+    expect(key.keyId).toMatch(/^k_[a-z2-7]{26}$/);
+    expect(await isKeyIdFor(SELLER_ID, key.keyId)).toBe(true);
 
     // Nothing the CLI sent (any request) holds the secret in any encoding.
     const everything = captured.map((c) => `${c.url}\n${c.body}`).join("\n");
@@ -95,7 +98,7 @@ describe("PR2: the seller CLI sends only ciphertext", () => {
     const opened = await decryptCredential(sent.envelope, [vault.privateKey], { sellerId: sent.sellerId, keyId: sent.keyId });
     expect(opened).toBe(CREDENTIAL);
     // ...and only for that key id.
-    await expect(decryptCredential(sent.envelope, [vault.privateKey], { sellerId: SELLER_ID, keyId: newKeyId() })).rejects.toMatchObject({ code: "decrypt_failed" });
+    await expect(decryptCredential(sent.envelope, [vault.privateKey], { sellerId: SELLER_ID, keyId: await newKeyId(SELLER_ID) })).rejects.toMatchObject({ code: "decrypt_failed" });
   });
 
   it("bad config fails locally, before any request", async () => {
@@ -253,10 +256,30 @@ describe("seller CLI login", () => {
 });
 
 describe("seller CLI parsing", () => {
-  it("newKeyId makes k_ + 16 [a-z0-9]", () => {
-    const ids = new Set(Array.from({ length: 200 }, newKeyId));
+  it("newKeyId makes k_ + 16 random + 10 derived base32 characters, bound to the seller it was made for", async () => {
+    const other = "0e5d7f6a-2b4c-4d8e-9f10-a1b2c3d4e5f6";
+    const ids = new Set(await Promise.all(Array.from({ length: 200 }, () => newKeyId(SELLER_ID))));
     expect(ids.size).toBe(200);
-    for (const id of ids) expect(id).toMatch(/^k_[a-z0-9]{16}$/);
+    for (const id of ids) {
+      expect(id).toMatch(/^k_[a-z2-7]{26}$/);
+      expect(id).toMatch(/^k_[a-z0-9]{12,32}$/); // the database's check
+      expect(await isKeyIdFor(SELLER_ID, id)).toBe(true);
+      expect(await isKeyIdFor(other, id)).toBe(false);
+    }
+    // One character of the nonce or the tag changed: no longer this seller's.
+    const [id] = ids;
+    const flip = (s: string, i: number) => s.slice(0, i) + (s[i] === "a" ? "b" : "a") + s.slice(i + 1);
+    expect(await isKeyIdFor(SELLER_ID, flip(id!, 2))).toBe(false);
+    expect(await isKeyIdFor(SELLER_ID, flip(id!, 27))).toBe(false);
+    for (const bad of [undefined, 42, "", "k_abc", `${id}a`, id!.toUpperCase()]) expect(await isKeyIdFor(SELLER_ID, bad)).toBe(false);
+  });
+
+  it("addKey refuses a key id not made for the seller before any request", async () => {
+    const client = apiClient({ baseUrl, sellerToken: TOKEN });
+    const foreign = await newKeyId("0e5d7f6a-2b4c-4d8e-9f10-a1b2c3d4e5f6");
+    await expect(addKey(client, { credential: CREDENTIAL, config: CONFIG, sellerId: SELLER_ID, keyId: foreign })).rejects.toThrow(/key id made for your seller account/);
+    await expect(addKey(client, { credential: CREDENTIAL, config: CONFIG, sellerId: SELLER_ID, keyId: "k_abcdefghijklmnop" })).rejects.toThrow(/key id made for your seller account/);
+    expect(captured.filter((c) => c.url === "/api/keys")).toHaveLength(0);
   });
 
   it("set: field=value pairs become a validated patch", () => {

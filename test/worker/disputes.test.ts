@@ -5,19 +5,16 @@
 import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { Challenge, Receipt } from "mppx";
-import * as v from "valibot";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { creditClient, generateBuyerKey, type BuyerKey } from "../../buyer/keys.ts";
 import { CLAIM_RETENTION_MS } from "../../objects/buyer-wallet/buyer-wallet.ts";
 import { MAX_OPEN_DISPUTES, disputeIndexKey, type DisputeRecord } from "../../schema/wallet.ts";
-import { KeyConfigSchema, type KeyConfigInput } from "../../schema/wire.ts";
+import type { KeyConfigInput } from "../../schema/wire.ts";
 import type { Env } from "../../core/env.ts";
-import { homeFor, keyStub } from "../../objects/seller-key/stub.ts";
 import { sign } from "../../core/did.ts";
 import { sha256Hex, toBase64Url } from "../../core/encoding.ts";
 import { ACCOUNT_HEADERS, accountMessage } from "../../core/credit-method.ts";
-import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../core/vault.ts";
-import { OPS, baseConfig, call, newKeyId } from "./helpers.ts";
+import { OPS, addKey, api, call } from "./helpers.ts";
 
 const e = env as unknown as Env;
 const CHAT = "/openai/v1/chat/completions";
@@ -25,19 +22,13 @@ const chatJson = (model: string | null = "gpt-4o-mini") => JSON.stringify({ ...(
 
 // ---- a marketplace with one key, and a paying buyer ----------------------------------
 
-const made: { keyId: string; home: "eu" | "default" }[] = [];
+// The file's seller lists one key per test through the seller API (sign-in, sealed envelope).
+const made: string[] = [];
 
 async function key(over: Partial<KeyConfigInput> = {}) {
-  const keyId = newKeyId();
-  const sellerId = crypto.randomUUID();
-  const [current] = publicKeysOf(parseVaultPrivateKeys(e.VAULT_PRIVATE_KEYS));
-  const envelope = await encryptCredential(`sk-demo-${keyId}`, current!, { sellerId, keyId });
-  const config = v.parse(KeyConfigSchema, baseConfig({ priceMicros: 2000, ...over }));
-  const home = homeFor(config.region);
-  const created = await keyStub(e, keyId, home).create({ keyId, sellerId, envelope, config }, home);
-  if (!created.ok) throw new Error(`key: ${created.code}`);
-  made.push({ keyId, home });
-  return { keyId, home };
+  const { keyId, key: view } = await addKey({ config: { priceMicros: 2000, ...over } });
+  made.push(keyId);
+  return { keyId, home: view.home };
 }
 
 async function newBuyer(fundMicros = 100_000): Promise<BuyerKey> {
@@ -101,7 +92,7 @@ async function openOk(buyer: BuyerKey, receipt: string, reason = "upstream_error
 }
 
 beforeEach(async () => {
-  for (const k of made.splice(0)) await keyStub(e, k.keyId, k.home).remove();
+  for (const keyId of made.splice(0)) expect((await api(`/api/keys/${keyId}`, { method: "DELETE" })).status).toBe(200);
   await key();
 });
 

@@ -7,6 +7,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { H, type KeyConfigInput, type KeyInspection, type KeyView } from "../../schema/wire.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
 import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../core/vault.ts";
+import { newKeyId } from "../../core/key-id.ts";
 
 export const OPS = "test-ops-token";
 /** Unpaid proxy calls (PROXY_TOKEN, `cn2-proxy-token`): not the ops token. */
@@ -62,8 +63,10 @@ export async function api(path: string, init: RequestInit & { json?: unknown } =
   return call(path, { ...init, headers, body: init.json !== undefined ? JSON.stringify(init.json) : init.body });
 }
 
-let counter = 0;
-export const newKeyId = () => `k_${(Date.now().toString(36) + (counter++).toString(36).padStart(4, "0") + Math.random().toString(36).slice(2, 8)).slice(0, 24)}`;
+/** A key id derived for `seller` (core/key-id.ts), as the CLI and the dashboard make them. */
+export const keyIdFor = (seller: { id: string }) => newKeyId(seller.id);
+/** A well-formed key id of nobody's (for rows written straight into Postgres). */
+export const randomKeyId = () => `k_${Array.from(crypto.getRandomValues(new Uint8Array(26)), (b) => "abcdefghijklmnopqrstuvwxyz234567"[b % 32]).join("")}`;
 
 export const baseConfig = (over: Partial<KeyConfigInput> = {}): KeyConfigInput => ({
   provider: "openai", priceMicros: 1000, requestsPerMinute: 1000, maxConcurrent: 50, region: "us", tier: "standard", ...over,
@@ -71,9 +74,9 @@ export const baseConfig = (over: Partial<KeyConfigInput> = {}): KeyConfigInput =
 
 /** Upload a key as `seller` (default: the file's seller), sealed to that seller and key id. */
 export async function addKey(opts: { config?: Partial<KeyConfigInput>; credential?: string; seller?: TestSeller; keyId?: string } = {}) {
-  const keyId = opts.keyId ?? newKeyId();
   const seller = opts.seller ?? (await testSeller());
   const sellerId = seller.id;
+  const keyId = opts.keyId ?? (await keyIdFor(seller));
   const credential = opts.credential ?? `sk-demo-${keyId}`;
   const [current] = publicKeysOf(parseVaultPrivateKeys(testEnv.VAULT_PRIVATE_KEYS));
   const envelope = await encryptCredential(credential, current!, { sellerId, keyId });
@@ -145,7 +148,7 @@ export async function demo(path: string, body?: unknown, method = body === undef
   return res.json() as Promise<any>;
 }
 
-export const demoLog = async () => (await demo("/__demo/log")).requests as { credential: string; path: string; status: number; streamed: boolean; finished: boolean; aborted: boolean; headerNames: string[] }[];
+export const demoLog = async () => (await demo("/__demo/log")).requests as { credential: string; path: string; status: number; streamed: boolean; finished: boolean; aborted: boolean; held?: boolean; headerNames: string[] }[];
 export const resetDemo = () => demo("/__demo/behaviour", undefined, "DELETE");
 
 /** Remove every key of every seller this file signed in, so a suite starts from an empty marketplace. */

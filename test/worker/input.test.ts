@@ -1,7 +1,7 @@
 // M5: bad input always gets a clear 4xx with a stable code, and never changes state.
 import fc from "fast-check";
 import { beforeEach, describe, expect, it } from "vitest";
-import { addKey, api, as, baseConfig, call, chat, newKeyId, OPS, PROXY, removeAllKeys, signIn, testSeller } from "./helpers.ts";
+import { addKey, api, as, baseConfig, call, chat, keyIdFor, OPS, PROXY, removeAllKeys, signIn, testSeller } from "./helpers.ts";
 import { encryptCredential, generateVaultKey } from "../../core/vault.ts";
 
 async function expectError(res: Response, status: number, code: string) {
@@ -102,14 +102,17 @@ describe("vault binding at upload", () => {
     const a = await testSeller();
     const b = await signIn("thief");
     const pub = ((await (await call("/api/vault/public-key")).json()) as { current: string; keys: { kid: string; jwk: JsonWebKey }[] }).keys[0]!;
-    const envelope = await encryptCredential("sk-demo-copied", pub, { sellerId: a.id, keyId: "k_original000001" });
-    const res = await as(a, "/api/keys", { method: "POST", json: { keyId: newKeyId(), envelope, config: baseConfig() } });
+    const original = await keyIdFor(a);
+    const envelope = await encryptCredential("sk-demo-copied", pub, { sellerId: a.id, keyId: original });
+    const res = await as(a, "/api/keys", { method: "POST", json: { keyId: await keyIdFor(a), envelope, config: baseConfig() } });
     await expectError(res, 422, "decrypt_failed");
-    // Another account uploading the envelope under the original key id: bound to seller A.
-    const moved = await as(b, "/api/keys", { method: "POST", json: { keyId: "k_original000001", envelope, config: baseConfig() } });
+    // Another account uploading the envelope under one of its own key ids: bound to seller A.
+    const moved = await as(b, "/api/keys", { method: "POST", json: { keyId: await keyIdFor(b), envelope, config: baseConfig() } });
     await expectError(moved, 422, "decrypt_failed");
+    // Under the original key id: not a key id made for B (core/key-id.ts), refused before anything is looked up.
+    await expectError(await as(b, "/api/keys", { method: "POST", json: { keyId: original, envelope, config: baseConfig() } }), 400, "invalid_key_id");
     // Claiming to be seller A does not help: the seller is the signed-in one.
-    const claimed = await as(b, "/api/keys", { method: "POST", json: { keyId: "k_original000001", sellerId: a.id, envelope, config: baseConfig() } });
+    const claimed = await as(b, "/api/keys", { method: "POST", json: { keyId: await keyIdFor(b), sellerId: a.id, envelope, config: baseConfig() } });
     await expectError(claimed, 400, "invalid_request");
     expect(((await (await as(a, "/api/keys")).json()) as { keys: unknown[] }).keys).toHaveLength(0);
     expect(((await (await as(b, "/api/keys")).json()) as { keys: unknown[] }).keys).toHaveLength(0);
@@ -117,8 +120,8 @@ describe("vault binding at upload", () => {
 
   it("an envelope for a vault key we do not hold is refused", async () => {
     const stranger = await generateVaultKey("someone-else");
-    const keyId = newKeyId();
     const seller = await testSeller();
+    const keyId = await keyIdFor(seller);
     const envelope = await encryptCredential("sk-demo-x", stranger.publicKey, { sellerId: seller.id, keyId });
     await expectError(await api("/api/keys", { method: "POST", json: { keyId, sellerId: seller.id, envelope, config: baseConfig() } }), 400, "vault_key_unknown");
   });

@@ -1,12 +1,15 @@
 // S2/S3/M3: a key's life through the API: upload, list, edit, drain, disable, inspect,
-// remove; removal leaves no trace in KV, the pool snapshot or the object's storage.
+// remove; removal leaves no trace in KV, the pool snapshot or the object's storage. Key ids
+// are derived from their seller (core/key-id.ts): another seller's id is never looked up.
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { KeyView, PoolSnapshot } from "../../schema/wire.ts";
 import type { Env } from "../../core/env.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
-import { addKey, api, as, chat, inspect, removeAllKeys, resetDemo, signIn } from "./helpers.ts";
+import { encryptCredential } from "../../core/vault.ts";
+import { newKeyId } from "../../core/key-id.ts";
+import { addKey, api, as, baseConfig, call, chat, inspect, keyIdFor, removeAllKeys, resetDemo, signIn, type TestSeller } from "./helpers.ts";
 
 const e = env as unknown as Env;
 const pool = async (region = "us", tier = "standard") => ((await (await api(`/ops/pools/openai/${region}/${tier}`)).json()) as { pool: PoolSnapshot }).pool;
@@ -91,5 +94,56 @@ describe("key lifecycle", () => {
     expect(left).toEqual([]);
     expect((await api(`/api/keys/${k.keyId}`)).status).toBe(404);
     expect((await chat()).status).toBe(503);
+  });
+});
+
+describe("key ids are derived from their seller (issue 10, item 5)", () => {
+  beforeEach(() => removeAllKeys());
+
+  /** Seller `by` creates a key under `keyId` (an envelope sealed to it, as a client would): the whole answer. */
+  async function create(by: TestSeller, keyId: string) {
+    const pub = ((await (await call("/api/vault/public-key")).json()) as { keys: { kid: string; jwk: JsonWebKey }[] }).keys[0]!;
+    const envelope = await encryptCredential(`sk-demo-${by.email}`, pub, { sellerId: by.id, keyId });
+    const res = await as(by, "/api/keys", { method: "POST", json: { keyId, envelope, config: baseConfig({ priceMicros: 4321 }) } });
+    const requestId = res.headers.get("cn2-request-id")!;
+    const headers = [...res.headers].filter(([name]) => name !== "cn2-request-id");
+    // Byte for byte, but for the request id every answer has its own of.
+    return { status: res.status, headers, body: (await res.text()).replaceAll(requestId, "<request id>") };
+  }
+
+  it("another seller's key id answers byte for byte like an id derived wrongly: 400 invalid_key_id, and the owner's key is untouched", async () => {
+    const alice = await signIn("alice");
+    const bob = await signIn("bob");
+    const a = await addKey({ seller: alice, config: { priceMicros: 1234 } });
+    // The owner's view of the key (its observation time moves on by itself).
+    const viewOf = async () => {
+      const { key } = (await (await as(alice, `/api/keys/${a.keyId}`)).json()) as { key: KeyView };
+      return { ...key, trackRecord: { ...key.trackRecord!, observedMs: 0 } };
+    };
+    const before = { view: await viewOf(), pool: (await pool()).members };
+
+    const taken = await create(bob, a.keyId);
+    // Never used: derived for another seller id, and one of Bob's own with its tag changed.
+    const wrong = await create(bob, await newKeyId(crypto.randomUUID()));
+    const own = await keyIdFor(bob);
+    const tweaked = await create(bob, own.slice(0, -1) + (own.endsWith("a") ? "b" : "a"));
+    const malformed = await create(bob, "k_notmadeforanyone0");
+    expect(taken.status).toBe(400);
+    expect(JSON.parse(taken.body).error.code).toBe("invalid_key_id");
+    expect(JSON.parse(taken.body).error.message).not.toContain(a.keyId);
+    expect(taken).toEqual(wrong);
+    expect(taken).toEqual(tweaked);
+    expect(taken).toEqual(malformed);
+
+    // Alice's key: same row, same object, same pool entry; Bob made nothing.
+    expect(await viewOf()).toEqual(before.view);
+    expect((await inspect(a.keyId)).sellerId).toBe(alice.id);
+    expect((await pool()).members).toEqual(before.pool);
+    expect(((await (await as(bob, "/api/keys")).json()) as { keys: KeyView[] }).keys).toEqual([]);
+
+    // Bob's own derived id is taken; only Bob can then learn that it exists.
+    expect((await create(bob, own)).status).toBe(201);
+    const again = await create(bob, own);
+    expect([again.status, JSON.parse(again.body).error.code]).toEqual([409, "key_exists"]);
   });
 });

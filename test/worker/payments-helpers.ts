@@ -1,91 +1,88 @@
-// Shared steps for the payments suites: a tiny paid endpoint assembled from the building
-// blocks exactly as the proxy uses them (challengeResponse -> charge -> receiptHeader), so
-// payments are tested without the proxy; wallets, storage dumps and credentials.
+// Shared steps for the suites that pay through the Worker's real entry: ask the proxy (402),
+// answer the challenge with a credit credential, send again; fund buyers through the dev
+// faucet route; read wallets, receipts and storage behind the API. Keys are listed by the
+// file's seller through the seller API (test/worker/helpers.ts addKey).
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { Challenge } from "mppx";
+import { expect } from "vitest";
 import { creditClient, type BuyerKey } from "../../buyer/keys.ts";
 import type { Env } from "../../core/env.ts";
-import * as payments from "../../worker/payments/index.ts";
-import { faucetHandler } from "../../worker/payments/credit.ts";
+import { parseReceipt, walletStub, type Cn2Receipt } from "../../worker/payments/index.ts";
+import { call } from "./helpers.ts";
 
 export const e = env as unknown as Env;
-export const ROUTE = "POST /openai/v1/chat/completions";
-export const URL_ = "https://cn2.test/openai/v1/chat/completions";
+export const CHAT = "/openai/v1/chat/completions";
+export const ROUTE = `POST ${CHAT}`;
 
-let n = 0;
-export const newRequestId = () => `req_test${(n++).toString(36)}${crypto.randomUUID().slice(0, 8)}`;
+export const chatJson = (opts: { stream?: boolean } = {}) => JSON.stringify({ model: "gpt-4o-mini", stream: opts.stream ?? false, messages: [{ role: "user", content: "Hello" }] });
 
-export interface Served {
-  requestId: string;
-  payment?: payments.Payment;
+export interface Attempt {
+  path?: string;
+  headers?: Record<string, string>;
+  body?: string;
 }
 
-/** A paid endpoint: 402 without a credential, else charge, then 200 with a receipt. */
-export function paidEndpoint(opts: { price?: number; served?: Served[]; fail?: boolean } = {}) {
-  return async (request: Request): Promise<Response> => {
-    const requestId = newRequestId();
-    const route = `${request.method} ${new URL(request.url).pathname}`;
-    if (!payments.hasPaymentCredential(request)) return payments.challengeResponse(request, e, { amountMicros: opts.price ?? 1000, route }, requestId);
-    const paid = await payments.charge(request, e, route, requestId);
-    if (!paid.ok) return paid.response;
-    opts.served?.push({ requestId, payment: paid.payment });
-    let refunded = false;
-    if (opts.fail) {
-      await payments.refund(e, paid.payment, "no_key_could_serve");
-      refunded = true;
-    }
-    const res = new Response(JSON.stringify({ ok: !opts.fail }), { status: opts.fail ? 503 : 200, headers: { "content-type": "application/json" } });
-    res.headers.set(payments.RECEIPT_HEADER, await payments.receiptHeader(paid.payment, { requestId, refunded }));
-    return res;
-  };
+/** One request through the Worker's entry, unpaid unless `authorization` is given. */
+export function ask(a: Attempt = {}, authorization?: string): Promise<Response> {
+  return call(a.path ?? CHAT, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...a.headers, ...(authorization ? { authorization } : {}) },
+    body: a.body ?? chatJson(),
+  });
 }
 
-export const asFetch = (handler: (r: Request) => Promise<Response>): typeof fetch => (input, init) => handler(new Request(input as RequestInfo, init));
-
-/**
- * A buyer's side of paid requests against `handler`: ask, answer the 402 with a credit
- * credential, retry once. (createPayingFetch does this through mppx's client; the Node
- * suite drives it with the official OpenAI SDK. Here the lighter path keeps mppx's client
- * and viem out of the workerd module graph.)
- */
-export function payingFetch(key: BuyerKey, handler: (r: Request) => Promise<Response>) {
-  return async (url: string, init: RequestInit): Promise<Response> => {
-    const first = await handler(new Request(url, init));
-    if (first.status !== 402 || !first.headers.has("www-authenticate")) return first;
-    const [challenge] = Challenge.fromResponseList(first);
-    const credential = await creditClient(key).createCredential({ challenge: challenge as never });
-    const headers = new Headers(init.headers);
-    headers.set("authorization", credential);
-    return handler(new Request(url, { ...init, headers }));
-  };
+/** The credit credential for a 402's challenge, signed by `key`. */
+export async function credentialFrom(res: Response, key: BuyerKey) {
+  expect(res.status, "a 402 to pay").toBe(402);
+  const [challenge] = Challenge.fromResponseList(res);
+  await res.body?.cancel();
+  return { challenge: challenge!, credential: await creditClient(key).createCredential({ challenge: challenge! as never }) };
 }
 
-export const chatInit = (headers: Record<string, string> = {}): RequestInit => ({
-  method: "POST",
-  headers: { "content-type": "application/json", ...headers },
-  body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Hello" }] }),
-});
+/** A fresh challenge from the proxy (an unpaid ask) and a credential for it. */
+export const credentialFor = async (key: BuyerKey, a: Attempt = {}) => credentialFrom(await ask(a), key);
 
-/** Credit a buyer through the dev faucet's handler. */
+/** Ask, pay the 402 with `key`, send again: what a paying client does. */
+export async function paid(key: BuyerKey, a: Attempt = {}) {
+  const { challenge, credential } = await credentialFor(key, a);
+  return { challenge, credential, res: await ask(a, credential) };
+}
+
+/** Credit a buyer through the dev faucet route (DEV_FAUCET=1 in the test bindings). */
 export async function fund(buyerId: string, amountMicros: number) {
-  const res = await faucetHandler(new Request("https://cn2.test/api/credit/faucet", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ buyerId, amountMicros }) }), e);
+  const res = await call("/api/credit/faucet", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ buyerId, amountMicros }) });
   if (res.status !== 200) throw new Error(`faucet: ${res.status} ${await res.text()}`);
 }
 
-export const wallet = (buyerId: string) => payments.walletStub(e, buyerId);
+export const wallet = (buyerId: string) => walletStub(e, buyerId);
 export const balanceOf = async (buyerId: string) => (await wallet(buyerId).summary()).balanceMicros;
 
-/** A fresh challenge for `route` (by asking the endpoint without paying) and a credential for it. */
-export async function credentialFor(key: BuyerKey, opts: { price?: number; path?: string } = {}) {
-  const res = await paidEndpoint({ price: opts.price })(new Request(opts.path ? `https://cn2.test${opts.path}` : URL_, chatInit()));
-  const [challenge] = Challenge.fromResponseList(res);
-  const credential = await creditClient(key).createCredential({ challenge: challenge! as never });
-  return { challenge: challenge!, credential };
+export function receiptOf(res: Response): Cn2Receipt {
+  const value = res.headers.get("payment-receipt");
+  expect(value, "Payment-Receipt header").not.toBeNull();
+  return parseReceipt(value!)!;
 }
 
 export async function problem(res: Response) {
+  expect(res.headers.get("content-type")).toBe("application/problem+json");
   return (await res.json()) as { type: string; status: number; code: string; detail: string; requestId: string; error: { code: string; message: string } };
+}
+
+/** Read a body to its end; a cut shows as `cut`, with the bytes that arrived before it. */
+export async function drain(res: Response): Promise<{ bytes: number; cut: boolean }> {
+  if (!res.body) return { bytes: 0, cut: false };
+  const reader = res.body.getReader();
+  let bytes = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return { bytes, cut: false };
+      bytes += value.byteLength;
+    }
+  } catch {
+    return { bytes, cut: true };
+  }
 }
 
 export async function dumpObject(stub: DurableObjectStub): Promise<string> {

@@ -106,6 +106,28 @@ describe("BuyerWallet invariants", () => {
     expect(await runInDurableObject(w, (_i, state) => state.storage.getAlarm())).not.toBeNull();
   });
 
+  it("group commit: every debit answered ok is in storage when its answer arrives; a proof still queued is already spent", async () => {
+    const buyerId = hexId();
+    const w = walletOf(buyerId);
+    await w.topUp({ buyerId, eventId: "seed", amountMicros: 1_000, source: "ops" });
+    // 30 concurrent debits of 50 (only 20 fit), plus copies of proof d0 racing its original.
+    const answers = await Promise.all([
+      ...Array.from({ length: 30 }, (_, i) => w.claimAndDebit({ buyerId, proofId: `d${i}`, amountMicros: 50, expiresAt: FUTURE(), method: "credit" })),
+      ...Array.from({ length: 3 }, () => w.claimAndDebit({ buyerId, proofId: "d0", amountMicros: 50, expiresAt: FUTURE(), method: "credit" })),
+    ]);
+    const ok = answers.slice(0, 30).flatMap((r, i) => (r.ok ? [`d${i}`] : []));
+    expect(ok).toHaveLength(20);
+    expect(answers.slice(30).map((r) => (r.ok ? "ok" : r.code))).toEqual(["replayed", "replayed", "replayed"]);
+    expect(answers.slice(0, 30).filter((r) => !r.ok).map((r) => (r.ok ? "" : r.code))).toEqual(Array(10).fill("insufficient_balance"));
+    const stored = await runInDurableObject(w, (_i, state) => ({
+      claims: state.storage.sql.exec<{ proof_id: string }>("SELECT proof_id FROM claims").toArray().map((r) => r.proof_id).sort(),
+      balance: state.storage.sql.exec<{ balance: number }>("SELECT balance FROM account").one().balance,
+      spent: state.storage.sql.exec<{ spent: number }>("SELECT spent FROM spend").one().spent,
+    }));
+    expect(stored).toEqual({ claims: [...ok].sort(), balance: 0, spent: 1_000 });
+    expect((await w.summary()).balanceMicros).toBe(0);
+  });
+
   it("rejects amounts that are not positive whole micro-dollars", async () => {
     const buyerId = hexId();
     const w = walletOf(buyerId);

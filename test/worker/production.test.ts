@@ -14,6 +14,7 @@ import { DEV_SETTINGS, devSetting, misconfiguration, type DevSetting } from "../
 import { upstreamOverrides } from "../../core/settings.ts";
 import { authMode, issueDevToken, verifySellerToken } from "../../worker/seller/auth.ts";
 import { checkWebhookUrl, urlPolicy } from "../../worker/webhooks/url.ts";
+import { tinybirdBase } from "../../worker/analytics/tinybird.ts";
 import { PROXY, OPS, addKey, removeAllKeys } from "./helpers.ts";
 
 const dev = env as unknown as Env;
@@ -46,6 +47,7 @@ const DEV_VALUES: Record<DevSetting, string> = {
   UPSTREAM_BASE_URLS: dev.UPSTREAM_BASE_URLS!,
   STRIPE_API_BASE: dev.STRIPE_API_BASE!,
   PERSONA_API_BASE: dev.PERSONA_API_BASE!,
+  TINYBIRD_API_BASE: dev.TINYBIRD_API_BASE!,
 };
 
 describe("production fails closed (M6)", () => {
@@ -89,6 +91,9 @@ describe("production fails closed (M6)", () => {
     // Base-URL overrides: the providers' own hosts.
     expect(upstreamOverrides(all)).toEqual({});
     expect(Object.keys(upstreamOverrides(dev)).length).toBeGreaterThan(0);
+    // The analytics sink: Tinybird's production host, never the loopback fake.
+    expect(tinybirdBase(all)).toBe("https://api.tinybird.co");
+    expect(tinybirdBase(dev)).toBe(dev.TINYBIRD_API_BASE);
     // Loopback webhooks.
     expect(urlPolicy(all)).toEqual({ allowHttp: false, allowLoopback: false });
     expect(checkWebhookUrl("http://127.0.0.1:9/hook", urlPolicy(all)).ok).toBe(false);

@@ -3,7 +3,7 @@
 import fc from "fast-check";
 import { beforeEach, describe, expect, it } from "vitest";
 import { REGIONS, TIERS, type PoolMember, type PoolSnapshot, type Region } from "../../schema/wire.ts";
-import { attemptOrder, buyerRegions, eligible, EU_COUNTRIES } from "../../worker/proxy/routing.ts";
+import { attemptOrder, buyerRegions, eligible, EU_COUNTRIES, RouteCandidates } from "../../worker/proxy/routing.ts";
 import { addKey, api, chat, demoLog, earnPremium, removeAllKeys, resetDemo } from "./helpers.ts";
 import { env } from "cloudflare:workers";
 import type { Env } from "../../core/env.ts";
@@ -56,6 +56,33 @@ describe("routing (pure)", () => {
         expect(order.length).toBe(Math.min(3, cands.length));
       }),
       { numRuns: 500 },
+    );
+  });
+
+  it("PR15: prepared candidates (large pools) choose among exactly the keys eligible() allows, within the price limit, without repeats", () => {
+    const big = fc.array(fc.record({ region: fc.constantFrom(...REGIONS), members: fc.array(member, { minLength: 20, maxLength: 120 }) }), { minLength: 1, maxLength: 3 })
+      .map((ps) => ps.map((p): PoolSnapshot => ({ provider: "openai", region: p.region, tier: "standard", updatedAt: 0, members: p.members })));
+    fc.assert(
+      fc.property(big, country, fc.option(fc.integer({ min: 0, max: 100_000 })), fc.integer({ min: 0, max: 2_000_000 }), (snaps, c, limit, now) => {
+        const regions = buyerRegions(c);
+        const base = { method: "POST", path: "/v1/chat/completions", regions, now };
+        const prepared = new RouteCandidates(snaps, base);
+        const allowed = eligible(snaps, { ...base, maxPrice: limit });
+        const within = prepared.within(limit);
+        expect(within.map((k) => k.keyId).sort()).toEqual(allowed.map((k) => k.keyId).sort());
+        // Cheapest first: the quote is the first.
+        for (let i = 1; i < within.length; i++) expect(within[i]!.price).toBeGreaterThanOrEqual(within[i - 1]!.price);
+        const load = (id: string) => id.charCodeAt(5) % 3;
+        const order = prepared.order(limit, load, Math.random, 3);
+        expect(order.length).toBe(Math.min(3, allowed.length));
+        expect(new Set(order).size).toBe(order.length);
+        for (const k of order) expect(within).toContain(k);
+        // A cooling key's pause ending is the moment the preparation expires.
+        for (const m of snaps.flatMap((s) => s.members)) {
+          if (m.state === "cooling" && m.coolingUntil > now && regions.includes(m.region)) expect(prepared.until).toBeLessThanOrEqual(m.coolingUntil);
+        }
+      }),
+      { numRuns: 300 },
     );
   });
 

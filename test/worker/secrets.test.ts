@@ -101,6 +101,6 @@ describe("secrets and bodies stay out of every sink", () => {
     // What is kept is metadata only (PR12).
     const stored = await runInDurableObject(keyStub(e, keyId, "default"), (_i, state) => state.storage.sql.exec("SELECT * FROM request_meta").toArray());
     expect(stored).toHaveLength(1);
-    expect(Object.keys(stored[0]!).sort()).toEqual(["amount_micros", "at", "latency_ms", "method", "outcome", "request_id", "route", "status"]);
+    expect(Object.keys(stored[0]!).sort()).toEqual(["amount_micros", "at", "duration_ms", "latency_ms", "method", "outcome", "request_id", "route", "status"]);
   });
 });

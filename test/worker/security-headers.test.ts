@@ -30,11 +30,12 @@ describe("PR22: security headers on every kind of route", () => {
     await removeAllKeys();
   });
 
-  it("PR22: health, public API, seller API, errors, sign-in redirect, ops, webhooks", async () => {
+  it("PR22: health, public API, statistics, seller API, errors, sign-in redirect, ops, webhooks", async () => {
     const seller = await testSeller();
     const cases: [string, Promise<Response>][] = [
       ["healthz", call("/healthz")],
       ["vault public key", call("/api/vault/public-key")],
+      ["public statistics", call("/api/stats")],
       ["seller API 200", call("/api/me", { headers: { authorization: `Bearer ${seller.token}` } })],
       ["seller API 401", call("/api/me")],
       ["unknown /api route", call("/api/nope")],

@@ -120,9 +120,10 @@ describe("seller A cannot reach seller B's data through the API", () => {
     expect((await inspect(bKey)).config).toMatchObject({ priceMicros: 1000, status: "active" });
   });
 
-  it("keys: A cannot create a key under B's id or take over B's key id", async () => {
+  it("keys: A cannot create a key under B's id or take over B's key id (refused as not A's id, never as existing)", async () => {
     const res = await as(a, "/api/keys", { method: "POST", json: { keyId: bKey, envelope: { v: 1, kid: "x", epk: { kty: "EC", crv: "P-256", x: "a", y: "b" }, salt: "A".repeat(22), iv: "A".repeat(16), ct: "AA" }, config: { provider: "openai", priceMicros: 1, requestsPerMinute: 1, maxConcurrent: 1, region: "us" } } });
-    expect(await errorOf(res)).toEqual({ status: 409, code: "key_exists" });
+    expect(await errorOf(res)).toEqual({ status: 400, code: "invalid_key_id" });
+    expect((await inspect(bKey)).sellerId).toBe(b.id);
   });
 
   it("pause and resume act on the seller's own key, in Postgres, the object and the pool", async () => {

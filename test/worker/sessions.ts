@@ -17,7 +17,7 @@ import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../co
 import { personaSignature } from "../../worker/seller/kyc.ts";
 import { SESSION_COOKIE } from "../../worker/seller/auth.ts";
 import type { KeyConfigInput } from "../../schema/wire.ts";
-import { OPS, PROXY, baseConfig, newKeyId, worker } from "./helpers.ts";
+import { OPS, PROXY, baseConfig, keyIdFor, worker } from "./helpers.ts";
 import { responseText } from "./sinks.ts";
 
 export const e = env as unknown as Env & { PERSONA_WEBHOOK_SECRET: string; STRIPE_API_BASE: string; WEBHOOK_RECEIVER_URL: string };
@@ -103,7 +103,7 @@ export const unique = (label: string) => `${label}${Date.now().toString(36)}${(c
 
 /** A sealed key upload, as the dashboard makes it. */
 export async function sealedKey(sellerId: string, over: Partial<KeyConfigInput> = {}, credential?: string) {
-  const keyId = newKeyId();
+  const keyId = await keyIdFor({ id: sellerId });
   const secret = credential ?? `sk-demo-${keyId}`;
   const [current] = publicKeysOf(parseVaultPrivateKeys(e.VAULT_PRIVATE_KEYS));
   const envelope = await encryptCredential(secret, current!, { sellerId, keyId });

@@ -14,11 +14,7 @@ import type { DeliveryMessage, EventMessage, WebhookPayload } from "../../core/e
 import { emitSellerEvent } from "../../core/emit-event.ts";
 import { MAX_RETRY_DELAY_SECONDS, retryDelaySeconds, WEBHOOK_DLQ, WEBHOOK_QUEUE } from "../../worker/webhooks/consumer.ts";
 import { verifySignature } from "../../worker/webhooks/signing.ts";
-import { encryptCredential, parseVaultPrivateKeys, publicKeysOf } from "../../core/vault.ts";
-import { keyStub } from "../../objects/seller-key/stub.ts";
-import * as v from "valibot";
-import { KeyConfigSchema } from "../../schema/wire.ts";
-import { baseConfig, call, chat, demo, earnTrackRecord, newKeyId } from "./helpers.ts";
+import { addKey, call, chat, demo, earnTrackRecord } from "./helpers.ts";
 import {
   as, configureHook, createHook, deliveriesOf, ownerDb, received, receiverHook, signIn, testEnv, waitFor, type TestSeller,
 } from "./webhooks-helpers.ts";
@@ -368,13 +364,8 @@ describe("end to end through the queue", () => {
     const { webhook, secret } = await createHook(seller, hook.url, ["key.disabled"]);
     await configureHook(hook.name, { secret });
 
-    // A key of this seller, made as the seller's device would (sealed to the vault key).
-    const keyId = newKeyId();
-    const credential = `sk-demo-${keyId}`;
-    const [vaultKey] = publicKeysOf(parseVaultPrivateKeys(testEnv.VAULT_PRIVATE_KEYS));
-    const envelope = await encryptCredential(credential, vaultKey!, { sellerId: seller.id, keyId });
-    const created = await keyStub(testEnv, keyId, "default").create({ keyId, sellerId: seller.id, envelope, config: v.parse(KeyConfigSchema, baseConfig()) }, "default");
-    expect(created.ok).toBe(true);
+    // A key of this seller, listed through the seller API (sealed to the vault key, as the seller's device would).
+    const { keyId, credential } = await addKey({ seller });
 
     await demo("/__demo/behaviour", { credential, status: 401 });
     const res = await chat();
@@ -406,11 +397,7 @@ describe("end to end through the queue", () => {
     const hook = await receiverHook();
     const { secret } = await createHook(seller, hook.url, ["key.tier_changed"]);
     await configureHook(hook.name, { secret });
-    const keyId = newKeyId();
-    const [vaultKey] = publicKeysOf(parseVaultPrivateKeys(testEnv.VAULT_PRIVATE_KEYS));
-    const envelope = await encryptCredential(`sk-demo-${keyId}`, vaultKey!, { sellerId: seller.id, keyId });
-    const created = await keyStub(testEnv, keyId, "default").create({ keyId, sellerId: seller.id, envelope, config: v.parse(KeyConfigSchema, baseConfig({ tier: "premium" })) }, "default");
-    expect(created.ok).toBe(true);
+    const { keyId } = await addKey({ seller, config: { tier: "premium" } });
 
     await earnTrackRecord(keyId);
     const [got] = await waitFor("key.tier_changed delivery", async () => {
@@ -423,7 +410,7 @@ describe("end to end through the queue", () => {
       type: "key.tier_changed",
       data: { keyId, tier: "premium", previousTier: "standard", askedTier: "premium", trackRecord: { calls: 10, successRate: 1, uptime: 1 } },
     });
-    await keyStub(testEnv, keyId, "default").remove();
+    expect((await as(seller, `/api/keys/${keyId}`, { method: "DELETE" })).status).toBe(200);
   });
 
   it("a receiver that keeps failing gets attempts at growing intervals, then the delivery is dead-lettered and logged failed", async () => {

@@ -46,7 +46,6 @@ export async function budgetHandler(request: Request, env: Env): Promise<Respons
   return json({ buyerId, dailyCapMicros: result.value.dailyCapMicros });
 }
 
-/** Check a buyer-signed request; returns the buyer id. */
 /** A buyer-signed JSON body: the signature covers the raw text, so read it once, bounded. */
 export async function readSignedJson(request: Request, maxBytes: number): Promise<{ buyerId: string; body: unknown }> {
   const length = Number(request.headers.get("content-length") ?? "0");
@@ -61,19 +60,29 @@ export async function readSignedJson(request: Request, maxBytes: number): Promis
   }
 }
 
-export async function verifyAccountRequest(request: Request, body: string): Promise<string> {
+/** Why a buyer signature was refused, or the buyer id it proves. */
+export type AccountSignature =
+  | { ok: true; buyerId: string }
+  | { ok: false; reason: "missing" | "stale" | "bad_did" | "bad_signature"; message: string };
+
+/**
+ * Check a request signed with a buyer key (ACCOUNT_HEADERS): the signature covers the
+ * method, path and query, the time (within ACCOUNT_TOLERANCE_SECONDS of ours) and the
+ * body's SHA-256. The DID is hashed at once (B2): only the buyer id comes back.
+ */
+export async function checkAccountSignature(request: Request, body: string): Promise<AccountSignature> {
   const did = request.headers.get(ACCOUNT_HEADERS.did);
   const time = request.headers.get(ACCOUNT_HEADERS.time);
   const signature = request.headers.get(ACCOUNT_HEADERS.signature);
-  if (!did || !time || !signature) throw new ApiError("unauthorized", `sign this request with your buyer key (${Object.values(ACCOUNT_HEADERS).join(", ")})`);
+  if (!did || !time || !signature) return { ok: false, reason: "missing", message: `sign this request with your buyer key (${Object.values(ACCOUNT_HEADERS).join(", ")})` };
   if (!/^\d{1,12}$/.test(time) || Math.abs(Number(time) - Date.now() / 1000) > ACCOUNT_TOLERANCE_SECONDS) {
-    throw new ApiError("unauthorized", `${ACCOUNT_HEADERS.time} must be the current unix time in seconds (±${ACCOUNT_TOLERANCE_SECONDS}s)`);
+    return { ok: false, reason: "stale", message: `${ACCOUNT_HEADERS.time} must be the current unix time in seconds (±${ACCOUNT_TOLERANCE_SECONDS}s)` };
   }
   let parsed: ReturnType<typeof parseDid>;
   try {
     parsed = parseDid(did);
   } catch (err) {
-    throw new ApiError("unauthorized", err instanceof DidError ? `${ACCOUNT_HEADERS.did}: ${err.message}` : "bad buyer did");
+    return { ok: false, reason: "bad_did", message: err instanceof DidError ? `${ACCOUNT_HEADERS.did}: ${err.message}` : "bad buyer did" };
   }
   const url = new URL(request.url);
   const message = accountMessage({ method: request.method, pathAndQuery: url.pathname + url.search, time, bodySha256: await sha256Hex(body) });
@@ -83,7 +92,13 @@ export async function verifyAccountRequest(request: Request, body: string): Prom
   } catch {
     ok = false;
   }
-  if (!ok) throw new ApiError("unauthorized", "the buyer signature does not verify");
-  return sha256Hex(parsed.did);
+  if (!ok) return { ok: false, reason: "bad_signature", message: "the buyer signature does not verify" };
+  return { ok: true, buyerId: await sha256Hex(parsed.did) };
 }
 
+/** A buyer-signed request's buyer id, or 401 unauthorized. */
+export async function verifyAccountRequest(request: Request, body: string): Promise<string> {
+  const checked = await checkAccountSignature(request, body);
+  if (!checked.ok) throw new ApiError("unauthorized", checked.message);
+  return checked.buyerId;
+}

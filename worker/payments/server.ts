@@ -30,17 +30,42 @@ export interface VerifiedPayment {
 
 // ---- credit: verify the signature, hash the principal, claim + debit ------------------
 
-/** Verification keys by buyer id (never by DID): importing a P-256 key costs a square root. */
-const verifyKeys = new Map<string, CryptoKey>();
-const MAX_CACHED_KEYS = 1024;
+/**
+ * What a credential's source resolves to, by the SHA-256 of the source as sent (never by
+ * the DID itself, B2): parsing the did:key (base58), hashing it into the buyer id and
+ * importing the key (a P-256 key costs a square root) happen once per buyer per isolate,
+ * not per request. Isolate memory only.
+ */
+interface Principal {
+  parsed: ReturnType<typeof parseDid>;
+  buyerId: string;
+  key: CryptoKey;
+}
+const principals = new Map<string, Principal>();
+const MAX_CACHED_PRINCIPALS = 1024;
 
-async function verifyKeyFor(buyerId: string, parsed: ReturnType<typeof parseDid>): Promise<CryptoKey> {
-  const cached = verifyKeys.get(buyerId);
+async function principalOf(source: string): Promise<Principal> {
+  const lookup = await sha256Hex(source);
+  const cached = principals.get(lookup);
   if (cached) return cached;
-  const key = await importVerifyKey(parsed);
-  if (verifyKeys.size >= MAX_CACHED_KEYS) verifyKeys.delete(verifyKeys.keys().next().value!);
-  verifyKeys.set(buyerId, key);
-  return key;
+  let parsed: ReturnType<typeof parseDid>;
+  try {
+    parsed = parseDid(source);
+  } catch (err) {
+    throw new PaymentRefusal("bad_signature", err instanceof DidError ? `source: ${err.message}` : "source is not a did:key");
+  }
+  // B2: from here on only the hash of the principal exists (the same hash when the source is canonical).
+  const buyerId = parsed.did === source ? lookup : await sha256Hex(parsed.did);
+  let key: CryptoKey;
+  try {
+    key = await importVerifyKey(parsed);
+  } catch {
+    throw new PaymentRefusal("bad_signature", "source is not a usable public key");
+  }
+  if (principals.size >= MAX_CACHED_PRINCIPALS) principals.delete(principals.keys().next().value!);
+  const principal = { parsed, buyerId, key };
+  principals.set(lookup, principal);
+  return principal;
 }
 
 const WALLET_TO_PAYMENT: Record<WalletCode, PaymentCode> = {
@@ -57,20 +82,7 @@ function creditServer(env: Env) {
     async verify({ credential }) {
       const { challenge } = credential;
       if (!credential.source) throw new PaymentRefusal("bad_signature", "a credit credential needs its source: the buyer's did:key");
-      let parsed: ReturnType<typeof parseDid>;
-      try {
-        parsed = parseDid(credential.source);
-      } catch (err) {
-        throw new PaymentRefusal("bad_signature", err instanceof DidError ? `source: ${err.message}` : "source is not a did:key");
-      }
-      // B2: from here on only the hash of the principal exists.
-      const buyerId = await sha256Hex(parsed.did);
-      let key: CryptoKey;
-      try {
-        key = await verifyKeyFor(buyerId, parsed);
-      } catch {
-        throw new PaymentRefusal("bad_signature", "source is not a usable public key");
-      }
+      const { parsed, buyerId, key } = await principalOf(credential.source);
       let signature: Uint8Array;
       try {
         signature = fromBase64Url(credential.payload.signature);
@@ -160,8 +172,16 @@ async function build(env: Env): Promise<Payments> {
  * WWW-Authenticate (and the next-challenge header) with it. 46 characters whatever the path.
  */
 export async function routeScope(route: string): Promise<string> {
-  return `r1.${toBase64Url(await sha256(route))}`;
+  let scope = scopes.get(route);
+  if (scope === undefined) {
+    scope = `r1.${toBase64Url(await sha256(route))}`;
+    // Routes repeat (a few per provider): hash each once per isolate, bounded.
+    if (scopes.size >= 256) scopes.clear();
+    scopes.set(route, scope);
+  }
+  return scope;
 }
+const scopes = new Map<string, string>();
 
 /** Fresh challenges (one per enabled method, or the `credit` one only) for `route` at `amountMicros`. */
 export async function issueChallenges(env: Env, quote: { amountMicros: number; route: string; description?: string; expires?: Date; creditOnly?: boolean }): Promise<Challenge.Challenge[]> {

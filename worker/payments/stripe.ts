@@ -30,23 +30,37 @@ const MAX_WEBHOOK_BYTES = 256 * 1024;
 
 const cryptoProvider = Stripe.createSubtleCryptoProvider();
 
+/** What a top-up asks for: amount in whole cents from $1 to $1000, optional return pages. */
+export const TopUpAmountSchema = v.pipe(
+  v.number(), v.safeInteger("amountMicros must be whole micro-dollars"),
+  v.minValue(TOPUP_MIN_MICROS, `at least ${TOPUP_MIN_MICROS} micro-dollars ($1)`),
+  v.maxValue(TOPUP_MAX_MICROS, `at most ${TOPUP_MAX_MICROS} micro-dollars ($1000)`),
+  v.check((n) => n % MICROS_PER_CENT === 0, "amountMicros must be whole cents (a multiple of 10000)"),
+);
+export const ReturnUrlSchema = v.optional(v.pipe(v.string(), v.url(), v.maxLength(2000)));
+
 const TopUpSchema = v.strictObject({
   buyerId: BuyerIdSchema,
-  amountMicros: v.pipe(
-    v.number(), v.safeInteger("amountMicros must be whole micro-dollars"),
-    v.minValue(TOPUP_MIN_MICROS, `at least ${TOPUP_MIN_MICROS} micro-dollars ($1)`),
-    v.maxValue(TOPUP_MAX_MICROS, `at most ${TOPUP_MAX_MICROS} micro-dollars ($1000)`),
-    v.check((n) => n % MICROS_PER_CENT === 0, "amountMicros must be whole cents (a multiple of 10000)"),
-  ),
-  successUrl: v.optional(v.pipe(v.string(), v.url(), v.maxLength(2000))),
-  cancelUrl: v.optional(v.pipe(v.string(), v.url(), v.maxLength(2000))),
+  amountMicros: TopUpAmountSchema,
+  successUrl: ReturnUrlSchema,
+  cancelUrl: ReturnUrlSchema,
 });
-
+export type TopUpInput = v.InferOutput<typeof TopUpSchema>;
 
 /** POST /api/credit/topup { buyerId, amountMicros, successUrl?, cancelUrl? } -> { sessionId, url } */
 export async function stripeTopUpHandler(request: Request, env: Env): Promise<Response> {
   if (!env.STRIPE_SECRET_KEY) return problem("topup_unavailable", "card top-ups are not configured here (STRIPE_SECRET_KEY)", 503, idOf(request));
-  const input = parseOr400(TopUpSchema, await readJson(request), "top-up");
+  return startCheckout(request, env, parseOr400(TopUpSchema, await readJson(request), "top-up"));
+}
+
+/**
+ * A Stripe Checkout Session that credits `input.buyerId` once paid (the webhook below):
+ * 201 { sessionId, url, amountMicros }, or a problem. Stripe learns the buyer id (a hash)
+ * and the amount, nothing else of ours. Also started from a buyer account (B4) for one of
+ * its attached ids.
+ */
+export async function startCheckout(request: Request, env: Env, input: TopUpInput): Promise<Response> {
+  if (!env.STRIPE_SECRET_KEY) return problem("topup_unavailable", "card top-ups are not configured here (STRIPE_SECRET_KEY)", 503, idOf(request));
   const stripe = stripeClient(env)!;
   const origin = new URL(request.url).origin;
   let session: Stripe.Checkout.Session;

@@ -4,6 +4,7 @@ import { poolName, type PoolSnapshot, type Region, type Tier } from "../../schem
 import { poolSnapshotKey } from "../../objects/pool-index/stub.ts";
 import type { Env } from "../../core/env.ts";
 import { numberSetting } from "../../core/settings.ts";
+import { RouteCandidates, type Constraints } from "./routing.ts";
 
 const cache = new Map<string, { at: number; snapshot: PoolSnapshot | null }>();
 
@@ -49,4 +50,23 @@ export function trackLoad(keyId: string, delta: 1 | -1) {
   const n = (inFlight.get(keyId) ?? 0) + delta;
   if (n <= 0) inFlight.delete(keyId);
   else inFlight.set(keyId, n);
+}
+
+/**
+ * The prepared candidates for this request kind (pools, regions, method and path): built
+ * once per pool snapshot and reused until a snapshot is replaced or a cooling key's pause
+ * ends, so per-request routing does not grow with the number of keys.
+ */
+const prepared = new Map<string, { snapshots: readonly PoolSnapshot[]; candidates: RouteCandidates }>();
+const MAX_PREPARED = 512;
+
+export function routeCandidates(snapshots: readonly PoolSnapshot[], c: Omit<Constraints, "maxPrice">, kind: string): RouteCandidates {
+  const key = `${kind}|${c.regions.join(",")}|${c.method} ${c.path}`;
+  const hit = prepared.get(key);
+  if (hit && c.now < hit.candidates.until && hit.snapshots.length === snapshots.length && hit.snapshots.every((s, i) => s === snapshots[i])) return hit.candidates;
+  const candidates = new RouteCandidates(snapshots, c);
+  // Paths are the buyer's: bound the map (a full clear is cheap and rare).
+  if (prepared.size >= MAX_PREPARED) prepared.clear();
+  prepared.set(key, { snapshots, candidates });
+  return candidates;
 }

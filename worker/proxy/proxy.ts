@@ -1,5 +1,6 @@
-// The buyer-facing proxy (P1, P2, B3): validate, pick keys, hand the request to a key
-// object, fail over while no byte has reached the buyer, stream the answer back.
+// The buyer-facing proxy (P1, P2, B3, B6): validate, pick keys, hand the request to a key
+// object, fail over while no byte has reached the buyer, stream the answer back; a paid
+// answer goes out only once its first bytes are in hand (startedAnswer).
 import * as v from "valibot";
 import { isProviderId, PROVIDERS, type Provider } from "../../schema/providers.ts";
 import { H, RETRYABLE, TierSchema, type ErrorCode } from "../../schema/wire.ts";
@@ -7,9 +8,10 @@ import type { Env } from "../../core/env.ts";
 import { ApiError, errorResponse, splitUrl } from "../../core/http.ts";
 import { keyRequestHeaders } from "../../core/forward.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
-import { cachedPools, localLoad, readPools, trackLoad } from "./pools.ts";
+import { cachedPools, localLoad, readPools, routeCandidates, trackLoad } from "./pools.ts";
 import type { Payment } from "../payments/index.ts";
-import { attemptOrder, buyerRegions, eligible, isEuCountry, type Candidate } from "./routing.ts";
+import { buyerRegions, isEuCountry, type Candidate } from "./routing.ts";
+import { startedAnswer } from "./started.ts";
 
 /** At most this many keys are tried for one request. */
 const MAX_ATTEMPTS = 3;
@@ -59,10 +61,10 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   const country = (request.cf?.country as string | undefined) ?? request.headers.get("cf-ipcountry");
   const regions = buyerRegions(country);
   const snapshots = cachedPools(env, provider, regions, tier) ?? (await readPools(env, provider, regions, tier));
-  const constraints = { method: request.method, path, regions, maxPrice: null, now: Date.now() };
-  const capped = eligible(snapshots, { ...constraints, maxPrice });
+  const candidates = routeCandidates(snapshots, { method: request.method, path, regions, now: Date.now() }, `${provider}:${tier}`);
+  const capped = candidates.within(maxPrice);
   if (capped.length === 0) {
-    if (maxPrice !== null && eligible(snapshots, constraints).length > 0) throw new ApiError("price_cap_too_low", `no ${provider} key is priced at or below ${maxPrice} micro-dollars for this route`);
+    if (maxPrice !== null && candidates.within(null).length > 0) throw new ApiError("price_cap_too_low", `no ${provider} key is priced at or below ${maxPrice} micro-dollars for this route`);
     if (isEuCountry(country)) throw new ApiError("no_eu_key_available", `no EU-hosted ${provider} key is available in the ${tier} tier; EU buyers are served by EU keys only`);
     throw new ApiError("no_key_available", `no ${provider} key is available in the ${tier} tier`);
   }
@@ -72,33 +74,54 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   // scoped to this method and route, so it cannot pay for anything else.
   const route = `${request.method} /${provider}${path}`;
   let payment: Payment | null = null;
-  let keys = capped;
+  let limit = maxPrice;
   let quote = 0;
   if (!operator) {
     const { challengeResponse, charge, hasPaymentCredential } = await payments();
-    quote = Math.min(...capped.map((c) => c.price));
+    quote = capped[0]!.price;
     if (!hasPaymentCredential(request)) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
     const charged = await charge(request, env, route, requestId);
     if (!charged.ok) return charged.response;
     payment = charged.payment;
     const paid = payment.amountMicros;
-    keys = capped.filter((c) => c.price <= paid);
-    if (keys.length === 0) {
+    limit = maxPrice === null ? paid : Math.min(paid, maxPrice);
+    if (candidates.within(limit).length === 0) {
       await safeRefund(env, payment, "prices_rose", requestId);
       return challengeResponse(request, env, { amountMicros: quote, route }, requestId, { code: "payment_required", detail: `prices rose since the challenge; your ${paid} micro-dollars were refunded; pay the new quote` });
     }
   }
 
-  const order = attemptOrder(keys, localLoad, Math.random, MAX_ATTEMPTS);
+  const order: Candidate[] = candidates.order(limit, localLoad, Math.random, MAX_ATTEMPTS);
   const refusals: Response[] = [];
   let answer: Response | null = null;
+  let chargeStands = false;
   for (const key of order) {
     const res = await tryKey(env, PROVIDERS[provider], key, request, search, path, body, requestId, payment?.amountMicros ?? 0);
     // A served answer carries no refusal code (SellerKey drops any cn2- header an upstream sends).
     const code = res.headers.get(H.refusal) as ErrorCode | null;
     if (code === null) {
-      answer = res;
-      break;
+      if (payment === null || res.status >= 400 || res.body === null) {
+        answer = res;
+        break;
+      }
+      // B6: a paid answer is charged once it has started. Its first bytes are read here,
+      // before anything is sent: one that broke off before them never reached the buyer,
+      // so the key's earning is reversed and it counts as this key's failure.
+      const started = await startedAnswer(res);
+      if (started !== null) {
+        answer = started;
+        break;
+      }
+      if (!(await undeliver(env, key, requestId))) {
+        // Nothing to reverse (the earning already went to the ledger, or the key could not
+        // be reached): the charge stands, so the books do; the receipt is the dispute trail.
+        answer = errorResponse("upstream_error", "the answer broke off before its first byte and its charge could not be reversed; dispute it with this receipt", { requestId });
+        chargeStands = true;
+        break;
+      }
+      refusals.push(errorResponse("upstream_error", "the answer broke off before its first byte", { requestId, headers: { [H.refusal]: "upstream_error" } }));
+      if (request.signal.aborted) break;
+      continue;
     }
     if (!RETRYABLE.has(code)) {
       answer = res;
@@ -108,16 +131,35 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
     if (request.signal.aborted) break;
   }
   answer ??= combineRefusals(refusals, requestId);
-  return payment ? settle(env, payment, answer, requestId, { amountMicros: quote, route }) : answer;
+  return payment ? settle(env, payment, answer, requestId, { amountMicros: quote, route }, chargeStands) : answer;
+}
+
+/**
+ * Reverse the key's earning for a request whose answer never started (SellerKey.undelivered);
+ * true when it was reversed, so the buyer may be refunded with the books still exact.
+ */
+async function undeliver(env: Env, key: Candidate, requestId: string): Promise<boolean> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const result = await keyStub(env, key.keyId, key.home).undelivered(requestId);
+      return result.ok && result.value.voided;
+    } catch {
+      // The object restarting under us: its storage holds the earning; ask once more.
+    }
+  }
+  console.error(JSON.stringify({ evt: "undelivered_reversal_failed", requestId, keyId: key.keyId }));
+  return false;
 }
 
 /**
  * B6: the buyer pays only for a successful answer. Anything else (no key could serve, an
- * upstream error the buyer's request caused) is refunded at once, and the receipt says so.
+ * upstream error the buyer's request caused, an answer that broke off before its first
+ * byte) is refunded at once, and the receipt says so; `chargeStands` only when the key's
+ * earning for it could not be reversed (the books stay exact; the buyer may dispute).
  */
-async function settle(env: Env, payment: Payment, answer: Response, requestId: string, quote: { amountMicros: number; route: string }): Promise<Response> {
+async function settle(env: Env, payment: Payment, answer: Response, requestId: string, quote: { amountMicros: number; route: string }, chargeStands = false): Promise<Response> {
   const { RECEIPT_HEADER, receiptHeader, nextChallenge } = await payments();
-  const refunded = answer.status >= 400 && (await safeRefund(env, payment, answer.headers.get(H.refusal) ?? `status_${answer.status}`, requestId));
+  const refunded = answer.status >= 400 && !chargeStands && (await safeRefund(env, payment, answer.headers.get(H.refusal) ?? `status_${answer.status}`, requestId));
   const [receipt, next] = await Promise.all([receiptHeader(payment, { requestId, refunded }), nextChallenge(env, quote)]);
   const out = new Response(answer.body, answer);
   out.headers.set(RECEIPT_HEADER, receipt);
@@ -150,6 +192,9 @@ async function tryKey(env: Env, provider: Provider, key: Candidate, request: Req
       body,
     });
   } catch {
+    // Its answer never reached us (the object restarted while answering, say): had it
+    // already earned from this payment, that is reversed, as the buyer will not pay it.
+    if (paid > 0) await undeliver(env, key, requestId);
     return errorResponse("upstream_error", "key object unavailable", { requestId, headers: { [H.refusal]: "upstream_error" } });
   } finally {
     trackLoad(key.keyId, -1);

@@ -102,8 +102,8 @@ export const exportData = sellerRoute(async (c) => {
 
 const setting = (value: string | undefined) => (value && value.trim() ? value.trim() : undefined);
 
-/** Supabase Admin API, when this deployment signs sellers in with Supabase. */
-function supabaseAdmin(env: Env): { url: string; key: string } | null {
+/** Supabase Admin API, when this deployment signs sellers in with Supabase. (Also buyer-account deletion.) */
+export function supabaseAdmin(env: Env): { url: string; key: string } | null {
   const url = setting(env.SUPABASE_URL);
   if (!url) return null;
   const key = setting(env.SUPABASE_SERVICE_ROLE_KEY);
@@ -111,7 +111,8 @@ function supabaseAdmin(env: Env): { url: string; key: string } | null {
   return { url: url.replace(/\/+$/, ""), key };
 }
 
-async function deleteSupabaseUser(admin: { url: string; key: string }, userId: string): Promise<void> {
+/** Delete the Supabase auth user (the sign-in itself); one already gone counts as deleted. */
+export async function deleteSupabaseUser(admin: { url: string; key: string }, userId: string): Promise<void> {
   // Server-side client: no session to keep or refresh, only the service role's admin calls.
   const supabase = createClient(admin.url, admin.key, {
     auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },

@@ -15,6 +15,7 @@ import { keyConfigToRow, rowToKeyConfig, sqlState, DB_ERRORS, type KeyRow } from
 import { CreateKeySchema, KeyConfigPatchSchema, KeyConfigSchema, KeyIdSchema, type KeyConfig, type KeyView } from "../../schema/wire.ts";
 import type { Env } from "../../core/env.ts";
 import { ApiError, json, parseOr400, readJson, unwrap } from "../../core/http.ts";
+import { INVALID_KEY_ID_MESSAGE, isKeyIdFor } from "../../core/key-id.ts";
 import { findKey, homeFor, keyStub } from "../../objects/seller-key/stub.ts";
 import { sellerRoute, type SellerContext, type Tx } from "./profile.ts";
 
@@ -45,8 +46,13 @@ async function viewOf(env: Env, row: KeyRow): Promise<KeyView> {
 }
 
 export const createKey = sellerRoute(async (c) => {
-  const input = parseOr400(CreateKeySchema, await readJson(c.request), "key");
+  const body = await readJson(c.request);
   const sellerId = c.identity.id;
+  // Before any lookup: an id not made for this seller (another seller's, say) is refused
+  // exactly like a malformed one, so whether it exists is never revealed (core/key-id.ts).
+  if (typeof body !== "object" || body === null || Array.isArray(body)) parseOr400(CreateKeySchema, body, "key");
+  if (!(await isKeyIdFor(sellerId, (body as { keyId?: unknown }).keyId))) throw new ApiError("invalid_key_id", INVALID_KEY_ID_MESSAGE);
+  const input = parseOr400(CreateKeySchema, body, "key");
   if (input.sellerId !== undefined && input.sellerId !== sellerId) {
     throw new ApiError("invalid_request", "sellerId must be your own seller id (GET /api/me): the envelope is bound to it");
   }

@@ -3,22 +3,28 @@
 //
 //   POST /auth/session       production: exchange a Supabase access token for the cookie
 //   POST /auth/dev/sign-in   dev only: sign in as an email (creates the account), cookie + token
+//
+// Both POSTs take `account`: "seller" (the default) opens the seller account, "buyer" the
+// optional buyer account (B4, worker/buyer-account/) and no seller row. One sign-in (the
+// auth user) can hold both; each account is its own row, made on first use.
 //   GET  /auth/dev/sign-in?email=   dev only: the link `npm start` prints; signs in, redirects to /
 //   POST /auth/sign-out      clears the cookie
 //
 // With neither Supabase nor a dev key configured, sign-in answers 503 auth_not_configured.
 import type { IRequest } from "itty-router";
 import * as v from "valibot";
-import { asService } from "../../schema/tables.ts";
-import { authMode, clearedSessionCookie, CSRF_HEADER, devUserId, issueDevToken, SESSION_SECONDS, sessionCookie, verifySellerSession } from "./auth.ts";
-import { withDb } from "../../core/postgres.ts";
+import { asService, DB_ERRORS, sqlState, upsertBuyerAccount, type BuyerAccountRow } from "../../schema/tables.ts";
+import { authMode, clearedSessionCookie, CSRF_HEADER, devUserId, issueDevToken, SESSION_SECONDS, sessionCookie, verifySellerSession, type SellerIdentity } from "./auth.ts";
+import { withDb, type Db } from "../../core/postgres.ts";
 import type { Env } from "../../core/env.ts";
 import { ApiError, json, parseOr400, readJson } from "../../core/http.ts";
 import { ensureSeller } from "./profile.ts";
 
 const EmailSchema = v.pipe(v.string(), v.trim(), v.toLowerCase(), v.maxLength(320), v.email("must be an email address"));
-const DevSignInSchema = v.strictObject({ email: EmailSchema });
-const SessionSchema = v.strictObject({ accessToken: v.pipe(v.string(), v.minLength(1), v.maxLength(8192)) });
+/** Which account a sign-in opens: the seller's (default) or the optional buyer account (B4). */
+const AccountKind = v.optional(v.picklist(["seller", "buyer"], 'account must be "seller" or "buyer"'), "seller");
+const DevSignInSchema = v.strictObject({ email: EmailSchema, account: AccountKind });
+const SessionSchema = v.strictObject({ accessToken: v.pipe(v.string(), v.minLength(1), v.maxLength(8192)), account: AccountKind });
 
 /**
  * Sign-in POSTs set a cookie, so they need our CSRF header (a cross-site form cannot send
@@ -40,6 +46,31 @@ function requireDevSignIn(env: Env) {
 }
 
 const publicSeller = (s: { id: string; email: string | null }) => ({ id: s.id, email: s.email });
+const publicBuyer = (b: BuyerAccountRow) => ({ id: b.id, email: b.email });
+
+/** The buyer account of a verified sign-in (B4), created on first use; no seller row. */
+export async function ensureBuyerAccount(sql: Db, identity: SellerIdentity): Promise<BuyerAccountRow> {
+  if (!identity.email) throw new ApiError("unauthorized", "this sign-in carries no email address; a buyer account needs one");
+  try {
+    return await asService(sql, (tx) => upsertBuyerAccount(tx, identity.id, identity.email!));
+  } catch (error) {
+    if (sqlState(error) === DB_ERRORS.foreign_key_violation) throw new ApiError("unauthorized", "no such account (it may have been deleted); sign in again");
+    if (sqlState(error) === DB_ERRORS.unique_violation) throw new ApiError("conflict", "another buyer account already uses this email");
+    throw error;
+  }
+}
+
+/** Dev: the auth user (our local auth.users) and the buyer account, then a session. */
+async function devBuyerSignIn(env: Env, ctx: ExecutionContext, email: string) {
+  const id = await devUserId(email);
+  const token = await issueDevToken(env, email);
+  const session = await verifySellerSession(token, env);
+  const buyer = await withDb(env, ctx, async (sql) => {
+    await asService(sql, (tx) => tx`insert into auth.users (id, email) values (${id}, ${email}) on conflict (id) do nothing`);
+    return ensureBuyerAccount(sql, session.identity);
+  });
+  return { token, expiresAt: session.expiresAt, buyer };
+}
 
 /** Dev: create the auth user (our local auth.users) and the seller, then issue a session. */
 async function devSignIn(env: Env, ctx: ExecutionContext, email: string) {
@@ -57,7 +88,11 @@ async function devSignIn(env: Env, ctx: ExecutionContext, email: string) {
 export async function devSignInPost(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {
   requireDevSignIn(env);
   requireSignInCsrf(request);
-  const { email } = parseOr400(DevSignInSchema, await readJson(request), "sign-in");
+  const { email, account } = parseOr400(DevSignInSchema, await readJson(request), "sign-in");
+  if (account === "buyer") {
+    const { token, expiresAt, buyer } = await devBuyerSignIn(env, ctx, email);
+    return json({ token, expiresAt, buyer: publicBuyer(buyer) }, 200, { "set-cookie": sessionCookie(token, SESSION_SECONDS) });
+  }
   const { token, expiresAt, seller } = await devSignIn(env, ctx, email);
   return json({ token, expiresAt, seller: publicSeller(seller) }, 200, { "set-cookie": sessionCookie(token, SESSION_SECONDS) });
 }
@@ -73,11 +108,15 @@ export async function devSignInLink(request: IRequest, env: Env, ctx: ExecutionC
 export async function createSession(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {
   if (!authMode(env).canVerify) throw new ApiError("auth_not_configured", "seller sign-in is not configured: set SUPABASE_URL");
   requireSignInCsrf(request);
-  const { accessToken } = parseOr400(SessionSchema, await readJson(request), "session");
+  const { accessToken, account } = parseOr400(SessionSchema, await readJson(request), "session");
   const session = await verifySellerSession(accessToken, env);
+  const maxAge = Math.max(0, session.expiresAt - Math.floor(Date.now() / 1000));
+  if (account === "buyer") {
+    const buyer = await withDb(env, ctx, (sql) => ensureBuyerAccount(sql, session.identity));
+    return json({ buyer: publicBuyer(buyer), expiresAt: session.expiresAt }, 200, { "set-cookie": sessionCookie(accessToken, maxAge) });
+  }
   const seller = await withDb(env, ctx, (sql) => ensureSeller(sql, session.identity));
   if (seller.deleted_at) throw new ApiError("account_closed", "this seller account is closed");
-  const maxAge = Math.max(0, session.expiresAt - Math.floor(Date.now() / 1000));
   return json({ seller: publicSeller(seller), expiresAt: session.expiresAt }, 200, { "set-cookie": sessionCookie(accessToken, maxAge) });
 }
 

@@ -4,6 +4,7 @@
 import type { KeyConfig, KeyConfigInput, KeyConfigPatch, KeyView, Envelope } from "../../../schema/wire.ts";
 import type { SellerProfile } from "../../../schema/tables.ts";
 import type { DeliveryView, EndpointView } from "../../../schema/webhooks.ts";
+import type { MarketStats } from "../../../schema/stats.ts";
 
 export class ApiFailure extends Error {
   readonly status: number;
@@ -82,6 +83,8 @@ export interface AuthConfig {
 }
 
 export const getMe = async () => (await api<{ seller: Me }>("/api/me")).seller;
+/** Public: no session needed (the cookie, if any, is ignored). */
+export const getStats = () => api<MarketStats>("/api/stats");
 export const listKeys = async () => (await api<{ keys: KeyView[] }>("/api/keys")).keys;
 export const createKey = (input: { keyId: string; sellerId: string; envelope: Envelope; config: KeyConfigInput }) => api<{ key: KeyView }>("/api/keys", { method: "POST", json: input });
 export const patchKey = (keyId: string, patch: KeyConfigPatch) => api<{ key: KeyView }>(`/api/keys/${keyId}`, { method: "PATCH", json: patch });

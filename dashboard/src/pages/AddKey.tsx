@@ -1,22 +1,16 @@
 // Add a key (S2, PR2): the credential is sealed in this page with WebCrypto to the vault's
 // public key (the same envelope as the CLI's: core/vault.ts's encryptCredential, which is
-// WebCrypto only), bound to this seller and a key id the page makes. Only the envelope is
+// WebCrypto only), bound to this seller and a key id the page derives for it (core/key-id.ts). Only the envelope is
 // sent; the plaintext never leaves the page and the field is cleared once sealed.
 import { useState, type FormEvent } from "react";
 import { PROVIDER_IDS } from "../../../schema/providers.ts";
 import { KeyConfigSchema } from "../../../schema/wire.ts";
 import { encryptCredential, type VaultPublicKey } from "../../../core/vault.ts";
+import { newKeyId } from "../../../core/key-id.ts";
 import * as v from "valibot";
 import { api, createKey, type Me } from "../lib/api.ts";
 import { ErrorState, Field, navigate } from "../lib/ui.tsx";
 import { formOf, KeyFields, patchOf } from "./KeyForm.tsx";
-
-/** k_ + 20 random [a-z0-9] (the API's key id shape), from the page's CSPRNG. */
-function newKeyId(): string {
-  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
-  const bytes = crypto.getRandomValues(new Uint8Array(20));
-  return `k_${Array.from(bytes, (b) => alphabet[b % 36]).join("")}`;
-}
 
 export function AddKey({ me }: { me: Me }) {
   const [provider, setProvider] = useState<string>("openai");
@@ -40,7 +34,8 @@ export function AddKey({ me }: { me: Me }) {
       const vault = await api<{ current: string | null; keys: VaultPublicKey[] }>("/api/vault/public-key");
       const current = vault.keys.find((k) => k.kid === vault.current);
       if (!current) throw new Error("the vault has no public key; ask the operator to configure VAULT_PRIVATE_KEYS");
-      const keyId = newKeyId();
+      // Derived from this seller's id (core/key-id.ts): the API takes no other.
+      const keyId = await newKeyId(me.id);
       const envelope = await encryptCredential(credential.trim(), current, { sellerId: me.id, keyId });
       setCredential("");
       await createKey({ keyId, sellerId: me.id, envelope, config: config.output });

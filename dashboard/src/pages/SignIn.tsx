@@ -5,7 +5,7 @@
 // once our cookie is set: the only cookie is the essential session cookie (PR26).
 import { useEffect, useState, type FormEvent } from "react";
 import { api, type AuthConfig } from "../lib/api.ts";
-import { ErrorState, Field, Loading, useLoad } from "../lib/ui.tsx";
+import { ErrorState, Field, Link, Loading, useLoad } from "../lib/ui.tsx";
 
 type Supabase = import("@supabase/supabase-js").SupabaseClient;
 
@@ -125,6 +125,10 @@ export function SignIn({ onSignedIn, notice }: { onSignedIn: () => void; notice?
           })()}>Sign in with GitHub</button>
         </>
       ) : null}
+      <p>
+        Buying or just looking? The <Link to="/stats">marketplace statistics</Link> are public:
+        keys on sale, prices, uptime and latency per provider, region and tier.
+      </p>
       {!c.devSignIn && !c.supabaseUrl ? (
         <div role="alert" className="state error">
           <p>Sign-in is not configured on this server.</p>
