@@ -12,19 +12,20 @@ import { parseVaultPrivateKeys } from "../../core/vault.ts";
 import { SESSION_COOKIE } from "../../worker/seller/auth.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
 import type { Env } from "../../core/env.ts";
-import { DEMO, addKey, demo, demoLog, ownerDb, removeAllKeys, resetDemo, signIn } from "./helpers.ts";
+import { DEMO, addKey, demo, demoLog, ownerDb, removeAllKeys, signIn } from "./helpers.ts";
 import { receiverHook, received } from "./webhooks-helpers.ts";
-import { captureConsole, captureQueues, dumpAllKv, dumpAllObjects, occurrences, postgresHolding, postgresTables } from "./sinks.ts";
+import { analyticsRows, captureConsole, captureQueues, dumpAllKv, dumpAllObjects, occurrences, postgresHolding, postgresTables } from "./sinks.ts";
 import {
-  CHAT, ORIGIN, buyerSession, chatBody, client, e, finishSellerSession, opsInit, operatorSession, paidCall, removeSessionKeys, sealedKey, sellerSession, signed, unique, type Client,
+  CHAT, ORIGIN, buyerAccountSession, buyerSession, chatBody, client, e, finishSellerSession, opsInit, operatorSession, paidCall, removeSessionKeys, sealedKey, sellerSession, signed, unique, type Client,
 } from "./sessions.ts";
 import { generateBuyerKey } from "../../buyer/keys.ts";
 
-// Storage is per file, not per test: each test starts from an empty marketplace.
+// Storage is per file, not per test: each test starts from an empty marketplace. The demo
+// upstream is shared with other files: its behaviours are set per (fresh) credential and its
+// log read by credential, never reset here.
 beforeEach(async () => {
   await removeAllKeys();
   await removeSessionKeys();
-  await resetDemo();
 });
 let stops: (() => void)[] = [];
 afterEach(() => {
@@ -143,11 +144,13 @@ describe("PR4: vault private keys exist only as Worker secrets", () => {
     const webhookKeys = (JSON.parse(secrets.WEBHOOK_SECRET_KEYS!) as { key: string }[]).map((k) => k.key);
     const otherSecrets = [
       "OPS_TOKEN", "PROXY_TOKEN", "MPP_SECRET_KEY", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "SUPABASE_SERVICE_ROLE_KEY",
-      "PERSONA_API_KEY", "PERSONA_WEBHOOK_SECRET", "TEMPO_TREASURY_KEY",
+      "PERSONA_API_KEY", "PERSONA_WEBHOOK_SECRET", "TEMPO_TREASURY_KEY", "TINYBIRD_TOKEN",
     ].map((name) => {
       expect(secrets[name], name).toMatch(/.{8,}/);
       return secrets[name]!;
     });
+    // Optional secrets (wrangler.toml's list), searched when this configuration sets them.
+    for (const name of ["STRIPE_CONNECT_WEBHOOK_SECRET"]) if (secrets[name]) otherSecrets.push(secrets[name]!);
     const needles = [...privateScalars, plaintext, btoa(plaintext), kept.credential, btoa(kept.credential), ...variants(devKeyD), ...webhookKeys, ...otherSecrets].flatMap(pieces);
 
     const sinks = await allSinks({ logs, queues, clients: [c] });
@@ -180,17 +183,22 @@ describe("PR10: no IP address is stored anywhere", () => {
     forwarded: `for=${IPV4};proto=https, for="[${IPV6}]"`,
     "cf-ipcountry": "DE",
   };
+  /** The edge's data about the client (request.cf): location, network. */
+  const EDGE = { country: "DE", city: CITY, postalCode: POSTAL, asOrganization: ASORG, asn: 64_577, region: "Promise Region 7e57" };
 
   it("PR10: requests carrying a distinctive IP (CF-Connecting-IP, X-Forwarded-For, X-Real-IP, True-Client-IP, Forwarded) and edge location through every route family leave it in no object, KV namespace, Postgres table, log line or queued message, nor send it upstream", async () => {
     const { logs, queues } = capture();
     const hook = await receiverHook();
     // Every request of the sessions carries the IP headers and the edge's data (request.cf).
-    const c = client({ headers: IP_HEADERS, cf: { country: "DE", city: CITY, postalCode: POSTAL, asOrganization: ASORG, asn: 64_577, region: "Promise Region 7e57" } });
+    const c = client({ headers: IP_HEADERS, cf: EDGE });
     const run = await sellerSession(c, { email: `${unique("pr10")}@example.test`, webhookUrl: hook.url, key: { region: "eu", priceMicros: 1200 } });
     const buyer = await buyerSession(c, { failOnce: () => demo("/__demo/behaviour", { credential: run.credential, status: 500, times: 1 }) });
     // Flushed before the dispute is resolved, so the clawback finds the request.
     await runAllAlarms();
     await operatorSession(c, { keyId: run.keyId, region: "eu", disputeId: buyer.disputeId });
+    // The public statistics and an optional buyer account holding this buyer's id.
+    expect((await c.send("/api/stats")).status).toBe(200);
+    await buyerAccountSession(client({ headers: IP_HEADERS, cf: EDGE }), buyer.buyer, { email: `${unique("pr10buyer")}@example.test` });
     // Buyer-facing refusals and errors, and a disablement that queues a seller event.
     expect((await c.send(CHAT, { method: "POST", headers: { "content-type": "application/json", "cn2-proxy-token": "wrong" }, body: chatBody() })).status).toBe(401);
     expect((await c.send("/openai/v1/chat/completions", { method: "POST", headers: { "content-type": "application/json", "cn2-tier": "gold" }, body: chatBody() })).status).toBe(400);
@@ -204,7 +212,7 @@ describe("PR10: no IP address is stored anywhere", () => {
     const ipHashes = await Promise.all([IPV4, IPV6].map((ip) => sha256Hex(ip)));
     const needles = [IPV4, IPV6, "2001:0db8:7e57", CITY, POSTAL, ASORG, "Promise Region", ...ipHashes];
     const deliveries = (await received(hook.name)).map((d) => JSON.stringify(d)).join("\n");
-    const sinks = await allSinks({ logs, queues, extra: { webhookDeliveries: deliveries } });
+    const sinks = await allSinks({ logs, queues, extra: { webhookDeliveries: deliveries, analytics: await analyticsRows(buyer.servedRequestIds) } });
     // The sinks hold this session's data.
     expect(sinks["KV SPEND"]).toContain(buyer.buyer.buyerId);
     expect(sinks["KV DISPUTES"]).toContain(buyer.disputeId);
@@ -272,7 +280,7 @@ describe("PR13: no request or response body is logged, stored or inspected", () 
 
     await runAllAlarms();
     const needles = [requestMarker, userMarker, ...new Set(completionIds), "deterministic", "injected status", "\"messages\"", "\"choices\"", "data: {"];
-    const sinks = await allSinks({ logs, queues });
+    const sinks = await allSinks({ logs, queues, extra: { analytics: await analyticsRows(results.map((r) => r.paid.requestId)) } });
     const wallet = Object.entries(sinks).find(([k, v]) => k.startsWith("BUYER_WALLET/") && v.includes(buyer.buyerId));
     expect(wallet, "the buyer's wallet").toBeDefined();
     for (const r of results) expect(wallet![1]).toContain(r.paid.challenge.id);
@@ -284,7 +292,7 @@ describe("PR13: no request or response body is logged, stored or inspected", () 
     // What is kept of each request is its metadata, field for field (PR12).
     const rows = await ownerDb((sql) => sql`select * from public.request_log where request_id in ${sql(ids)}`);
     expect(rows).toHaveLength(4);
-    for (const row of rows) expect(Object.keys(row).sort()).toEqual(["amount_micros", "at", "key_id", "latency_ms", "method", "outcome", "provider", "request_id", "route", "status"]);
+    for (const row of rows) expect(Object.keys(row).sort()).toEqual(["amount_micros", "at", "duration_ms", "key_id", "latency_ms", "method", "outcome", "provider", "request_id", "route", "status"]);
   });
 });
 
@@ -357,6 +365,20 @@ describe("PR26: only the essential session cookie", () => {
     return { name, attrs: attrs.filter(Boolean).map((a) => { const i = a.indexOf("="); return i < 0 ? [a.toLowerCase(), ""] : [a.slice(0, i).toLowerCase(), a.slice(i + 1)]; }) };
   };
 
+  /** Every cookie set is the session cookie, with exactly the essential attributes. */
+  const expectOnlySessionCookie = (c: Client) => {
+    const cookies = c.answers.flatMap((a) => a.setCookies.map((line) => ({ at: `${a.method} ${a.path}`, ...parse(line) })));
+    for (const cookie of cookies) {
+      expect(cookie.name, cookie.at).toBe(SESSION_COOKIE);
+      const attrs = Object.fromEntries(cookie.attrs);
+      expect(Object.keys(attrs).sort(), cookie.at).toEqual(["httponly", "max-age", "path", "samesite", "secure"]);
+      expect(attrs, cookie.at).toMatchObject({ path: "/", samesite: "Lax", httponly: "", secure: "" });
+      expect(attrs["max-age"], cookie.at).toMatch(/^\d+$/);
+    }
+    for (const a of c.answers) expect(a.setCookies.length, `${a.method} ${a.path}`).toBeLessThanOrEqual(1);
+    return cookies.map((k) => k.at.replace(/\?.*$/, ""));
+  };
+
   it("PR26: a whole seller session (sign-in three ways, keys, earnings, payouts, KYC, webhooks, export, sign-out, account closure) sets no cookie but __Host-cn2_session, each time HttpOnly, Secure, SameSite=Lax, Path=/ and host-only", async () => {
     const hook = await receiverHook();
     const c = client();
@@ -368,17 +390,16 @@ describe("PR26: only the essential session cookie", () => {
     expect((await c.send("/api/account", { method: "DELETE" })).status).toBe(200);
 
     expect(c.answers.length).toBeGreaterThan(25);
-    const cookies = c.answers.flatMap((a) => a.setCookies.map((line) => ({ at: `${a.method} ${a.path}`, ...parse(line) })));
-    // Sign-in (POST, link, session), sign-out, sign-in again: five answers set it.
-    expect(cookies.map((k) => k.at.replace(/\?.*$/, ""))).toEqual(["POST /auth/dev/sign-in", "GET /auth/dev/sign-in", "POST /auth/session", "POST /auth/sign-out", "POST /auth/dev/sign-in", "DELETE /api/account"]);
-    for (const cookie of cookies) {
-      expect(cookie.name, cookie.at).toBe(SESSION_COOKIE);
-      const attrs = Object.fromEntries(cookie.attrs);
-      expect(Object.keys(attrs).sort(), cookie.at).toEqual(["httponly", "max-age", "path", "samesite", "secure"]);
-      expect(attrs, cookie.at).toMatchObject({ path: "/", samesite: "Lax", httponly: "", secure: "" });
-      expect(attrs["max-age"], cookie.at).toMatch(/^\d+$/);
-    }
-    for (const a of c.answers) expect(a.setCookies.length, `${a.method} ${a.path}`).toBeLessThanOrEqual(1);
+    // Sign-in (POST, link, session), sign-out, sign-in again, closure: those answers set it.
+    expect(expectOnlySessionCookie(c)).toEqual(["POST /auth/dev/sign-in", "GET /auth/dev/sign-in", "POST /auth/session", "POST /auth/sign-out", "POST /auth/dev/sign-in", "DELETE /api/account"]);
+  });
+
+  it("PR26: an optional buyer account's sessions (sign-in, account, attach, history, top-up, then sign-out or deletion) set no cookie but __Host-cn2_session, with the same attributes", async () => {
+    const c = client();
+    await buyerAccountSession(c, await generateBuyerKey(), { email: `${unique("pr26acct")}@example.test` });
+    await buyerAccountSession(c, await generateBuyerKey(), { email: `${unique("pr26acct2")}@example.test`, deleteAccount: true });
+    expect(c.answers.length).toBeGreaterThanOrEqual(12);
+    expect(expectOnlySessionCookie(c)).toEqual(["POST /auth/dev/sign-in", "POST /auth/sign-out", "POST /auth/dev/sign-in", "DELETE /api/buyer/account"]);
   });
 
   it("PR26: a whole buyer session and the operator's calls set no cookie at all, though the upstream sends one", async () => {
@@ -406,7 +427,7 @@ describe("PR26: only the essential session cookie", () => {
 // ---- PR9 --------------------------------------------------------------------------------
 
 describe("PR9: the raw payment principal is stored nowhere", () => {
-  it("PR9: after a whole buyer session (credit, card top-up, balance, budget, paid calls, a refund, a dispute and its resolution) the buyer's DID, in any spelling, is in no object, KV namespace, Postgres table, log line or queued message", async () => {
+  it("PR9: after a whole buyer session (credit, card top-up, balance, budget, paid calls, a refund, a dispute and its resolution, an optional account) the buyer's DID, in any spelling, is in no object, KV namespace, Postgres table, log line or queued message", async () => {
     const { logs, queues } = capture();
     const seller = await signIn("pr9");
     const key = await addKey({ seller, config: { priceMicros: 1100 } });
@@ -414,6 +435,8 @@ describe("PR9: the raw payment principal is stored nowhere", () => {
     const run = await buyerSession(c, { failOnce: () => demo("/__demo/behaviour", { credential: key.credential, status: 500, times: 1 }) });
     await runAllAlarms();
     await operatorSession(c, { keyId: key.keyId, region: "us", disputeId: run.disputeId });
+    // Attached to an optional account: the signed attach carries the DID too.
+    const { accountId } = await buyerAccountSession(c, run.buyer, { email: `${unique("pr9")}@example.test` });
     await runAllAlarms();
 
     const { buyer } = run;
@@ -421,7 +444,7 @@ describe("PR9: the raw payment principal is stored nowhere", () => {
     const x = buyer.file.privateJwk.x!;
     // "did:key:z6Mk" starts every Ed25519 DID: the pieces are taken after it.
     const needles = [buyer.did, ...pieces(multibase.slice(4)), ...variants(x).flatMap(pieces)];
-    const sinks = await allSinks({ logs, queues });
+    const sinks = await allSinks({ logs, queues, extra: { analytics: await analyticsRows(run.servedRequestIds) } });
     // The hash is where it belongs, so the search looks at the buyer's data.
     expect(Object.entries(sinks).some(([k, v]) => k.startsWith("BUYER_WALLET/") && v.includes(buyer.buyerId))).toBe(true);
     expect(sinks["KV SPEND"]).toContain(buyer.buyerId);
@@ -429,6 +452,7 @@ describe("PR9: the raw payment principal is stored nowhere", () => {
     expect(occurrences(sinks, needles)).toEqual([]);
     const pg = await postgresHolding([...needles, run.servedRequestIds[0]!]);
     expect(pg).toContainEqual({ table: "public.request_log", needle: run.servedRequestIds[0] });
+    expect(await postgresHolding([buyer.buyerId, accountId])).toEqual(expect.arrayContaining([{ table: "public.buyer_account_ids", needle: buyer.buyerId }]));
     expect(pg.filter((hit) => needles.includes(hit.needle))).toEqual([]);
   });
 });

@@ -4,12 +4,13 @@
 // records every answer; a seller session (sign-in three ways, profile, keys, webhooks,
 // payouts, KYC, earnings, export, sign-out) on the cookie alone; a buyer session (credit,
 // top-up by card, the 402, paid calls streamed and not, a refund, balance, budget, a
-// dispute) with its own key; the operator's calls.
+// dispute) with its own key; an optional buyer account's session; the operator's calls.
 import { env } from "cloudflare:workers";
 import { Challenge } from "mppx";
 import { expect } from "vitest";
 import { creditClient, generateBuyerKey, type BuyerKey } from "../../buyer/keys.ts";
-import { ACCOUNT_HEADERS, accountMessage } from "../../core/credit-method.ts";
+import { ACCOUNT_HEADERS, accountMessage, accountRequestHeaders } from "../../core/credit-method.ts";
+import { ACCOUNT_TOPUP_PATH, ATTACH_PATH, BUYER_ACCOUNT_PATH, HISTORY_PATH, newAttachProof } from "../../schema/buyer-account.ts";
 import { sign } from "../../core/did.ts";
 import { sha256Hex, toBase64Url } from "../../core/encoding.ts";
 import type { Env } from "../../core/env.ts";
@@ -187,12 +188,11 @@ export async function personaApproves(c: Client, sellerId: string) {
 }
 
 /** The rest of a seller's session: earnings, both exports, the key removed, signed out. */
-export async function finishSellerSession(c: Client, run: SellerRun, opts: { closeAccount?: boolean } = {}) {
+export async function finishSellerSession(c: Client, run: SellerRun) {
   await expectStatus(await c.send("/api/earnings"), 200, "earnings");
   await expectStatus(await c.send("/api/export?format=json"), 200, "export json");
   await expectStatus(await c.send("/api/export?format=csv&data=keys"), 200, "export csv");
   await expectStatus(await c.send(`/api/keys/${run.keyId}`, { method: "DELETE" }), 200, "delete key");
-  if (opts.closeAccount) await expectStatus(await c.send("/api/account", { method: "DELETE" }), [200, 202], "close account");
   await expectStatus(await c.send("/auth/sign-out", { method: "POST" }), 200, "sign-out");
   expect(c.session()).toBeNull();
   await expectStatus(await c.send("/api/me"), [401, 410], "after sign-out");
@@ -270,6 +270,29 @@ export async function buyerSession(c: Client, opts: { failOnce: () => Promise<vo
   await expectStatus(await signed(c, buyer, "GET", "/api/disputes"), 200, "list disputes");
   await expectStatus(await signed(c, buyer, "GET", `/api/disputes/${dispute.id}`), 200, "read dispute");
   return { buyer, servedRequestIds: [served.requestId, streamed.requestId], disputeId: dispute.id };
+}
+
+// ---- optional buyer accounts ------------------------------------------------------------
+
+/**
+ * An optional buyer account's session on the cookie alone (B4): a buyer sign-in, the
+ * account read, `buyer`'s id attached with a proof signed by its key, the spend history, a
+ * card top-up from the account, and (`deleteAccount`) the account deleted, or a sign-out.
+ */
+export async function buyerAccountSession(c: Client, buyer: BuyerKey, opts: { email: string; deleteAccount?: boolean }) {
+  const signIn = await c.send("/auth/dev/sign-in", jsonInit("POST", { email: opts.email, account: "buyer" }, { "cn2-csrf": "1", origin: ORIGIN }));
+  await expectStatus(signIn, 200, "buyer sign-in");
+  const { buyer: account } = (await signIn.json()) as { buyer: { id: string } };
+  await expectStatus(await c.send(BUYER_ACCOUNT_PATH), 200, "read the buyer account");
+  const body = JSON.stringify(newAttachProof(account.id));
+  const proof = await accountRequestHeaders(buyer, { method: "POST", pathAndQuery: ATTACH_PATH, body });
+  await expectStatus(await c.send(ATTACH_PATH, { method: "POST", headers: { "content-type": "application/json", ...proof }, body }), 201, "attach the buyer id");
+  await expectStatus(await c.send(`${HISTORY_PATH}?days=7`), 200, "spend history");
+  await expectStatus(await c.send(ACCOUNT_TOPUP_PATH, jsonInit("POST", { buyerId: buyer.buyerId, amountMicros: 1_000_000 })), 201, "account top-up");
+  if (opts.deleteAccount) await expectStatus(await c.send(BUYER_ACCOUNT_PATH, { method: "DELETE" }), 200, "delete the buyer account");
+  else await expectStatus(await c.send("/auth/sign-out", { method: "POST" }), 200, "buyer sign-out");
+  expect(c.session()).toBeNull();
+  return { accountId: account.id };
 }
 
 // ---- operators --------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 // Worker and its objects (they share the test's isolate, so a spy sees their lines), every
 // Durable Object of every namespace bound to the Worker (SQLite tables, key-value storage,
 // alarm), every KV namespace (keys, metadata, values), every table of every schema in
-// Postgres, and the messages the Worker's queue handler receives. The bindings are found
+// Postgres, the messages the Worker's queue handler receives, and the rows the analytics
+// sink (Tinybird) ingested. The bindings are found
 // by their shape, not listed by hand, so a store added later is searched too.
 import { env } from "cloudflare:workers";
 import { listDurableObjectIds, runInDurableObject } from "cloudflare:test";
@@ -131,6 +132,23 @@ export function occurrences(sinks: Record<string, string>, needles: readonly str
     for (const needle of needles) if (lower.includes(needle.toLowerCase())) hits.push([sink, needle]);
   }
   return hits;
+}
+
+/**
+ * What the analytics sink (Tinybird, faked on loopback in the tests) ingested, as text,
+ * once every one of `requestIds` is there: rows travel from the key objects' alarms through
+ * the analytics queue, so they are waited for (bounded by count).
+ */
+export async function analyticsRows(requestIds: readonly string[]): Promise<string> {
+  const e = env as unknown as { TINYBIRD_API_BASE: string; TINYBIRD_DATASOURCE?: string };
+  const url = `${e.TINYBIRD_API_BASE}/__fake/rows?name=${encodeURIComponent(e.TINYBIRD_DATASOURCE || "cn2_requests")}`;
+  let text = "";
+  for (let i = 0; i < 200; i++) {
+    text = await (await fetch(url)).text();
+    if (requestIds.every((id) => text.includes(id))) return text;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`the analytics sink never received ${requestIds.filter((id) => !text.includes(id)).join(", ")}`);
 }
 
 /** A response as text for searching: status, every header (all Set-Cookie lines too) and the body. */
