@@ -175,7 +175,7 @@ describe("running the jobs", () => {
     const retention = view.retention!.last!;
     expect(retention).toMatchObject({ status: "ok", error: null });
     expect(Object.keys(retention.counts).sort()).toEqual(
-      ["clawbacks", "disputes", "earnings_ledger", "payout_events", "payouts", "request_log", "request_log_hourly", "webhook_deliveries"]);
+      ["clawbacks", "earnings_ledger", "payout_events", "payouts", "request_log", "request_log_hourly", "webhook_deliveries"]);
     expect(retention.lastOkAt).not.toBeNull();
     expect(Date.parse(retention.finishedAt!)).toBeGreaterThanOrEqual(Date.parse(retention.startedAt));
     // The record is the database's: the ops route reads exactly it.
