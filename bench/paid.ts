@@ -27,22 +27,28 @@ export interface PaidStats {
   seconds: number;
 }
 
-/** Rounds of one kind of run as one. */
-export function mergePaid(runs: PaidStats[]): PaidStats {
-  const latencies = Float64Array.from(runs.flatMap((r) => [...r.latencies])).sort();
-  const seconds = runs.reduce((n, r) => n + r.seconds, 0);
+type Part = { latencies: ArrayLike<number>; failures: number; served: number; samples: string[] };
+
+/** One set of figures from parts measured over `seconds` (client processes side by side, or rounds one after another). */
+function combine(parts: Part[], seconds: number, who: { concurrency: number; buyers: number }): PaidStats {
+  const latencies = Float64Array.from(parts.flatMap((r) => Array.from(r.latencies))).sort();
   return {
-    ...runs[0]!,
+    ...who,
     ok: latencies.length,
-    failures: runs.reduce((n, r) => n + r.failures, 0),
+    failures: parts.reduce((n, r) => n + r.failures, 0),
     p50: percentile(latencies, 50),
     p99: percentile(latencies, 99),
     rps: latencies.length / seconds,
-    served: runs.reduce((n, r) => n + r.served, 0),
-    samples: runs.flatMap((r) => r.samples).slice(0, 3),
+    served: parts.reduce((n, r) => n + r.served, 0),
+    samples: parts.flatMap((r) => r.samples).slice(0, 3),
     latencies,
     seconds,
   };
+}
+
+/** Rounds of one kind of run as one. */
+export function mergePaid(runs: PaidStats[]): PaidStats {
+  return combine(runs, runs.reduce((n, r) => n + r.seconds, 0), runs[0]!);
 }
 
 /** `count` fresh buyer keys (Ed25519), serialized, each with credit from the dev faucet (the bench's Worker has DEV_FAUCET=1). */
@@ -89,21 +95,7 @@ export async function loadClients(opts: ClientLoad): Promise<PaidStats> {
       return runClient(job, (opts.warmup + opts.seconds) * 1000 + 60_000);
     }),
   );
-  const latencies = Float64Array.from(results.flatMap((r) => r.latencies)).sort();
-  const seconds = Math.max(...results.map((r) => r.seconds));
-  return {
-    concurrency: opts.concurrency,
-    buyers: opts.proxyToken ? 0 : opts.buyers.length,
-    ok: latencies.length,
-    failures: results.reduce((n, r) => n + r.failures, 0),
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-    rps: latencies.length / seconds,
-    served: results.reduce((n, r) => n + r.served, 0),
-    samples: results.flatMap((r) => r.samples).slice(0, 3),
-    latencies,
-    seconds,
-  };
+  return combine(results, Math.max(...results.map((r) => r.seconds)), { concurrency: opts.concurrency, buyers: opts.proxyToken ? 0 : opts.buyers.length });
 }
 
 function runClient(job: Job, timeoutMs: number): Promise<ClientResult> {
