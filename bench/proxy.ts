@@ -6,7 +6,7 @@
 //   npm run bench -- --profile          also time probe Workers that isolate the costs
 //                                       (Worker hop, Durable Object hop, SQL, streaming)
 //   npm run bench -- --cpu-profile F    also profile the cn2 isolate under load (V8, F.cpuprofile)
-//   npm run bench -- --cpu-profile-paid F   the same under paid load (c=10, ten buyers)
+//   npm run bench -- --cpu-profile-paid F   the same under paid load (highest --concurrency up to 10, a buyer per connection)
 //   npm run bench -- --tmpfs-storage    Durable Object SQLite files on /dev/shm (no disk sync)
 //   npm run bench -- --miniflare-outbound  keep Miniflare's outbound helper worker in front of
 //                                       every upstream call (a local-only hop; see bench/workerd.ts)
@@ -337,10 +337,12 @@ async function main() {
   }
 
   if (inspectorPort && args["cpu-profile-paid"] && systems.cn2) {
-    // The paid path at c=10, ten buyers: where the isolate's time goes per paid request.
-    const buyers = await fundedBuyers(worker.url, 10, 100_000_000);
-    const load = { baseUrl: worker.url, path: "/openai/v1/chat/completions", body: BODY, reply: REPLY, concurrency: 10, buyers, warmup: 0.5, seconds: DURATION };
-    cn2Answered += await cpuProfile(inspectorPort, args["cpu-profile-paid"], "paid, c=10, 10 buyers", async () => (await loadClients(load)).served);
+    // The paid path at the highest --concurrency (at most 10), one buyer per connection:
+    // where the isolate's time goes per paid request.
+    const concurrency = Math.min(10, Math.max(...CONCURRENCY));
+    const buyers = await fundedBuyers(worker.url, concurrency, 100_000_000);
+    const load = { baseUrl: worker.url, path: "/openai/v1/chat/completions", body: BODY, reply: REPLY, concurrency, buyers, warmup: 0.5, seconds: DURATION };
+    cn2Answered += await cpuProfile(inspectorPort, args["cpu-profile-paid"], `paid, c=${concurrency}, ${concurrency} buyer(s)`, async () => (await loadClients(load)).served);
     cn2Runs += 2;
   }
 

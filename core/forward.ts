@@ -69,5 +69,7 @@ export function buyerResponse(provider: Provider, upstream: Response, body: Body
   for (const name of OURS) headers.delete(name);
   for (const name in ours) headers.set(name, ours[name]!);
   for (const name in SECURITY_HEADERS) headers.set(name, SECURITY_HEADERS[name]!);
+  // An answer read whole says its length: the router then reads it whole too (worker/proxy/started.ts).
+  if (body instanceof ArrayBuffer && out.body !== null) headers.set("content-length", String(body.byteLength));
   return out;
 }

@@ -18,6 +18,7 @@
 // away and, if that fails, by the alarm (a dirty flag, as for spend).
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../../core/env.ts";
+import { GroupCommit } from "../../core/group-commit.ts";
 import { SPEND_TTL_SECONDS, spendKey, type SpendDay } from "./spend.ts";
 import type { Result } from "../../schema/result.ts";
 import {
@@ -66,7 +67,7 @@ export class BuyerWallet extends DurableObject<Env> {
   /** Accepted claims' rows, waiting for the group commit (see committed()). */
   private queued: (() => void)[] = [];
   private readonly uncommitted = new Set<string>();
-  private commit: Promise<void> | null = null;
+  private readonly claimCommit = new GroupCommit(() => this.writeQueued());
   private nextAlarm: number | null = null;
   /** The dispute-index pass in progress (see indexDisputes). */
   private indexing: Promise<void> = Promise.resolve();
@@ -414,30 +415,23 @@ export class BuyerWallet extends DurableObject<Env> {
   }
 
   /**
-   * The group commit: resolves once every claim queued so far is durable. The first caller
-   * arms a zero-delay timer; claims that arrive before it fires (those queued behind a
-   * commit in progress, under load) join the same storage transaction. If it fails,
-   * nothing of the batch is written, the mirrors are reloaded and every waiter throws:
-   * none of those requests is served.
+   * The group commit: resolves once every claim queued so far is durable (core/group-commit.ts:
+   * batched under load, at once when idle). If it fails, nothing of the batch is written,
+   * the mirrors are reloaded and every waiter throws: none of those requests is served.
    */
   private committed(): Promise<void> {
-    this.commit ??= new Promise<void>((resolve, reject) => {
-      setTimeout(() => {
-        const batch = this.queued;
-        const proofs = [...this.uncommitted];
-        this.queued = [];
-        this.commit = null;
-        try {
-          this.write(() => batch.forEach((apply) => apply()));
-          resolve();
-        } catch (err) {
-          reject(err);
-        } finally {
-          for (const p of proofs) this.uncommitted.delete(p);
-        }
-      }, 0);
-    });
-    return this.commit;
+    return this.claimCommit.committed();
+  }
+
+  private writeQueued() {
+    const batch = this.queued;
+    const proofs = [...this.uncommitted];
+    this.queued = [];
+    try {
+      this.write(() => batch.forEach((apply) => apply()));
+    } finally {
+      for (const p of proofs) this.uncommitted.delete(p);
+    }
   }
 
   /** Run writes as one storage transaction; on failure the memory mirrors are reloaded from storage. */

@@ -10,6 +10,7 @@
 // await committed() (a group commit on the next tick, shared by every paid answer that
 // is ready by then), so money never waits for the window and is durable before its
 // answer leaves.
+import { GroupCommit } from "../../core/group-commit.ts";
 import { numberSetting } from "../../core/settings.ts";
 import type { RequestMeta } from "../../schema/wire.ts";
 
@@ -46,7 +47,7 @@ export class WriteBuffer {
   private readonly dirtyKeys = new Set<string>();
   private pending = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private commit: Promise<void> | null = null;
+  private readonly paidCommit = new GroupCommit(() => this.persist());
   private metaRows = 0;
 
   private readonly sql: SqlStorage;
@@ -235,24 +236,13 @@ export class WriteBuffer {
   }
 
   /**
-   * The group commit for paid answers: resolves after a persist() that ran on the next
-   * tick, so every paid answer ready before then shares one storage commit (one each would
-   * cost a commit per request). The output gate holds what is sent after the writes until
-   * they are durable, so an answer sent after this resolves leaves after its earnings.
+   * The group commit for paid answers: resolves after a persist() that ran after this call,
+   * shared by every paid answer ready by then (core/group-commit.ts: batched under load, at
+   * once when idle). The output gate holds what is sent after the writes until they are
+   * durable, so an answer sent after this resolves leaves after its earnings.
    */
   committed(): Promise<void> {
-    this.commit ??= new Promise<void>((resolve, reject) => {
-      setTimeout(() => {
-        this.commit = null;
-        try {
-          this.persist();
-          resolve();
-        } catch (err) {
-          reject(err);
-        }
-      }, 0);
-    });
-    return this.commit;
+    return this.paidCommit.committed();
   }
 
   /**

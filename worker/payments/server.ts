@@ -12,6 +12,7 @@ import { DidError, importVerifyKey, parseDid, verifySignature } from "../../core
 import { PaymentRefusal, type PaymentCode } from "./errors.ts";
 import { CREDIT_METHOD, CURRENCY, credit, creditMessage } from "../../core/credit-method.ts";
 import { proofStore } from "./atomic-store.ts";
+import { creditChallenge } from "./credit-challenge.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
 import type { WalletCode } from "../../schema/wallet.ts";
 
@@ -77,29 +78,39 @@ const WALLET_TO_PAYMENT: Record<WalletCode, PaymentCode> = {
   already_refunded: "payment_failed",
 };
 
+/**
+ * The `credit` method's verification, after charge() checked the challenge (its id, expiry,
+ * route scope and payload shape): the buyer's signature over the challenge id, the
+ * principal hashed at once (B2), then claim + debit in the buyer's wallet in one RPC.
+ */
+export async function verifyCredit(env: Env, credential: { challenge: Challenge.Challenge; payload: { signature: string }; source?: string }): Promise<VerifiedPayment> {
+  const { challenge } = credential;
+  if (!credential.source) throw new PaymentRefusal("bad_signature", "a credit credential needs its source: the buyer's did:key");
+  const { parsed, buyerId, key } = await principalOf(credential.source);
+  let signature: Uint8Array;
+  try {
+    signature = fromBase64Url(credential.payload.signature);
+  } catch {
+    throw new PaymentRefusal("bad_signature", "signature is not base64url");
+  }
+  if (!(await verifySignature(parsed.alg, key, signature, creditMessage(challenge)))) {
+    throw new PaymentRefusal("bad_signature", "the signature does not verify against the credential's source");
+  }
+  const amountMicros = Number(challenge.request.amount);
+  const result = await walletStub(env, buyerId).claimAndDebit({
+    buyerId, proofId: challenge.id, amountMicros, expiresAt: Date.parse(challenge.expires ?? ""), method: CREDIT_METHOD,
+  });
+  if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
+  return { buyerId, amountMicros, method: CREDIT_METHOD, proofId: challenge.id };
+}
+
+/** `credit` registered with mppx (its schemas, and the method list a 402 offers); charge() verifies it itself (verifyCredit). */
 function creditServer(env: Env) {
   return Method.toServer(credit, {
     async verify({ credential }) {
-      const { challenge } = credential;
-      if (!credential.source) throw new PaymentRefusal("bad_signature", "a credit credential needs its source: the buyer's did:key");
-      const { parsed, buyerId, key } = await principalOf(credential.source);
-      let signature: Uint8Array;
-      try {
-        signature = fromBase64Url(credential.payload.signature);
-      } catch {
-        throw new PaymentRefusal("bad_signature", "signature is not base64url");
-      }
-      if (!(await verifySignature(parsed.alg, key, signature, creditMessage(challenge)))) {
-        throw new PaymentRefusal("bad_signature", "the signature does not verify against the credential's source");
-      }
-      const amountMicros = Number(challenge.request.amount);
-      const result = await walletStub(env, buyerId).claimAndDebit({
-        buyerId, proofId: challenge.id, amountMicros, expiresAt: Date.parse(challenge.expires ?? ""), method: CREDIT_METHOD,
-      });
-      if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
-      const verified: VerifiedPayment = { buyerId, amountMicros, method: CREDIT_METHOD, proofId: challenge.id };
-      // mppx's Receipt is a loose object: the verified payment rides along to `charge`.
-      return { ...verified, reference: challenge.id, status: "success", timestamp: new Date().toISOString() } as Receipt.Receipt;
+      const verified = await verifyCredit(env, credential);
+      // mppx's Receipt is a loose object: the verified payment rides along.
+      return { ...verified, reference: verified.proofId, status: "success", timestamp: new Date().toISOString() } as Receipt.Receipt;
     },
   });
 }
@@ -191,10 +202,10 @@ export async function issueChallenges(env: Env, quote: { amountMicros: number; r
   // A nonce makes every challenge (and so every proof id) unique, even for equal quotes.
   const meta = { n: crypto.randomUUID().replaceAll("-", "") };
   const common = { scope: await routeScope(quote.route), meta, expires, ...(quote.description ? { description: quote.description } : {}) };
-  const challenge = p.mppx.challenge;
-  const out = [await challenge[CREDIT_METHOD]!.charge!({ ...common, amount: String(quote.amountMicros), currency: CURRENCY })];
+  // credit: the same challenge mppx would issue, made without its generic path (credit-challenge.ts).
+  const out = [await creditChallenge(p.secretKey, p.realm, { amountMicros: quote.amountMicros, scope: common.scope, expires, nonce: meta.n, description: quote.description })];
   if (!quote.creditOnly && p.methods.has(`${TEMPO_METHOD}/charge`)) {
-    out.push(await challenge[TEMPO_METHOD]!.charge!({ ...common, amount: microsToDecimal(quote.amountMicros) }));
+    out.push(await p.mppx.challenge[TEMPO_METHOD]!.charge!({ ...common, amount: microsToDecimal(quote.amountMicros) }));
   }
   return out;
 }
