@@ -32,7 +32,33 @@ export interface FunctionCost {
 }
 
 /** Connect to workerd's inspector target for `workerName` and profile while `during` runs. */
-export async function profileWhile(inspectorPort: number, workerName: string, during: () => Promise<void>): Promise<CpuProfile & { heap?: { usedMb: number; totalMb: number } }> {
+interface HeapNode {
+  callFrame: CallFrame;
+  selfSize: number;
+  children?: HeapNode[];
+}
+
+/** Bytes a sampling heap profile estimates were allocated (V8 scales each sample's size), in all and by allocating function. */
+function sampledBytes(node: HeapNode, by = new Map<string, number>()): { total: number; by: Map<string, number> } {
+  let total = node.selfSize;
+  if (node.selfSize > 0) {
+    const f = node.callFrame;
+    const name = `${f.functionName || "(anonymous)"}${f.url ? ` ${f.url.split("/").pop()}:${f.lineNumber + 1}` : ""}`;
+    by.set(name, (by.get(name) ?? 0) + node.selfSize);
+  }
+  for (const child of node.children ?? []) total += sampledBytes(child, by).total;
+  return { total, by };
+}
+
+export interface Profiled extends CpuProfile {
+  heap?: { usedMb: number; totalMb: number };
+  /** Bytes allocated while `during` ran, garbage included (V8's sampling heap profiler), if the runtime supports it. */
+  allocatedBytes?: number;
+  /** The same by allocating function, largest first. */
+  allocatedBy?: [string, number][];
+}
+
+export async function profileWhile(inspectorPort: number, workerName: string, during: () => Promise<void>): Promise<Profiled> {
   const list = (await (await fetch(`http://${HOST}:${inspectorPort}/json`, { signal: AbortSignal.timeout(5_000) })).json()) as {
     id: string;
     title?: string;
@@ -73,12 +99,21 @@ export async function profileWhile(inspectorPort: number, workerName: string, du
   try {
     await send("Profiler.enable");
     await send("Profiler.setSamplingInterval", { interval: 200 });
+    // Allocation volume: objects a GC already collected count too (what drives GC pauses).
+    const sampling = await send("HeapProfiler.enable")
+      .then(() => send("HeapProfiler.startSampling", { samplingInterval: 16_384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true }))
+      .then(() => true, () => false);
     await send("Profiler.start");
     await during();
     const { profile } = (await send("Profiler.stop")) as { profile: CpuProfile };
+    const allocated = sampling ? ((await send("HeapProfiler.stopSampling").catch(() => null)) as { profile: { head: HeapNode } } | null) : null;
     // The isolate's V8 heap right after the load: long GC pauses come with a big old space.
     const heap = (await send("Runtime.getHeapUsage").catch(() => null)) as { usedSize: number; totalSize: number } | null;
-    return heap ? { ...profile, heap: { usedMb: heap.usedSize / 1048576, totalMb: heap.totalSize / 1048576 } } : profile;
+    return {
+      ...profile,
+      ...(heap ? { heap: { usedMb: heap.usedSize / 1048576, totalMb: heap.totalSize / 1048576 } } : {}),
+      ...(allocated ? (({ total, by }) => ({ allocatedBytes: total, allocatedBy: [...by].sort((a, b) => b[1] - a[1]) }))(sampledBytes(allocated.profile.head)) : {}),
+    };
   } finally {
     ws.close();
   }

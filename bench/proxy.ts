@@ -471,7 +471,8 @@ async function cpuProfile(port: number, path: string, label: string, run: () => 
   const lines = [
     `CPU profile of the cn2 isolate (router + Durable Objects), ${label}, ${served} requests: ` +
       `${busy.toFixed(0)} ms busy of ${totalMs.toFixed(0)} ms sampled, ${perReq.toFixed(0)} us of JS-thread time per request. Written to ${path}` +
-      (profile.heap ? `; V8 heap after the run: ${profile.heap.usedMb.toFixed(1)} MB used of ${profile.heap.totalMb.toFixed(1)} MB` : ""),
+      (profile.heap ? `; V8 heap after the run: ${profile.heap.usedMb.toFixed(1)} MB used of ${profile.heap.totalMb.toFixed(1)} MB` : "") +
+      (profile.allocatedBytes !== undefined && served > 0 ? `; allocated about ${(profile.allocatedBytes / served / 1024).toFixed(1)} KB per request (V8 sampling heap profiler, garbage included)` : ""),
     "  by inclusive time (us per request, self in brackets):",
     ...costs
       .filter((c) => !c.name.startsWith("(root)"))
@@ -483,6 +484,9 @@ async function cpuProfile(port: number, path: string, label: string, run: () => 
       .sort((a, b) => b.selfMs - a.selfMs)
       .slice(0, 20)
       .map((c) => `    ${((c.selfMs * 1000) / served).toFixed(1).padStart(7)}  ${c.name}`),
+    ...(profile.allocatedBy && served > 0
+      ? ["  allocated by (bytes per request):", ...profile.allocatedBy.slice(0, 15).map(([name, bytes]) => `    ${(bytes / served).toFixed(0).padStart(7)}  ${name}`)]
+      : []),
   ];
   process.stderr.write(lines.join("\n") + "\n");
   return served;
