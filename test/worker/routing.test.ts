@@ -170,6 +170,28 @@ describe("routing (through the Worker)", () => {
     expect(cachedPools(withTtl(60_000), "openai", ["us"], "standard", Date.now() + 60_001)).toBeNull();
   });
 
+  it("requests that find a pool expired together share one KV read and get one snapshot object (no read per request in flight)", async () => {
+    await addKey({ config: { region: "eu" } });
+    const base = env as unknown as Env;
+    let reads = 0;
+    const counting = (ttl: string): Env => ({
+      ...base, POOL_CACHE_MS: ttl,
+      POOLS: { ...base.POOLS, get: (...args: Parameters<KVNamespace["get"]>) => (reads++, (base.POOLS.get as (...a: unknown[]) => unknown)(...args)) } as unknown as KVNamespace,
+    });
+    // Expire the isolate's copy (a TTL of 0 reads and stores it afresh), then 50 at once with a real TTL.
+    await readPools(counting("0"), "openai", ["eu"], "standard");
+    reads = 0;
+    const stale = counting("1");
+    await new Promise((r) => setTimeout(r, 5)); // past the 1 ms TTL
+    const all = await Promise.all(Array.from({ length: 50 }, () => readPools(stale, "openai", ["eu"], "standard")));
+    expect(reads).toBe(1);
+    expect(new Set(all.map((snaps) => snaps[0])).size).toBe(1);
+    // With POOL_CACHE_MS 0 every request still reads for itself.
+    reads = 0;
+    await Promise.all(Array.from({ length: 5 }, () => readPools(counting("0"), "openai", ["eu"], "standard")));
+    expect(reads).toBe(5);
+  });
+
   it("a region or tier edit moves the key between pools before the next request", async () => {
     // A key's home is fixed at creation, and an EU-tagged key must live in the EU: an EU
     // key may be re-tagged and back, a key made elsewhere cannot become EU-tagged.

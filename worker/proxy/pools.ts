@@ -22,16 +22,31 @@ export function cachedPools(env: Env, provider: string, regions: readonly Region
   return out;
 }
 
+/** Reads from KV in progress, by pool name: requests that find a pool expired together share one. */
+const reading = new Map<string, Promise<PoolSnapshot | null>>();
+
 export async function readPools(env: Env, provider: string, regions: readonly Region[], tier: Tier): Promise<PoolSnapshot[]> {
   const now = Date.now();
   const snaps = await Promise.all(
-    regions.map(async (region) => {
+    regions.map((region) => {
       const name = poolName(provider, region, tier);
       const hit = fresh(env, name, now);
       if (hit) return hit.snapshot;
-      const snapshot = await env.POOLS.get<PoolSnapshot>(poolSnapshotKey(name), "json");
-      cache.set(name, { at: now, snapshot });
-      return snapshot;
+      // When a pool expires under load, every request in flight finds it expired: one KV read
+      // and one parse serve them all (a 10,000-key snapshot is 1.8 MB), and they all get the
+      // same snapshot object, so its prepared candidates are built once (routeCandidates).
+      // With POOL_CACHE_MS 0 (tests) each request reads for itself, as it asked.
+      const inFlight = reading.get(name);
+      if (inFlight) return inFlight;
+      const read = env.POOLS.get<PoolSnapshot>(poolSnapshotKey(name), "json").then((snapshot) => {
+        cache.set(name, { at: now, snapshot });
+        return snapshot;
+      });
+      if (numberSetting(env.POOL_CACHE_MS, 3000) > 0) {
+        reading.set(name, read);
+        void read.then(() => reading.delete(name), () => reading.delete(name));
+      }
+      return read;
     }),
   );
   return snaps.filter((s): s is PoolSnapshot => s !== null);
