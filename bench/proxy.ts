@@ -333,7 +333,7 @@ async function main() {
   if (systems.cn2 && wanted("cn2-10k-keys")) {
     market = await marketRun(worker, systems.cn2, Math.max(...CONCURRENCY));
     cn2Answered += market.small.ok + market.large.ok + market.warm;
-    cn2Runs += 4;
+    cn2Runs += 2 * (1 + ROUNDS); // a warm-up and ROUNDS rounds, with 3 keys and with 10,000
   }
 
   if (inspectorPort && args["cpu-profile-paid"] && systems.cn2) {
