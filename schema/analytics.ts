@@ -3,7 +3,8 @@
 // production, the local Postgres `request_log` by default; worker/analytics/).
 //
 // Exactly the columns of public.request_log, and nothing else: provider, route, method,
-// time, latency, status, amount, outcome, the request id and the key id. Never a body,
+// time, latency (to the first byte), duration (to the last byte), status, amount,
+// outcome, the request id and the key id. Never a body,
 // a header, an IP address or a buyer identity: the schema is strict, so a message that
 // carries any other field is refused whole by the consumer.
 import * as v from "valibot";
@@ -26,7 +27,15 @@ export const AnalyticsRowSchema = v.strictObject({
   method: v.picklist(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
   /** When the request arrived, ms since the epoch. */
   at: v.pipe(v.number(), v.safeInteger(), v.minValue(0)),
+  /** Time to the upstream's first byte (response headers). */
   latency_ms: v.pipe(v.number(), v.safeInteger(), v.minValue(0)),
+  /**
+   * Time to the answer's last byte, from the same start; null while unknown (a failed
+   * request, or a stream not yet ended when its row was flushed: a later copy of the row
+   * carries it). A message from before this field (still queued across a deploy) reads
+   * as null rather than being refused.
+   */
+  duration_ms: v.optional(v.nullable(v.pipe(v.number(), v.safeInteger(), v.minValue(0))), null),
   /** 0 when no HTTP status was produced (client abort before the upstream answered). */
   status: v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(599)),
   amount_micros: v.pipe(v.number(), v.safeInteger(), v.minValue(0)),

@@ -53,6 +53,8 @@ const COLUMNS: Record<string, (v: unknown) => boolean> = {
   // DateTime64(3): "YYYY-MM-DD HH:MM:SS[.fff]"
   at: (v) => typeof v === "string" && /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,3})?$/.test(v),
   latency_ms: (v) => Number.isInteger(v) && (v as number) >= 0,
+  // Nullable(UInt32): null while the time to the last byte is unknown.
+  duration_ms: (v) => v === null || (Number.isInteger(v) && (v as number) >= 0),
   status: (v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 65535,
   amount_micros: (v) => Number.isInteger(v) && (v as number) >= 0,
   outcome: (v) => typeof v === "string",

@@ -8,7 +8,9 @@
 // flush alarm and the flush RPCs, never on a buyer's request, and it never throws: the
 // earnings flush does not wait for it or fail with it. A row enqueued twice (an object
 // that dies between sendBatch and the delete) is harmless: both sinks keep one row per
-// (request_id, key_id).
+// (request_id, key_id). A stream's row flushed before the stream ended comes through
+// twice by design, first with duration_ms null, then with it (write-buffer.ts records it
+// again when the stream ends); the consumer keeps the copy with the time.
 //
 // Bounded: at most MAX_ROWS wait (the oldest beyond go, logged: their Postgres rows stay),
 // and none older than RAW_METADATA_DAYS (PR14).
@@ -36,13 +38,18 @@ export class AnalyticsOutbox {
   constructor(storage: DurableObjectStorage) {
     this.#sql = storage.sql;
     this.#ensureTable();
+    // Objects made before the time to last byte was carried have the table without it
+    // (a table made after a wipe has it from the CREATE).
+    if (!this.#sql.exec("SELECT * FROM analytics_outbox LIMIT 0").columnNames.includes("duration_ms")) {
+      this.#sql.exec("ALTER TABLE analytics_outbox ADD COLUMN duration_ms INTEGER");
+    }
   }
 
   /** Also after the object's storage was wiped (key removed, id reused). */
   #ensureTable() {
     this.#sql.exec(`CREATE TABLE IF NOT EXISTS analytics_outbox (
       id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, at INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL,
-      status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL)`);
+      status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL, duration_ms INTEGER)`);
   }
 
   /**
@@ -52,8 +59,8 @@ export class AnalyticsOutbox {
   keep(metaThrough: number): void {
     this.#ensureTable();
     this.#sql.exec(
-      `INSERT INTO analytics_outbox (request_id, at, method, route, status, latency_ms, amount_micros, outcome)
-       SELECT request_id, at, method, route, status, latency_ms, amount_micros, outcome FROM request_meta WHERE rowid <= ? ORDER BY rowid`,
+      `INSERT INTO analytics_outbox (request_id, at, method, route, status, latency_ms, amount_micros, outcome, duration_ms)
+       SELECT request_id, at, method, route, status, latency_ms, amount_micros, outcome, duration_ms FROM request_meta WHERE rowid <= ? ORDER BY rowid`,
       metaThrough,
     );
     const over = this.size() - OUTBOX_MAX_ROWS;
@@ -118,6 +125,7 @@ function toRow(r: OutboxRow, key: { keyId: string; provider: string }): Analytic
   return {
     request_id: String(r.request_id), key_id: key.keyId, provider: key.provider, route: String(r.route),
     method: String(r.method) as AnalyticsRow["method"], at: Number(r.at), latency_ms: Number(r.latency_ms),
+    duration_ms: r.duration_ms === null || r.duration_ms === undefined ? null : Number(r.duration_ms),
     status: Number(r.status), amount_micros: Number(r.amount_micros), outcome: String(r.outcome) as AnalyticsRow["outcome"],
   };
 }

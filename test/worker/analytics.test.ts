@@ -11,13 +11,14 @@ import worker from "../../worker/index.ts";
 import type { Env } from "../../core/env.ts";
 import type { AnalyticsRow } from "../../schema/analytics.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
+import { AnalyticsOutbox } from "../../objects/seller-key/analytics-outbox.ts";
 import { tinybirdBase } from "../../worker/analytics/tinybird.ts";
 import { PROXY, addKey, call, chatBody, inspect, randomKeyId, ownerDb, removeAllKeys } from "./helpers.ts";
 
 const e = env as unknown as Env;
 const FAKE = e.TINYBIRD_API_BASE!;
 const DATASOURCE = e.TINYBIRD_DATASOURCE;
-const COLUMNS = ["amount_micros", "at", "key_id", "latency_ms", "method", "outcome", "provider", "request_id", "route", "status"];
+const COLUMNS = ["amount_micros", "at", "duration_ms", "key_id", "latency_ms", "method", "outcome", "provider", "request_id", "route", "status"];
 
 async function fake<T>(path: string, init: RequestInit = {}): Promise<T> {
   const res = await fetch(`${FAKE}${path}`, init);
@@ -102,11 +103,14 @@ describe("the analytics sink (M4)", () => {
     await until("the sentinel at the sink", async () => (await ingested()).some((r) => r.request_id === sentinel[0]));
     const rows = await rowsOf();
     expect(rows.map((r) => r.request_id).sort()).toEqual([...all].sort());
-    // PR12 PR13: the ten metadata fields, as recorded; no body, no header, no IP, no buyer.
+    // PR12 PR13: the eleven metadata fields, as recorded; no body, no header, no IP, no buyer.
     for (const row of rows) {
       expect(Object.keys(row).sort()).toEqual(COLUMNS);
       expect(row).toMatchObject({ key_id: keyId, provider: "openai", route: "/v1/chat/completions", method: "POST", status: 200, amount_micros: 0, outcome: "served" });
       expect(row.at).toMatch(/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}$/);
+      // An answer read whole: its time to the last byte is known, and not before its first.
+      expect(row.duration_ms).toEqual(expect.any(Number));
+      expect(row.duration_ms as number).toBeGreaterThanOrEqual(row.latency_ms as number);
     }
     expect(JSON.stringify(await ingested())).not.toContain(marker);
     // The key object's outbox is empty: nothing left waiting.
@@ -153,6 +157,68 @@ describe("the analytics sink (M4)", () => {
     expect(logged).toHaveLength(2);
     expect(JSON.stringify(logged)).not.toContain(marker);
   });
+
+  it("an outbox made before the time to the last byte was carried gains the column, and its waiting rows go with it unknown", async () => {
+    const { keyId } = await addKey();
+    const stub = keyStub(e, keyId, "default");
+    const requestId = `req_old${crypto.randomUUID().replaceAll("-", "")}`;
+    const found = await runInDurableObject(stub, (_i, state) => {
+      const sql = state.storage.sql;
+      sql.exec("DROP TABLE IF EXISTS analytics_outbox");
+      sql.exec(`CREATE TABLE analytics_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, at INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL,
+        status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL)`);
+      sql.exec("INSERT INTO analytics_outbox (request_id, at, method, route, status, latency_ms, amount_micros, outcome) VALUES (?, ?, 'POST', '/v1/chat/completions', 200, 12, 0, 'served')", requestId, Date.now());
+      const outbox = new AnalyticsOutbox(state.storage);
+      return { size: outbox.size(), columns: sql.exec("SELECT * FROM analytics_outbox LIMIT 0").columnNames, rows: sql.exec("SELECT request_id, duration_ms FROM analytics_outbox").toArray() };
+    });
+    expect(found.size).toBe(1);
+    expect(found.columns).toContain("duration_ms");
+    expect(found.rows).toEqual([{ request_id: requestId, duration_ms: null }]);
+    // A drain sends it, its time unknown.
+    const drained = await runInDurableObject(stub, (_i, state) => new AnalyticsOutbox(state.storage).drain(e, { keyId, provider: "openai" }));
+    expect(drained).toEqual({ sent: 1, left: 0 });
+    const atSink = await until("the old row at the sink", async () => (await ingested()).find((r) => r.request_id === requestId));
+    expect(atSink).toMatchObject({ key_id: keyId, latency_ms: 12, duration_ms: null });
+  });
+
+  it("without a Tinybird token, a key object's queued rows write the time to the last byte into request_log", async () => {
+    const { keyId } = await addKey();
+    const stub = keyStub(e, keyId, "default");
+    const ids = await traffic(2);
+    // The messages the key object's outbox enqueues, taken as they are sent (the object runs in this isolate).
+    const bodies: unknown[] = [];
+    await runInDurableObject(stub, (instance) => {
+      const self = instance as unknown as { env: Env };
+      const sendBatch = async (batch: Iterable<MessageSendRequest<unknown>>): Promise<QueueSendBatchResponse> => {
+        for (const m of batch) bodies.push(structuredClone(m.body));
+        return { metadata: { metrics: { backlogCount: 0, backlogBytes: 0 } } };
+      };
+      self.env = { ...self.env, ANALYTICS: { ...self.env.ANALYTICS, sendBatch } } as Env;
+    });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    await runInDurableObject(stub, (instance) => {
+      (instance as unknown as { env: Env }).env = e;
+    });
+    expect((await inspect(keyId)).analyticsOutbox).toBe(0);
+    const queued = bodies.flatMap((b) => (b as { rows: AnalyticsRow[] }).rows);
+    expect(queued.map((r) => r.request_id).sort()).toEqual([...ids].sort());
+    // Answers read whole: the time to the last byte is known, and not before the first.
+    for (const r of queued) {
+      expect(r.duration_ms).toEqual(expect.any(Number));
+      expect(r.duration_ms!).toBeGreaterThanOrEqual(r.latency_ms);
+    }
+    // The flush wrote these rows already: take them out, so that what is read back is the sink's own insert.
+    await ownerDb((sql) => sql`delete from public.request_log where key_id = ${keyId}`);
+    const local = { ...e, TINYBIRD_TOKEN: undefined } as Env;
+    const result = await consume("cn2-analytics", bodies.map((body, i) => ({ id: `m-${i}`, attempts: 1, body })), local);
+    expect(result.retryMessages).toEqual([]);
+    const stored = await ownerDb((sql) => sql<{ request_id: string; latency_ms: number; duration_ms: number | null }[]>`
+      select request_id, latency_ms, duration_ms from public.request_log where key_id = ${keyId}`);
+    const byId = (a: { request_id: string }, b: { request_id: string }) => (a.request_id < b.request_id ? -1 : 1);
+    const expected = queued.map((r) => ({ request_id: r.request_id, latency_ms: r.latency_ms, duration_ms: r.duration_ms }));
+    expect(stored.map((r) => ({ ...r })).sort(byId)).toEqual(expected.sort(byId));
+  });
 });
 
 /**
@@ -178,7 +244,7 @@ async function consume(queue: string, messages: { id: string; attempts: number; 
 let n = 0;
 const row = (keyId: string, over: Partial<AnalyticsRow> = {}): AnalyticsRow => ({
   request_id: `req_sink${Date.now().toString(36)}${(n++).toString(36).padStart(6, "0")}`, key_id: keyId, provider: "groq", route: "/openai/v1/chat/completions",
-  method: "POST", at: Date.now() - 60_000, latency_ms: 42, status: 200, amount_micros: 1500, outcome: "served", ...over,
+  method: "POST", at: Date.now() - 60_000, latency_ms: 42, duration_ms: 58, status: 200, amount_micros: 1500, outcome: "served", ...over,
 });
 
 describe("the sink's consumer", () => {
@@ -188,6 +254,11 @@ describe("the sink's consumer", () => {
     const fresh = row(keyId);
     const flushed = row(keyId, { latency_ms: 7 });
     const stale = row(keyId, { at: Date.now() - 31 * 86_400_000 });
+    // The time to the last byte: unknown (a failed request); a stream's row sent before it
+    // ended and again with its time, in one batch; a row queued before the field existed.
+    const failed = row(keyId, { status: 503, outcome: "upstream_error", duration_ms: null });
+    const streamed = row(keyId, { latency_ms: 30, duration_ms: 900 });
+    const { duration_ms: _, ...older } = row(keyId);
     // What the key object's flush wrote already (with its own figures): the sink must not change it.
     await ownerDb((sql) => sql`insert into public.request_log (request_id, key_id, provider, route, method, at, latency_ms, status, amount_micros, outcome)
       values (${flushed.request_id}, ${keyId}, 'groq', ${flushed.route}, 'POST', now(), 999, 200, 1500, 'served')`);
@@ -196,18 +267,22 @@ describe("the sink's consumer", () => {
     const result = await consume("cn2-analytics", [
       { id: "m-ok", attempts: 1, body: { v: 1, rows: [fresh, flushed, stale] } },
       { id: "m-extra-field", attempts: 1, body: withIp },
+      { id: "m-durations", attempts: 1, body: { v: 1, rows: [failed, { ...streamed, duration_ms: null }, older, streamed] } },
     ], local);
-    expect(result.explicitAcks.sort()).toEqual(["m-extra-field", "m-ok"]);
+    expect(result.explicitAcks.sort()).toEqual(["m-durations", "m-extra-field", "m-ok"]);
     expect(result.retryMessages).toEqual([]);
     const rows = async () => (await ownerDb((sql) => sql`
-      select request_id, provider, route, method, (extract(epoch from at) * 1000)::bigint::text as at_ms, latency_ms, status, amount_micros::int as amount, outcome
+      select request_id, provider, route, method, (extract(epoch from at) * 1000)::bigint::text as at_ms, latency_ms, duration_ms, status, amount_micros::int as amount, outcome
         from public.request_log where key_id = ${keyId} order by request_id`)).map((r) => ({ ...r }));
     const stored = await rows();
-    expect(stored.map((r) => r.request_id).sort()).toEqual([fresh.request_id, flushed.request_id].sort());
+    expect(stored.map((r) => r.request_id).sort()).toEqual([fresh.request_id, flushed.request_id, failed.request_id, streamed.request_id, older.request_id].sort());
     expect(stored.find((r) => r.request_id === fresh.request_id)).toEqual({
-      request_id: fresh.request_id, provider: "groq", route: fresh.route, method: "POST", at_ms: String(fresh.at), latency_ms: 42, status: 200, amount: 1500, outcome: "served",
+      request_id: fresh.request_id, provider: "groq", route: fresh.route, method: "POST", at_ms: String(fresh.at), latency_ms: 42, duration_ms: 58, status: 200, amount: 1500, outcome: "served",
     });
-    expect(stored.find((r) => r.request_id === flushed.request_id)!.latency_ms).toBe(999);
+    expect(stored.find((r) => r.request_id === flushed.request_id)).toMatchObject({ latency_ms: 999, duration_ms: null });
+    expect(stored.find((r) => r.request_id === failed.request_id)).toMatchObject({ latency_ms: 42, duration_ms: null, status: 503 });
+    expect(stored.find((r) => r.request_id === streamed.request_id)).toMatchObject({ latency_ms: 30, duration_ms: 900 });
+    expect(stored.find((r) => r.request_id === older.request_id)).toMatchObject({ latency_ms: 42, duration_ms: null });
     // Delivered again (a queue redelivery): nothing changes.
     const again = await consume("cn2-analytics", [{ id: "m-again", attempts: 2, body: { v: 1, rows: [fresh, flushed] } }], local);
     expect(again.explicitAcks).toEqual(["m-again"]);

@@ -16,7 +16,7 @@
 // consumer tries again hours apart and finally drops a batch with a log line (the rows
 // stay in Postgres request_log for 30 days).
 //
-// Nothing but the ten metadata fields passes (schema/analytics.ts is strict), and no row
+// Nothing but the eleven metadata fields passes (schema/analytics.ts is strict), and no row
 // older than 30 days is delivered (PR14).
 import * as v from "valibot";
 import { ANALYTICS_DLQ, ANALYTICS_QUEUE, AnalyticsMessageSchema, RAW_METADATA_DAYS, type AnalyticsRow } from "../../schema/analytics.ts";
@@ -59,19 +59,22 @@ export async function handleAnalyticsBatch(batch: MessageBatch<unknown>, env: An
       valid.push({ message, rows: parsed.output.rows });
       continue;
     }
-    // A malformed message (or one carrying any field beyond the ten) will not get better: drop it, loudly.
+    // A malformed message (or one carrying any field beyond the eleven) will not get better: drop it, loudly.
     log("analytics_message_invalid", { queue: batch.queue, id: message.id, issue: parsed.issues[0]?.message ?? "invalid" });
     message.ack();
   }
-  // One row per (request_id, key_id): a row its key object enqueued twice goes once.
+  // One row per (request_id, key_id): a row its key object enqueued twice goes once. A
+  // stream's row can come twice by design (flushed before the stream ended, without
+  // duration_ms, then again with it): the copy that has the time is the one kept.
   const oldest = Date.now() - RAW_METADATA_DAYS * 86_400_000;
-  const seen = new Set<string>();
-  const rows = valid.flatMap((m) => m.rows).filter((r) => {
+  const byId = new Map<string, AnalyticsRow>();
+  for (const r of valid.flatMap((m) => m.rows)) {
+    if (r.at < oldest) continue;
     const id = `${r.request_id} ${r.key_id}`;
-    if (r.at < oldest || seen.has(id)) return false;
-    seen.add(id);
-    return true;
-  });
+    const kept = byId.get(id);
+    if (!kept || (kept.duration_ms === null && r.duration_ms !== null)) byId.set(id, r);
+  }
+  const rows = [...byId.values()];
   if (rows.length === 0) {
     for (const m of valid) m.message.ack();
     return;
@@ -111,13 +114,13 @@ async function toPostgres(env: DbEnv, rows: AnalyticsRow[]): Promise<{ inserted:
     // One statement, one array per column (as the earnings flush writes them).
     const col = (pick: (r: AnalyticsRow) => string | number) => rows.map((r) => String(pick(r)));
     const result = await asService(sql, (tx) => tx`
-      insert into public.request_log (request_id, key_id, provider, route, method, at, latency_ms, status, amount_micros, outcome)
-      select r.request_id, r.key_id, r.provider, r.route, r.method, to_timestamp(r.at_ms / 1000.0), r.latency_ms, r.status, r.amount_micros, r.outcome
+      insert into public.request_log (request_id, key_id, provider, route, method, at, latency_ms, status, amount_micros, outcome, duration_ms)
+      select r.request_id, r.key_id, r.provider, r.route, r.method, to_timestamp(r.at_ms / 1000.0), r.latency_ms, r.status, r.amount_micros, r.outcome, r.duration_ms
       from unnest(${col((r) => r.request_id)}::text[], ${col((r) => r.key_id)}::text[], ${col((r) => r.provider)}::text[],
                   ${col((r) => r.route)}::text[], ${col((r) => r.method)}::text[], ${col((r) => r.at)}::bigint[],
                   ${col((r) => r.latency_ms)}::int[], ${col((r) => r.status)}::int[], ${col((r) => r.amount_micros)}::bigint[],
-                  ${col((r) => r.outcome)}::text[])
-        as r(request_id, key_id, provider, route, method, at_ms, latency_ms, status, amount_micros, outcome)
+                  ${col((r) => r.outcome)}::text[], ${rows.map((r) => (r.duration_ms === null ? null : String(r.duration_ms)))}::int[])
+        as r(request_id, key_id, provider, route, method, at_ms, latency_ms, status, amount_micros, outcome, duration_ms)
       on conflict (request_id, key_id) do nothing`);
     return { inserted: result.count };
   } finally {
