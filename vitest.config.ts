@@ -132,6 +132,11 @@ export default defineConfig({
           name: "node",
           environment: "node",
           include: ["test/node/**/*.test.ts"],
+          // Two files at a time (Vitest's default is one on two cores): each file starts what
+          // it needs on ports of its own, and the slow ones mostly wait on npm, wrangler and
+          // workerd. A group of its own, as its worker count differs from the others'.
+          maxWorkers: 2,
+          sequence: { groupOrder: 1 },
         },
       },
       {
