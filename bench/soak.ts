@@ -31,7 +31,7 @@ import { generateDevSigningKey } from "../core/dev-signing-key.ts";
 import { encryptCredential, generateVaultKey } from "../core/vault.ts";
 import { newKeyId } from "../core/key-id.ts";
 import { HOST, installCleanup, log, shutdown, spawnNode } from "./processes.ts";
-import { startWorker } from "./workerd.ts";
+import { bundleWorker, startWorker } from "./workerd.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 
@@ -277,11 +277,17 @@ async function main() {
   hardStop.unref();
   const rand = prng(Number(args.seed));
 
-  // 1. The demo upstream and Postgres (PGlite, migrated, in memory), each its own process.
+  // 1. The demo upstream and Postgres (PGlite, migrated, in memory), each its own process,
+  // started together while wrangler bundles the Worker (awaited by startWorker in step 2;
+  // the catch only keeps an early failure from counting as an unawaited client rejection).
+  const bundle = bundleWorker();
+  bundle.catch(() => {});
   const upstream = spawnNode("demo upstream", [join(ROOT, "tools/demo-upstream.ts"), "--port", "0", "--host", HOST]);
-  const upstreamUrl = (await upstream.waitForLine(/listening on (http:\/\/\S+)/, 15_000))[1]!;
   const db = spawnNode("database", [join(ROOT, "tools/database.ts"), "serve", "--memory", "--port", "0"]);
-  const databaseUrl = (await db.waitForLine(/serving on (postgres:\/\/\S+)/, 60_000))[1]!;
+  const [upstreamUrl, databaseUrl] = await Promise.all([
+    upstream.waitForLine(/listening on (http:\/\/\S+)/, 15_000).then((m) => m[1]!),
+    db.waitForLine(/serving on (postgres:\/\/\S+)/, 60_000).then((m) => m[1]!),
+  ]);
   const dbAddress = new URL(databaseUrl);
   const gate = await databaseGate({ host: dbAddress.hostname, port: Number(dbAddress.port) });
   const receiver = await webhookReceiver();
@@ -292,6 +298,7 @@ async function main() {
   const vault = await generateVaultKey("soak-1");
   const devKey = await generateDevSigningKey("soak");
   const worker = await startWorker({
+    bundle,
     directOutbound: true,
     databaseUrl: gate.url(databaseUrl),
     bindings: {

@@ -151,11 +151,13 @@ export async function startWorker(opts: {
   databaseUrl?: string;
   /** Upstream calls straight to workerd's network service, as deployed (see the top of this file). */
   directOutbound?: boolean;
+  /** A `bundleWorker()` the caller started earlier (to bundle while it starts other things); else bundled here. */
+  bundle?: Promise<string>;
 }): Promise<RunningWorker> {
   const [{ mod, version }, config, outdir] = await Promise.all([
     loadMiniflare({ directOutbound: opts.directOutbound }),
     readWranglerConfig(),
-    bundleWorker(),
+    opts.bundle ?? bundleWorker(),
   ]);
   // Binding kinds this runner maps; anything else in wrangler.toml would be missing in workerd.
   const unmapped = [ "r2_buckets", "d1_databases", "services", "analytics_engine_datasets", "send_email", "browser", "ai", "vectorize", "workflows"]

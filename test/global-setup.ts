@@ -14,24 +14,28 @@ import { startAnvil } from "./anvil.ts";
 import { startFakeTinybird } from "./fake-tinybird.ts";
 
 export default async function setup(project: TestProject) {
-  const upstream = await startDemoUpstream({ port: 0 });
-  const stripe = await startFakeStripe(TEST_STRIPE);
-  // Seller webhooks are delivered to it over real HTTP (DEV_WEBHOOKS_ALLOW_HTTP=1 in the tests).
-  const receiver = await startWebhookReceiver();
-  // Postgres for the Worker's Hyperdrive binding: a migrated in-memory PGlite (or a fresh
-  // database on DATABASE_URL's server). Durable Object and KV storage are isolated per test
-  // file; this database is shared by the run, so suites make sellers with fresh emails.
-  const db = await startTestDb();
-  // Seller accounts: a throwaway dev sign-in key, Persona and Supabase's Admin API faked.
-  const devKey = await generateDevSigningKey("test-dev");
-  const persona = await startFakePersona(TEST_PERSONA);
-  const supabase = await startFakeSupabase(TEST_SUPABASE);
-  // USDC payouts: a real local Tempo node (anvil --network tempo).
-  const anvil = await startAnvil();
-  // The analytics sink's production destination, faked (it can fail or hang on demand).
-  const tinybird = await startFakeTinybird();
-  const current = await generateVaultKey("test-2");
-  const previous = await generateVaultKey("test-1");
+  // Independent of each other: started together (anvil and the migrated database take the
+  // longest), and on any failure the ones already up are closed before the error is thrown.
+  const [upstream, stripe, receiver, db, devKey, persona, supabase, anvil, tinybird, current, previous] = await all([
+    startDemoUpstream({ port: 0 }),
+    startFakeStripe(TEST_STRIPE),
+    // Seller webhooks are delivered to it over real HTTP (DEV_WEBHOOKS_ALLOW_HTTP=1 in the tests).
+    startWebhookReceiver(),
+    // Postgres for the Worker's Hyperdrive binding: a migrated in-memory PGlite (or a fresh
+    // database on DATABASE_URL's server). Durable Object and KV storage are isolated per test
+    // file; this database is shared by the run, so suites make sellers with fresh emails.
+    startTestDb(),
+    // Seller accounts: a throwaway dev sign-in key, Persona and Supabase's Admin API faked.
+    generateDevSigningKey("test-dev"),
+    startFakePersona(TEST_PERSONA),
+    startFakeSupabase(TEST_SUPABASE),
+    // USDC payouts: a real local Tempo node (anvil --network tempo).
+    startAnvil(),
+    // The analytics sink's production destination, faked (it can fail or hang on demand).
+    startFakeTinybird(),
+    generateVaultKey("test-2"),
+    generateVaultKey("test-1"),
+  ] as const);
   project.provide("demoUpstreamUrl", upstream.url);
   project.provide("upstreamBaseUrls", upstreamBaseUrls(upstream.url));
   // Newest first, two live at once: rotation is exercised by every run.
@@ -55,6 +59,19 @@ export default async function setup(project: TestProject) {
     await stripe.close();
     await upstream.close();
   };
+}
+
+/** Promise.all that, when one rejects, waits for the rest and closes those that started. */
+async function all<const T extends readonly unknown[]>(starts: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const settled = await Promise.allSettled(starts);
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (failed) {
+    await Promise.allSettled(
+      settled.map((s) => (s.status === "fulfilled" && typeof (s.value as { close?: unknown })?.close === "function" ? (s.value as { close(): Promise<void> }).close() : undefined)),
+    );
+    throw failed.reason;
+  }
+  return settled.map((s) => (s as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
 }
 
 async function startTestDb(): Promise<{ url: string; close(): Promise<void> }> {

@@ -314,13 +314,44 @@ describe("injected behaviour", () => {
   });
 
   it("delays headers and paces chunks", async () => {
-    await setBehaviour({ credential: "sk-demo-slow", delayMs: 60, chunkDelayMs: 5 });
-    const started = performance.now();
-    const res = await openaiChat("sk-demo-slow", { model: "m", messages: [], stream: true });
-    expect(performance.now() - started).toBeGreaterThanOrEqual(55);
-    const events = parseSse(await res.text());
-    // Ten chunk gaps at 5 ms: the whole stream takes visibly longer than the delay alone.
-    expect(performance.now() - started).toBeGreaterThanOrEqual(55 + (events.length - 1) * 4);
+    await setBehaviour({ credential: "sk-demo-slow", delayMs: 200, chunkDelayMs: 15 });
+    let headersArrived = false;
+    const answer = openaiChat("sk-demo-slow", { model: "m", messages: [], stream: true }).then((res) => {
+      headersArrived = true;
+      return res;
+    });
+    // The delay: the upstream has read the whole body (bodyBytes) and not answered yet
+    // (status 0), and no headers reached the client. Without a delay, reading the body and
+    // writing the headers happen in one turn of the upstream's event loop: no log request
+    // could ever see this state.
+    let waiting: DemoLogEntry | undefined;
+    await waitFor(async () => {
+      [waiting] = await logFor("sk-demo-slow");
+      return waiting !== undefined && waiting.bodyBytes > 0;
+    });
+    expect(waiting).toMatchObject({ status: 0, streamed: false, finished: false });
+    expect(headersArrived).toBe(false);
+
+    const res = await answer;
+    expect(res.status).toBe(200);
+    // The pacing: the first read carries one event while the upstream is still writing the
+    // rest (unpaced, every event and the end are written in the same turn as the first);
+    // then every event arrives in a read of its own, in order.
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    const reads: string[] = [];
+    const first = await reader.read();
+    reads.push(decoder.decode(first.value, { stream: true }));
+    expect(parseSse(reads[0]!)).toHaveLength(1);
+    const [streaming] = await logFor("sk-demo-slow");
+    expect(streaming).toMatchObject({ status: 200, streamed: true, finished: false });
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) reads.push(decoder.decode(chunk.value, { stream: true }));
+    const events = parseSse(reads.join(""));
+    expect(events.length).toBeGreaterThan(2);
+    expect(events.at(-1)!.data).toBe("[DONE]");
+    expect(reads.map((text) => parseSse(text).length)).toEqual(events.map(() => 1));
+    const [done] = await logFor("sk-demo-slow");
+    expect(done).toMatchObject({ status: 200, streamed: true, finished: true, aborted: false });
   });
 
   it("cuts a stream after N chunks so the client sees an error, not a clean end", async () => {
