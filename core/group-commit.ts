@@ -4,7 +4,8 @@
 // for), so writes that become ready together should share one. Under load they do: the
 // commit waits for a zero-delay timer, and every caller that arrives before it fires joins.
 // When the object is idle that timer is pure latency (about 1 ms a timer in workerd), so a
-// caller that arrives with no other caller in the last BUSY_MS commits on a microtask.
+// caller commits on a microtask unless the last batch was shared or another caller came
+// within BUSY_MS; a timer batch that served one caller alone ends the batching.
 
 /** Callers this close together (ms, workerd's clock) count as a burst worth batching. */
 export const BUSY_MS = 2;
@@ -12,7 +13,10 @@ export const BUSY_MS = 2;
 export class GroupCommit {
   readonly #write: () => void;
   #pending: Promise<void> | null = null;
+  #waiters = 0;
   #lastCall = Number.NEGATIVE_INFINITY;
+  /** Under load: the last batch was shared. Left when a timer batch serves one caller alone. */
+  #batching = false;
 
   /** `write` runs the queued statements, synchronously (one storage commit). */
   constructor(write: () => void) {
@@ -25,11 +29,16 @@ export class GroupCommit {
    */
   committed(): Promise<void> {
     const now = Date.now();
-    const burst = now - this.#lastCall < BUSY_MS;
+    // A commit blocks the thread (locally) and callers then arrive in waves: the first of a
+    // wave is not alone, which the last batch's size tells and the clock alone would not.
+    const burst = this.#batching || now - this.#lastCall < BUSY_MS;
     this.#lastCall = now;
+    this.#waiters++;
     this.#pending ??= new Promise<void>((resolve, reject) => {
       const run = () => {
+        this.#batching = this.#waiters > 1;
         this.#pending = null;
+        this.#waiters = 0;
         try {
           this.#write();
           resolve();
