@@ -8,7 +8,7 @@
 // within BUSY_MS; a timer batch that served one caller alone ends the batching.
 
 /** Callers this close together (ms, workerd's clock) count as a burst worth batching. */
-export const BUSY_MS = 2;
+const BUSY_MS = 2;
 
 export class GroupCommit {
   readonly #write: () => void;

@@ -7,8 +7,8 @@
 // locally is an fsync on workerd's only thread), so one per request would make every
 // answer wait for it. SQLite stays the record: an evicted object reloads from it, and
 // what a crash can forget is bounded by the window (docs/operations.md). Paid answers
-// await committed() (a group commit on the next tick, shared by every paid answer that
-// is ready by then), so money never waits for the window and is durable before its
+// await committed() (a group commit shared by every paid answer that is ready by then,
+// core/group-commit.ts), so money never waits for the window and is durable before its
 // answer leaves.
 import { GroupCommit } from "../../core/group-commit.ts";
 import { numberSetting } from "../../core/settings.ts";

@@ -22,7 +22,8 @@ const HMAC_SHA256 = { name: "HMAC", hash: "SHA-256" } as const;
 const utf8 = new TextEncoder();
 const idKeys = new Map<string, Promise<CryptoKey>>();
 
-function idKey(secretKey: string): Promise<CryptoKey> {
+/** MPP_SECRET_KEY as a WebCrypto HMAC-SHA256 key, imported once per secret (challenge ids; the receipt key is derived with it). */
+export function secretHmacKey(secretKey: string): Promise<CryptoKey> {
   let key = idKeys.get(secretKey);
   if (!key) {
     key = crypto.subtle.importKey("raw", utf8.encode(secretKey), HMAC_SHA256, false, ["sign", "verify"]);
@@ -34,9 +35,9 @@ function idKey(secretKey: string): Promise<CryptoKey> {
 
 type Bound = Pick<Challenge.Challenge, "realm" | "method" | "intent" | "request" | "expires" | "digest" | "opaque" | "meta"> & { header?: string };
 
-/** What the id binds, slot for slot as mppx's Challenge.computeId builds it. */
-function bindingInput(c: Bound): string {
-  const slots = [c.realm, c.method, c.intent, PaymentRequest.serialize(c.request), c.expires ?? "", c.digest ?? ""];
+/** What the id binds, slot for slot as mppx's Challenge.computeId builds it (`request`: the request serialized, when already at hand). */
+function bindingInput(c: Omit<Bound, "request"> & { request?: Bound["request"] }, request = PaymentRequest.serialize(c.request!)): string {
+  const slots = [c.realm, c.method, c.intent, request, c.expires ?? "", c.digest ?? ""];
   if (c.header !== undefined && c.header.toLowerCase() !== "authorization") slots.push(c.header);
   slots.push(c.opaque ?? (c.meta ? PaymentRequest.serialize(c.meta) : ""));
   return slots.join("|");
@@ -69,8 +70,8 @@ export async function creditChallenge(
     requests.set(q.amountMicros, request);
   }
   const opaque = canonical({ [SCOPE_META_KEY]: q.scope, n: q.nonce });
-  const input = [realm, CREDIT_METHOD, CREDIT_INTENT, request, q.expires, "", opaque].join("|");
-  const id = toBase64Url(new Uint8Array(await crypto.subtle.sign("HMAC", await idKey(secretKey), utf8.encode(input))));
+  const input = bindingInput({ realm, method: CREDIT_METHOD, intent: CREDIT_INTENT, expires: q.expires, opaque }, request);
+  const id = toBase64Url(new Uint8Array(await crypto.subtle.sign("HMAC", await secretHmacKey(secretKey), utf8.encode(input))));
   const challenge = {
     id, realm, method: CREDIT_METHOD, intent: CREDIT_INTENT, request: { amount, currency: CURRENCY },
     ...(q.description ? { description: q.description } : {}),
@@ -112,5 +113,5 @@ export async function verifyChallengeId(secretKey: string, challenge: Challenge.
   } catch {
     return false; // a request or meta that does not serialize was not issued here
   }
-  return crypto.subtle.verify("HMAC", await idKey(secretKey), given, utf8.encode(input));
+  return crypto.subtle.verify("HMAC", await secretHmacKey(secretKey), given, utf8.encode(input));
 }

@@ -12,7 +12,7 @@ import { fromBase64Url, sha256Hex, toBase64Url } from "../../core/encoding.ts";
 import { PaymentRefusal, problemResponse, type PaymentCode } from "./errors.ts";
 import { CREDIT_METHOD, CURRENCY } from "../../core/credit-method.ts";
 import { issueChallenges, payments, routeScope, verifyCredit, type Payments } from "./server.ts";
-import { serializeChallenge, verifyChallengeId } from "./credit-challenge.ts";
+import { secretHmacKey, serializeChallenge, verifyChallengeId } from "./credit-challenge.ts";
 import { proofStore } from "./atomic-store.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
 
@@ -235,8 +235,7 @@ function receiptKey(secretKey: string): Promise<CryptoKey> {
   let key = receiptKeys.get(secretKey);
   if (!key) {
     key = (async () => {
-      const master = await crypto.subtle.importKey("raw", utf8.encode(secretKey), HMAC_SHA256, false, ["sign"]);
-      const derived = await crypto.subtle.sign("HMAC", master, utf8.encode("cn2-receipt-key/v1"));
+      const derived = await crypto.subtle.sign("HMAC", await secretHmacKey(secretKey), utf8.encode("cn2-receipt-key/v1"));
       return crypto.subtle.importKey("raw", derived, HMAC_SHA256, false, ["sign", "verify"]);
     })();
     receiptKeys.clear(); // one secret per deployment; a rotation replaces it
