@@ -510,11 +510,12 @@ async function marketRun(worker: Awaited<ReturnType<typeof startWorker>>, cn2: T
   const name = "openai:us:standard";
   const ns = await worker.durableObjectNamespace("POOL_INDEX");
   const pool = ns.get(ns.idFromName(name)) as unknown as { upsert(name: string, m: unknown): Promise<void>; remove(name: string, keyId: string): Promise<void>; snapshotJson(name: string): Promise<string> };
+  const marketKeyId = (n: number) => `k_market${String(n).padStart(8, "0")}`;
   const started = performance.now();
   const extra = MARKET_KEYS - KEYS;
   for (let i = 0; i < extra; i += 100) {
     await Promise.all(Array.from({ length: Math.min(100, extra - i) }, (_, j) => pool.upsert(name, {
-      keyId: `k_market${String(i + j).padStart(8, "0")}`, home: "default", region: "us", tier: "standard",
+      keyId: marketKeyId(i + j), home: "default", region: "us", tier: "standard",
       priceMicros: 2000, routePrices: [], health: 0.9 + ((i + j) % 10) / 100, state: "healthy", coolingUntil: 0, latencyMs: 50 + ((i + j) % 200),
     })));
   }
@@ -547,7 +548,7 @@ async function marketRun(worker: Awaited<ReturnType<typeof startWorker>>, cn2: T
   // Back to 3 keys and the same again: the 10,000-key runs are compared with the 3-key runs
   // before and after them, so drift over the bench (tables growing, a flush) cancels out.
   for (let i = 0; i < extra; i += 100) {
-    await Promise.all(Array.from({ length: Math.min(100, extra - i) }, (_, j) => pool.remove(name, `k_market${String(i + j).padStart(8, "0")}`)));
+    await Promise.all(Array.from({ length: Math.min(100, extra - i) }, (_, j) => pool.remove(name, marketKeyId(i + j))));
   }
   await published(KEYS);
   warm += (await load(capped, concurrency, WARMUP)).ok;
