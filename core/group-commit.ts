@@ -6,21 +6,46 @@
 // When the object is idle that timer is pure latency (about 1 ms a timer in workerd), so a
 // caller commits on a microtask unless the last batch was shared or another caller came
 // within BUSY_MS; a timer batch that served one caller alone ends the batching.
+// An owner that knows how many callers are on their way (a key object knows its paid
+// requests still upstream) says so (`coming`): a batch then waits for them, up to
+// `maxWaitMs`, and the last one expected commits it at once.
 
 /** Callers this close together (ms, workerd's clock) count as a burst worth batching. */
 const BUSY_MS = 2;
 
+export interface GroupCommitOptions {
+  /**
+   * How many more callers are on their way (say, paid answers still upstream). Given, a
+   * caller that is not the last one expected waits up to `maxWaitMs` for the others, and
+   * the last one commits at once: one write per wave instead of one per few callers.
+   */
+  coming?: () => number;
+  maxWaitMs?: number;
+}
+
+interface Batch {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  soon: boolean;
+}
+
 export class GroupCommit {
   readonly #write: () => void;
-  #pending: Promise<void> | null = null;
+  readonly #coming: (() => number) | undefined;
+  readonly #maxWaitMs: number;
+  #batch: Batch | null = null;
   #waiters = 0;
   #lastCall = Number.NEGATIVE_INFINITY;
   /** Under load: the last batch was shared. Left when a timer batch serves one caller alone. */
   #batching = false;
 
   /** `write` runs the queued statements, synchronously (one storage commit). */
-  constructor(write: () => void) {
+  constructor(write: () => void, options: GroupCommitOptions = {}) {
     this.#write = write;
+    this.#coming = options.coming;
+    this.#maxWaitMs = options.maxWaitMs ?? 2;
   }
 
   /**
@@ -34,21 +59,42 @@ export class GroupCommit {
     const burst = this.#batching || now - this.#lastCall < BUSY_MS;
     this.#lastCall = now;
     this.#waiters++;
-    this.#pending ??= new Promise<void>((resolve, reject) => {
-      const run = () => {
-        this.#batching = this.#waiters > 1;
-        this.#pending = null;
-        this.#waiters = 0;
-        try {
-          this.#write();
-          resolve();
-        } catch (err) {
-          reject(err);
-        }
-      };
-      if (burst) setTimeout(run, 0);
-      else queueMicrotask(run);
-    });
-    return this.#pending;
+    let batch = this.#batch;
+    if (batch === null) {
+      let resolve!: () => void;
+      let reject!: (err: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      batch = this.#batch = { promise, resolve, reject, timer: undefined, soon: false };
+    }
+    const coming = this.#coming?.();
+    if (coming === 0 || (coming === undefined && !burst)) this.#runSoon(batch);
+    else if (batch.timer === undefined && !batch.soon) {
+      const b = batch;
+      b.timer = setTimeout(() => this.#run(b), coming === undefined ? 0 : this.#maxWaitMs);
+    }
+    return batch.promise;
+  }
+
+  #runSoon(batch: Batch) {
+    if (batch.soon) return;
+    batch.soon = true;
+    queueMicrotask(() => this.#run(batch));
+  }
+
+  #run(batch: Batch) {
+    if (this.#batch !== batch) return;
+    clearTimeout(batch.timer);
+    this.#batch = null;
+    this.#batching = this.#waiters > 1;
+    this.#waiters = 0;
+    try {
+      this.#write();
+      batch.resolve();
+    } catch (err) {
+      batch.reject(err);
+    }
   }
 }

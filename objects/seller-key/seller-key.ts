@@ -384,8 +384,11 @@ export class SellerKey extends DurableObject<Env> {
     this.inFlight++;
     this.live.changed();
     if (isProbe) this.probeInFlight = true;
+    // A paid answer's commit waits for the other paid answers on their way (write-buffer.ts).
+    const notComing = paid > 0 ? buffer.expectPaid() : () => {};
     let released = false;
     const release = (served: boolean) => {
+      notComing();
       if (released) return;
       released = true;
       this.inFlight--;
@@ -497,6 +500,7 @@ export class SellerKey extends DurableObject<Env> {
     // dispute trail) commit before the answer goes out (the group commit, then the output
     // gate). A storage failure throws here, as persist() did: the router sees the key
     // object fail and refunds.
+    notComing();
     if (charged > 0) await buffer.committed();
     if (whole !== null || !upstream.body) {
       release(served);

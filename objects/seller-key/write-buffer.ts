@@ -18,6 +18,8 @@ const MINUTE = 60_000;
 /** Metadata rows kept until flushed to Postgres; the oldest go first past this. */
 export const MAX_BUFFERED_META = 10_000;
 const MAX_EVENTS = 200;
+/** Longest a paid answer waits for other paid answers on their way to share its commit. */
+export const PAID_BATCH_WAIT_MS = 2;
 
 export interface EarningsRow {
   unflushed_micros: number;
@@ -47,7 +49,9 @@ export class WriteBuffer {
   private readonly dirtyKeys = new Set<string>();
   private pending = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private readonly paidCommit = new GroupCommit(() => this.persist());
+  /** Paid requests admitted whose answers have not reached committed() yet (see expectPaid). */
+  private paidComing = 0;
+  private readonly paidCommit = new GroupCommit(() => this.persist(), { coming: () => this.paidComing, maxWaitMs: PAID_BATCH_WAIT_MS });
   private metaRows = 0;
 
   private readonly sql: SqlStorage;
@@ -243,6 +247,22 @@ export class WriteBuffer {
    */
   committed(): Promise<void> {
     return this.paidCommit.committed();
+  }
+
+  /**
+   * A paid request was admitted: its answer will want a commit. The returned function says
+   * it no longer will (it reached committed(), or failed); call it exactly once. While
+   * others are on their way, a paid answer waits up to PAID_BATCH_WAIT_MS to share their
+   * commit; the last one expected commits at once.
+   */
+  expectPaid(): () => void {
+    this.paidComing++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.paidComing--;
+    };
   }
 
   /**
