@@ -54,6 +54,18 @@ const DISPUTE_COLUMNS = "id, proof_id, request_id, method, amount, reason, note,
 const validAmount = (n: number) => Number.isSafeInteger(n) && n > 0 && n <= MAX_AMOUNT;
 
 type AccountRow = { buyer_id: string; balance: number; daily_cap: number | null };
+/** A claim accepted in memory (claim()), written at the next group commit (writeQueued()). */
+interface QueuedClaim {
+  buyerId: string;
+  proofId: string;
+  method: string;
+  amount: number;
+  debit: boolean;
+  day: string;
+  at: number;
+  expiresAt: number;
+  balanceAfter: number;
+}
 /** History rows may exceed MAX_HISTORY by up to this many before a trim. */
 const HISTORY_TRIM = 64;
 
@@ -64,8 +76,10 @@ export class BuyerWallet extends DurableObject<Env> {
   /** Today's spend as stored (see netSpent()). */
   private today: { day: string; spent: number; refunded: number } | undefined;
   private sinceTrim = HISTORY_TRIM;
-  /** Accepted claims' rows, waiting for the group commit (see committed()). */
-  private queued: (() => void)[] = [];
+  /** Accepted claims, waiting for the group commit (see committed()). */
+  private queued: QueuedClaim[] = [];
+  /** The account row is known to be in storage (read from it, or written by a commit). */
+  private accountStored = false;
   private readonly uncommitted = new Set<string>();
   private readonly claimCommit = new GroupCommit(() => this.writeQueued());
   private nextAlarm: number | null = null;
@@ -398,19 +412,7 @@ export class BuyerWallet extends DurableObject<Env> {
     this.netSpent(day);
     this.today!.spent += req.amountMicros;
     this.uncommitted.add(req.proofId);
-    this.queued.push(() => {
-      this.sql.exec("INSERT INTO account (id, buyer_id, balance, daily_cap, created_at) VALUES (1, ?, 0, NULL, ?) ON CONFLICT (id) DO NOTHING", req.buyerId, now);
-      this.sql.exec(
-        "INSERT INTO claims (proof_id, method, amount, debited, day, at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        req.proofId, req.method, req.amountMicros, debit ? 1 : 0, day, now, req.expiresAt,
-      );
-      if (debit) this.sql.exec("UPDATE account SET balance = balance - ? WHERE id = 1", req.amountMicros);
-      this.sql.exec(
-        "INSERT INTO spend (day, spent, refunded, requests, dirty) VALUES (?, ?, 0, 1, 1) ON CONFLICT (day) DO UPDATE SET spent = spent + excluded.spent, requests = requests + 1, dirty = 1",
-        day, req.amountMicros,
-      );
-      this.record(now, debit ? "debit" : "payment", req.amountMicros, req.proofId, after);
-    });
+    this.queued.push({ buyerId: req.buyerId, proofId: req.proofId, method: req.method, amount: req.amountMicros, debit, day, at: now, expiresAt: req.expiresAt, balanceAfter: after });
     return { ok: true, value: { balanceMicros: after } };
   }
 
@@ -423,12 +425,44 @@ export class BuyerWallet extends DurableObject<Env> {
     return this.claimCommit.committed();
   }
 
+  /**
+   * A batch's rows in a fixed number of statements, whatever its size: one insert of the
+   * claims, one balance update, one spend row per day, one insert into the history (and
+   * the account row only while it may be missing from storage).
+   */
   private writeQueued() {
     const batch = this.queued;
     const proofs = [...this.uncommitted];
     this.queued = [];
     try {
-      this.write(() => batch.forEach((apply) => apply()));
+      this.write(() => {
+        const first = batch[0];
+        if (!first) return;
+        if (!this.accountStored) {
+          this.sql.exec("INSERT INTO account (id, buyer_id, balance, daily_cap, created_at) VALUES (1, ?, 0, NULL, ?) ON CONFLICT (id) DO NOTHING", first.buyerId, first.at);
+        }
+        this.sql.exec(
+          "INSERT INTO claims (proof_id, method, amount, debited, day, at, expires_at) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?)",
+          JSON.stringify(batch.map((c) => [c.proofId, c.method, c.amount, c.debit ? 1 : 0, c.day, c.at, c.expiresAt])),
+        );
+        const debited = batch.reduce((sum, c) => sum + (c.debit ? c.amount : 0), 0);
+        if (debited > 0) this.sql.exec("UPDATE account SET balance = balance - ? WHERE id = 1", debited);
+        const days = new Map<string, { spent: number; requests: number }>();
+        for (const c of batch) {
+          const d = days.get(c.day) ?? { spent: 0, requests: 0 };
+          d.spent += c.amount;
+          d.requests++;
+          days.set(c.day, d);
+        }
+        for (const [day, d] of days) {
+          this.sql.exec(
+            "INSERT INTO spend (day, spent, refunded, requests, dirty) VALUES (?, ?, 0, ?, 1) ON CONFLICT (day) DO UPDATE SET spent = spent + excluded.spent, requests = requests + excluded.requests, dirty = 1",
+            day, d.spent, d.requests,
+          );
+        }
+        this.recordMany(batch.map((c) => [c.at, c.debit ? "debit" : "payment", c.amount, c.proofId, c.balanceAfter]));
+      });
+      this.accountStored = true;
     } finally {
       for (const p of proofs) this.uncommitted.delete(p);
     }
@@ -441,6 +475,7 @@ export class BuyerWallet extends DurableObject<Env> {
     } catch (err) {
       this.mirror = undefined;
       this.today = undefined;
+      this.accountStored = false;
       throw err;
     }
   }
@@ -449,6 +484,8 @@ export class BuyerWallet extends DurableObject<Env> {
   private account(): AccountRow | null {
     if (this.mirror === undefined) {
       this.mirror = this.sql.exec<AccountRow>("SELECT buyer_id, balance, daily_cap FROM account WHERE id = 1").toArray()[0] ?? null;
+      // Only a row read from storage proves it is there (a queued claim's row may not be yet).
+      if (this.mirror !== null && this.queued.length === 0) this.accountStored = true;
     }
     return this.mirror;
   }
@@ -461,6 +498,7 @@ export class BuyerWallet extends DurableObject<Env> {
   private ensureAccount(buyerId: string, now: number) {
     this.sql.exec("INSERT INTO account (id, buyer_id, balance, daily_cap, created_at) VALUES (1, ?, 0, NULL, ?) ON CONFLICT (id) DO NOTHING", buyerId, now);
     if (this.mirror === null) this.mirror = undefined;
+    this.accountStored = true;
   }
 
   /** Outside the group commit (top-ups, refunds): storage and mirror move by the same delta, so claims still queued stay counted. */
@@ -481,9 +519,15 @@ export class BuyerWallet extends DurableObject<Env> {
   }
 
   private record(at: number, kind: HistoryEntry["kind"], amount: number, ref: string, balance: number) {
-    this.sql.exec("INSERT INTO history (at, kind, amount, ref, balance) VALUES (?, ?, ?, ?, ?)", at, kind, amount, ref, balance);
+    this.recordMany([[at, kind, amount, ref, balance]]);
+  }
+
+  private recordMany(rows: [at: number, kind: HistoryEntry["kind"], amount: number, ref: string, balance: number][]) {
+    if (rows.length === 1) this.sql.exec("INSERT INTO history (at, kind, amount, ref, balance) VALUES (?, ?, ?, ?, ?)", ...rows[0]!);
+    else this.sql.exec("INSERT INTO history (at, kind, amount, ref, balance) SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?)", JSON.stringify(rows));
     // Trimmed to MAX_HISTORY rows every HISTORY_TRIM inserts, not per insert.
-    if (++this.sinceTrim >= HISTORY_TRIM) {
+    this.sinceTrim += rows.length;
+    if (this.sinceTrim >= HISTORY_TRIM) {
       this.sinceTrim = 0;
       this.sql.exec("DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?", MAX_HISTORY);
     }

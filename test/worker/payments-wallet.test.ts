@@ -123,8 +123,14 @@ describe("BuyerWallet invariants", () => {
       claims: state.storage.sql.exec<{ proof_id: string }>("SELECT proof_id FROM claims").toArray().map((r) => r.proof_id).sort(),
       balance: state.storage.sql.exec<{ balance: number }>("SELECT balance FROM account").one().balance,
       spent: state.storage.sql.exec<{ spent: number }>("SELECT spent FROM spend").one().spent,
+      requests: state.storage.sql.exec<{ requests: number }>("SELECT requests FROM spend").one().requests,
+      rows: state.storage.sql.exec<{ amount: number; debited: number }>("SELECT DISTINCT amount, debited FROM claims").toArray(),
+      history: state.storage.sql.exec<{ kind: string; amount: number; ref: string; balance: number }>("SELECT kind, amount, ref, balance FROM history WHERE kind <> 'topup' ORDER BY id").toArray(),
     }));
-    expect(stored).toEqual({ claims: [...ok].sort(), balance: 0, spent: 1_000 });
+    expect(stored).toMatchObject({ claims: [...ok].sort(), balance: 0, spent: 1_000, requests: 20, rows: [{ amount: 50, debited: 1 }] });
+    // One history entry per debit, in the order they were accepted, each with the balance after it.
+    expect(stored.history.map((h) => h.ref).sort()).toEqual([...ok].sort());
+    expect(stored.history.map((h) => [h.kind, h.amount, h.balance])).toEqual(Array.from({ length: 20 }, (_, i) => ["debit", 50, 950 - 50 * i]));
     expect((await w.summary()).balanceMicros).toBe(0);
   });
 
