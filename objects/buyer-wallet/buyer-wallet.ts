@@ -484,8 +484,8 @@ export class BuyerWallet extends DurableObject<Env> {
   private account(): AccountRow | null {
     if (this.mirror === undefined) {
       this.mirror = this.sql.exec<AccountRow>("SELECT buyer_id, balance, daily_cap FROM account WHERE id = 1").toArray()[0] ?? null;
-      // Only a row read from storage proves it is there (a queued claim's row may not be yet).
-      if (this.mirror !== null && this.queued.length === 0) this.accountStored = true;
+      // Read from storage: the row is there (a failed write resets both, see write()).
+      if (this.mirror !== null) this.accountStored = true;
     }
     return this.mirror;
   }
