@@ -13,14 +13,14 @@
 /** Callers this close together (ms, workerd's clock) count as a burst worth batching. */
 const BUSY_MS = 2;
 
-export interface GroupCommitOptions {
+export interface Expected {
   /**
-   * How many more callers are on their way (say, paid answers still upstream). Given, a
-   * caller that is not the last one expected waits up to `maxWaitMs` for the others, and
-   * the last one commits at once: one write per wave instead of one per few callers.
+   * How many more callers are on their way (say, paid answers still upstream). A caller
+   * that is not the last one expected waits up to `maxWaitMs` for the others, and the last
+   * one commits at once: one write per wave instead of one per few callers.
    */
-  coming?: () => number;
-  maxWaitMs?: number;
+  coming: () => number;
+  maxWaitMs: number;
 }
 
 interface Batch {
@@ -33,8 +33,7 @@ interface Batch {
 
 export class GroupCommit {
   readonly #write: () => void;
-  readonly #coming: (() => number) | undefined;
-  readonly #maxWaitMs: number;
+  readonly #expected: Expected | undefined;
   #batch: Batch | null = null;
   #waiters = 0;
   #lastCall = Number.NEGATIVE_INFINITY;
@@ -42,10 +41,9 @@ export class GroupCommit {
   #batching = false;
 
   /** `write` runs the queued statements, synchronously (one storage commit). */
-  constructor(write: () => void, options: GroupCommitOptions = {}) {
+  constructor(write: () => void, expected?: Expected) {
     this.#write = write;
-    this.#coming = options.coming;
-    this.#maxWaitMs = options.maxWaitMs ?? 2;
+    this.#expected = expected;
   }
 
   /**
@@ -69,11 +67,11 @@ export class GroupCommit {
       });
       batch = this.#batch = { promise, resolve, reject, timer: undefined, soon: false };
     }
-    const coming = this.#coming?.();
+    const coming = this.#expected?.coming();
     if (coming === 0 || (coming === undefined && !burst)) this.#runSoon(batch);
     else if (batch.timer === undefined && !batch.soon) {
       const b = batch;
-      b.timer = setTimeout(() => this.#run(b), coming === undefined ? 0 : this.#maxWaitMs);
+      b.timer = setTimeout(() => this.#run(b), this.#expected?.maxWaitMs ?? 0);
     }
     return batch.promise;
   }

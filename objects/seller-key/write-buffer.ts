@@ -19,7 +19,7 @@ const MINUTE = 60_000;
 export const MAX_BUFFERED_META = 10_000;
 const MAX_EVENTS = 200;
 /** Longest a paid answer waits for other paid answers on their way to share its commit. */
-export const PAID_BATCH_WAIT_MS = 2;
+const PAID_BATCH_WAIT_MS = 2;
 
 export interface EarningsRow {
   unflushed_micros: number;
