@@ -33,6 +33,9 @@ export interface ClientResult {
   /** Good answers, warm-up included. */
   served: number;
   samples: string[];
+  /** CPU time (user + system, microseconds) this process used in the measured part, and the requests it made then. */
+  cpuUs: number;
+  measured: number;
 }
 
 async function run(job: Job): Promise<ClientResult> {
@@ -77,8 +80,10 @@ async function run(job: Job): Promise<ClientResult> {
   if (job.warmup > 0) await loops(job.warmup);
   measuring = true;
   const started = performance.now();
+  const cpu = process.cpuUsage();
   await loops(job.seconds);
-  return { ok: latencies.length, failures, latencies, seconds: (performance.now() - started) / 1000, served, samples };
+  const used = process.cpuUsage(cpu);
+  return { ok: latencies.length, failures, latencies, seconds: (performance.now() - started) / 1000, served, samples, cpuUs: used.user + used.system, measured: latencies.length + failures };
 }
 
 const result = await run(JSON.parse(process.argv[2] ?? "") as Job);

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { generateBuyerKey, requestFaucet, serializeBuyerKey } from "../buyer/index.ts";
 import { percentile } from "./load.ts";
-import { spawnNode } from "./processes.ts";
+import { descendantCpuMs, spawnNode } from "./processes.ts";
 import type { ClientResult, Job } from "./paid-client.ts";
 
 export interface PaidStats {
@@ -25,13 +25,25 @@ export interface PaidStats {
   /** The measured latencies, sorted (to merge rounds). */
   latencies: Float64Array;
   seconds: number;
+  /** CPU time per request (microseconds) of the client processes (measured part) and of workerd (whole run, warm-up included, per good answer); null where not measured. */
+  clientCpuUs: number | null;
+  workerdCpuUs: number | null;
+  /** The sums behind them, to merge rounds. */
+  cpu: { clientUs: number; clientRequests: number; workerdUs: number; workerdServed: number };
 }
 
-type Part = { latencies: ArrayLike<number>; failures: number; served: number; samples: string[] };
+type Part = { latencies: ArrayLike<number>; failures: number; served: number; samples: string[]; cpu?: PaidStats["cpu"]; cpuUs?: number; measured?: number };
 
 /** One set of figures from parts measured over `seconds` (client processes side by side, or rounds one after another). */
-function combine(parts: Part[], seconds: number, who: { concurrency: number; buyers: number }): PaidStats {
+function combine(parts: Part[], seconds: number, who: { concurrency: number; buyers: number }, workerd?: { us: number; served: number }): PaidStats {
   const latencies = Float64Array.from(parts.flatMap((r) => Array.from(r.latencies))).sort();
+  const cpu = { clientUs: 0, clientRequests: 0, workerdUs: workerd?.us ?? 0, workerdServed: workerd?.served ?? 0 };
+  for (const r of parts) {
+    cpu.clientUs += r.cpu?.clientUs ?? r.cpuUs ?? 0;
+    cpu.clientRequests += r.cpu?.clientRequests ?? r.measured ?? 0;
+    cpu.workerdUs += r.cpu?.workerdUs ?? 0;
+    cpu.workerdServed += r.cpu?.workerdServed ?? 0;
+  }
   return {
     ...who,
     ok: latencies.length,
@@ -43,6 +55,9 @@ function combine(parts: Part[], seconds: number, who: { concurrency: number; buy
     samples: parts.flatMap((r) => r.samples).slice(0, 3),
     latencies,
     seconds,
+    clientCpuUs: cpu.clientRequests > 0 ? cpu.clientUs / cpu.clientRequests : null,
+    workerdCpuUs: cpu.workerdServed > 0 ? cpu.workerdUs / cpu.workerdServed : null,
+    cpu,
   };
 }
 
@@ -85,6 +100,7 @@ export async function loadClients(opts: ClientLoad): Promise<PaidStats> {
   else opts.buyers.forEach((buyer, j) => loops[j % opts.concurrency]!.push(buyer));
   // Fewer buyers than loops: loops share buyers (buyer i % buyers).
   loops.forEach((l, i) => l.length === 0 && l.push(opts.buyers[i % opts.buyers.length]!));
+  const workerdBefore = descendantCpuMs("workerd");
   const results = await Promise.all(
     Array.from({ length: processes }, (_, p) => {
       const job: Job = {
@@ -95,7 +111,11 @@ export async function loadClients(opts: ClientLoad): Promise<PaidStats> {
       return runClient(job, (opts.warmup + opts.seconds) * 1000 + 60_000);
     }),
   );
-  return combine(results, Math.max(...results.map((r) => r.seconds)), { concurrency: opts.concurrency, buyers: opts.proxyToken ? 0 : opts.buyers.length });
+  const workerdAfter = descendantCpuMs("workerd");
+  const served = results.reduce((n, r) => n + r.served, 0);
+  // Nothing else loads workerd meanwhile: the rows run one at a time.
+  const workerd = workerdBefore !== null && workerdAfter !== null && workerdAfter > workerdBefore ? { us: (workerdAfter - workerdBefore) * 1000, served } : undefined;
+  return combine(results, Math.max(...results.map((r) => r.seconds)), { concurrency: opts.concurrency, buyers: opts.proxyToken ? 0 : opts.buyers.length }, workerd);
 }
 
 function runClient(job: Job, timeoutMs: number): Promise<ClientResult> {

@@ -2,7 +2,7 @@
 // cleanup that must run however the bench ends: normal exit, a thrown error, Ctrl-C.
 // Only processes this bench spawned are signalled, each by its own pid.
 import { spawn, type ChildProcess } from "node:child_process";
-import { rmSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 
 export const HOST = "127.0.0.1";
@@ -183,4 +183,41 @@ export async function waitForPort(port: number, timeoutMs: number, child?: Child
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`nothing listening on ${HOST}:${port} after ${timeoutMs} ms${child ? `:\n${child.tail()}` : ""}`);
+}
+
+/**
+ * CPU time (user + system, ms) used so far by this process's descendants whose command is
+ * `comm` (Linux /proc; null elsewhere). The paid rows use it for workerd: Miniflare starts
+ * workerd as a child of this process and does not say its pid.
+ */
+export function descendantCpuMs(comm: string): number | null {
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc").filter((e) => /^\d+$/.test(e));
+  } catch {
+    return null;
+  }
+  const stats = new Map<number, { parent: number; comm: string; cpuMs: number }>();
+  const tick = 1000 / 100; // USER_HZ is 100 on Linux
+  for (const e of entries) {
+    try {
+      const raw = readFileSync(`/proc/${e}/stat`, "utf8");
+      const close = raw.lastIndexOf(")");
+      const fields = raw.slice(close + 2).split(" ");
+      stats.set(Number(e), { comm: raw.slice(raw.indexOf("(") + 1, close), parent: Number(fields[1]), cpuMs: (Number(fields[11]) + Number(fields[12])) * tick });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  let total = 0;
+  for (const [pid, st] of stats) {
+    if (st.comm !== comm) continue;
+    for (let up = st.parent, hops = 0; up > 1 && hops < 16; up = stats.get(up)?.parent ?? 0, hops++) {
+      if (up === process.pid) {
+        total += stats.get(pid)!.cpuMs;
+        break;
+      }
+    }
+  }
+  return total;
 }

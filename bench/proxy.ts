@@ -322,7 +322,7 @@ async function main() {
         cn2Answered += runs[i]!.reduce((n, r) => n + r.served, 0);
         cn2Runs += 2 * ROUNDS;
         paidRows.push({ system, stats, unpaid });
-        log(`${system.padEnd(14)} c=${String(concurrency).padEnd(3)} buyers ${String(stats.buyers).padEnd(3)} p50 ${fmt(stats.p50)} ms  p99 ${fmt(stats.p99)} ms  ${Math.round(stats.rps)} req/s${stats.failures ? `  FAILURES: ${stats.failures} ${stats.samples.join(" | ")}` : ""}`);
+        log(`${system.padEnd(14)} c=${String(concurrency).padEnd(3)} buyers ${String(stats.buyers).padEnd(3)} p50 ${fmt(stats.p50)} ms  p99 ${fmt(stats.p99)} ms  ${Math.round(stats.rps)} req/s  CPU/request: workerd ${cpuUs(stats.workerdCpuUs)}, clients ${cpuUs(stats.clientCpuUs)}${stats.failures ? `  FAILURES: ${stats.failures} ${stats.samples.join(" | ")}` : ""}`);
       }
     }
   }
@@ -389,6 +389,8 @@ async function main() {
           added_vs_unpaid_p50_ms: unpaid ? round(stats.p50 - unpaid.p50) : null,
           added_vs_unpaid_clients_p50_ms: clients ? round(stats.p50 - clients.p50) : null,
         } : {}),
+        workerd_cpu_us_per_request: stats.workerdCpuUs === null ? null : Math.round(stats.workerdCpuUs),
+        client_cpu_us_per_request: stats.clientCpuUs === null ? null : Math.round(stats.clientCpuUs),
         failures: stats.failures,
       }) + "\n");
     }
@@ -407,6 +409,8 @@ async function main() {
           other ? `${(stats.rps / other.rps).toFixed(2)}x ${name} req/s, p50 ${stats.p50 - other.p50 >= 0 ? "+" : ""}${fmt(stats.p50 - other.p50)} ms` : "";
         lines.push(`  c=${String(stats.concurrency).padEnd(3)} buyers ${String(stats.buyers).padEnd(3)} p50 ${fmt(stats.p50)} ms  p99 ${fmt(stats.p99)} ms  ${Math.round(stats.rps)} req/s  ` +
           `(${vs(clients, "clients")}; ${vs(unpaid, "autocannon")})  failures ${stats.failures}`);
+        lines.push(`         CPU per request: workerd ${cpuUs(stats.workerdCpuUs)} (unpaid clients: ${cpuUs(clients?.workerdCpuUs ?? null)}), ` +
+          `paying clients ${cpuUs(stats.clientCpuUs)} (unpaid: ${cpuUs(clients?.clientCpuUs ?? null)})`);
       }
       process.stdout.write(lines.join("\n") + "\n");
     }
@@ -429,6 +433,9 @@ async function main() {
     process.exitCode = 1;
   }
 }
+
+/** A CPU time per request, in microseconds, for the paid rows' lines. */
+const cpuUs = (us: number | null) => (us === null ? "n/a" : `${Math.round(us)} us`);
 
 /** Linux PSI: share of the last 10 s in which some runnable task waited for a CPU. */
 function cpuPressure(): number | null {
