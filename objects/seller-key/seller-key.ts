@@ -31,9 +31,12 @@ import { classifyStatus, FirstByteWatch, readWhole } from "./upstream.ts";
 import * as health from "./health.ts";
 import * as track from "./track-record.ts";
 import { poolStub } from "../pool-index/stub.ts";
-import { EarningsFlusher, toMeta, type FlushOutcome } from "./earnings-flush.ts";
+import { EarningsFlusher, FLUSH_ROWS, toMeta, type FlushOutcome } from "./earnings-flush.ts";
 import { AnalyticsOutbox, type DrainResult } from "./analytics-outbox.ts";
 import { LiveFeed, type LiveParts } from "./live.ts";
+
+/** The next flush after one that left rows behind, or after a flush's worth piled up. */
+const MORE_FLUSH_MS = 1_000;
 
 export interface NewKey {
   keyId: string;
@@ -66,6 +69,8 @@ export class SellerKey extends DurableObject<Env> {
   // Earnings + metadata flush to Postgres (objects/seller-key/earnings-flush.ts), from an alarm.
   private readonly flusher: EarningsFlusher;
   private flushAlarmSet = false;
+  /** The flush was brought forward for rows piling up (recordMeta); cleared when the alarm runs. */
+  private flushSoon = false;
   private flushRetryMs = 0;
   // Flushed metadata on its way to the analytics queue (analytics-outbox.ts), drained after each flush.
   private readonly outbox: AnalyticsOutbox;
@@ -178,6 +183,7 @@ export class SellerKey extends DurableObject<Env> {
    */
   override async alarm(): Promise<void> {
     this.flushAlarmSet = false;
+    this.flushSoon = false;
     if (!this.record) return;
     this.live.changed(); // requests/min has decayed since the traffic: the room hears it
     let failed = false;
@@ -193,7 +199,7 @@ export class SellerKey extends DurableObject<Env> {
     const sinkLeft = (await this.drainAnalytics()).left > 0;
     this.sinkRetryMs = sinkLeft ? Math.min(Math.max(this.sinkRetryMs * 2, 5_000), 3_600_000) : 0;
     if (failed) this.scheduleFlush(sinkLeft ? Math.min(this.flushRetryMs, this.sinkRetryMs) : this.flushRetryMs, true);
-    else if (more) this.scheduleFlush(1_000);
+    else if (more) this.scheduleFlush(MORE_FLUSH_MS);
     else if (sinkLeft) this.scheduleFlush(this.sinkRetryMs);
   }
 
@@ -341,6 +347,7 @@ export class SellerKey extends DurableObject<Env> {
     this.track = track.emptyTrackRecord();
     this.servingTier = "standard";
     this.flushAlarmSet = false;
+    this.flushSoon = false;
     await this.ctx.storage.deleteAlarm();
     await this.buffer.clear(this.ctx.storage);
   }
@@ -649,7 +656,15 @@ export class SellerKey extends DurableObject<Env> {
   /** Every request that reached the upstream, served or not: the flush alarm follows from here. */
   private recordMeta(m: RequestMeta): RequestMeta {
     this.buffer.recordMeta(m);
-    this.scheduleFlush();
+    // A busy key fills a flush's worth of rows long before EARNINGS_FLUSH_MS: its flush is
+    // brought forward, so that its rows reach Postgres rather than the cap (MAX_BUFFERED_META
+    // drops the oldest). At the pace of a flush that leaves more behind (a second), which
+    // keeps paid earnings reversible (B6) as long as before. Not while flushes fail: their
+    // backoff stands, and the cap with it.
+    if (!this.flushSoon && this.flushRetryMs === 0 && this.buffer.bufferedMetaRows() >= FLUSH_ROWS) {
+      this.flushSoon = true;
+      this.scheduleFlush(MORE_FLUSH_MS, true);
+    } else this.scheduleFlush();
     return m;
   }
 

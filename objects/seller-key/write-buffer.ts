@@ -219,6 +219,11 @@ export class WriteBuffer {
     this.markDirty();
   }
 
+  /** Metadata rows waiting for the flush: in storage and in this batch. */
+  bufferedMetaRows(): number {
+    return this.metaRows + this.pendingMeta.length;
+  }
+
   countMeta(): number {
     return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM request_meta").one().n;
   }

@@ -4,7 +4,7 @@
 import { env } from "cloudflare:workers";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import type { EarningsFlusher } from "../../objects/seller-key/earnings-flush.ts";
+import { FLUSH_ROWS, type EarningsFlusher } from "../../objects/seller-key/earnings-flush.ts";
 import type { SellerKey } from "../../objects/seller-key/seller-key.ts";
 import type { Env } from "../../core/env.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
@@ -137,10 +137,70 @@ describe("earnings flush", () => {
     expect((await earningsOf(s)).balance.earnedMicros).toBe(1800);
   });
 
+  it("a busy key's flush is brought forward: a flush's worth of rows waiting schedules it within a second, not after EARNINGS_FLUSH_MS", async () => {
+    const keyWith = async (rows: number) => {
+      const { keyId } = await addKey();
+      const stub = keyStub(e, keyId, "default");
+      await runInDurableObject(stub, (_i, state) => {
+        state.storage.sql.exec(
+          `INSERT INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome)
+           SELECT printf('req_busy%012d', x), ? + x, 'POST', '/v1/chat/completions', 200, 1, 0, 'served'
+           FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT x FROM c)`,
+          Date.now() - 60_000, rows,
+        );
+      });
+      await evictDurableObject(stub); // the object counts its rows when it starts
+      return { keyId, stub };
+    };
+    const serveOne = async (stub: ReturnType<typeof keyStub>) => {
+      const res = await stub.fetch(keyRequest({}));
+      expect(res.status).toBe(200);
+      await res.text();
+    };
+    const alarmAt = (stub: ReturnType<typeof keyStub>) => runInDurableObject(stub, (_i, state) => state.storage.getAlarm());
+    const alarmIn = async (stub: ReturnType<typeof keyStub>) => {
+      const at = await alarmAt(stub);
+      expect(at).not.toBeNull();
+      return at! - Date.now();
+    };
+    const flushMs = Number(e.EARNINGS_FLUSH_MS);
+    expect(flushMs).toBeGreaterThan(60_000); // the tests' setting: far from "at once"
+
+    // One row short of a flush's worth: the usual schedule.
+    const quiet = await keyWith(FLUSH_ROWS - 2);
+    await serveOne(quiet.stub);
+    expect(await alarmIn(quiet.stub)).toBeGreaterThan(flushMs - 60_000);
+
+    // A flush's worth: the alarm is due within a second (workerd may already be running
+    // it), and it moves those rows to Postgres.
+    const busy = await keyWith(FLUSH_ROWS - 1);
+    await serveOne(busy.stub);
+    const due = await alarmAt(busy.stub);
+    if (due !== null) {
+      expect(due).toBeLessThanOrEqual(Date.now() + 1_000);
+      await runDurableObjectAlarm(busy.stub);
+    }
+    let flushed = 0;
+    for (let tries = 0; tries < 100 && flushed < FLUSH_ROWS; tries++) {
+      flushed = await requestLogRows(busy.keyId);
+      if (flushed < FLUSH_ROWS) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(flushed).toBe(FLUSH_ROWS);
+
+    // While flushes fail, their backoff stands: rows piling up do not bring the next one forward.
+    const failing = await keyWith(FLUSH_ROWS - 1);
+    await runInDurableObject(failing.stub, (instance) => {
+      (instance as unknown as { flushRetryMs: number }).flushRetryMs = 60_000;
+    });
+    await serveOne(failing.stub);
+    expect(await alarmIn(failing.stub)).toBeGreaterThan(flushMs - 60_000);
+  });
+
   it("metadata waiting for Postgres is capped: past 10,500 rows the oldest go, down to 10,000, and the newest stay", async () => {
     const { keyId } = await addKey();
     const stub = keyStub(e, keyId, "default");
-    // A key whose flushes have failed for a while: 10,500 rows already buffered.
+    // A key whose flushes have failed for a while (so its flush is not brought forward
+    // either): 10,500 rows already buffered.
     await runInDurableObject(stub, (_i, state) => {
       state.storage.sql.exec(
         `INSERT INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome)
@@ -150,6 +210,9 @@ describe("earnings flush", () => {
       );
     });
     await evictDurableObject(stub); // the object counts its rows when it starts
+    await runInDurableObject(stub, (instance) => {
+      (instance as unknown as { flushRetryMs: number }).flushRetryMs = 60_000;
+    });
     const res = await stub.fetch(keyRequest({ requestId: "req_newest000000000001" }));
     expect(res.status).toBe(200);
     await res.text();
