@@ -1,4 +1,4 @@
-// `node bench/commit-lane.ts`: what one Durable Object storage commit costs in local
+// `npm run bench:commit-lane`: what one Durable Object storage commit costs in local
 // workerd, apart from cn2 (issue 14). A tiny Worker forwards each request to a
 // SQLite-backed object that either writes one row (so the request ends in a commit, and
 // the output gate holds its answer until that commit is durable) or only reads. Closed
@@ -7,7 +7,7 @@
 // so every write is a commit of its own: these rows show the ceiling of commits per
 // second, and whether separate objects commit side by side or one after another.
 //
-//   node bench/commit-lane.ts [--json] [--requests 3000] [--tmpfs]
+//   npm run bench:commit-lane [-- --json --requests 3000 --tmpfs]
 //
 // Storage is on disk by default (a temp dir), on /dev/shm with --tmpfs.
 import { mkdtempSync } from "node:fs";
