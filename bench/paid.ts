@@ -32,17 +32,17 @@ export interface PaidStats {
   cpu: { clientUs: number; clientRequests: number; workerdUs: number; workerdServed: number };
 }
 
-type Part = { latencies: ArrayLike<number>; failures: number; served: number; samples: string[]; cpu?: PaidStats["cpu"]; cpuUs?: number; measured?: number };
+type Part = { latencies: ArrayLike<number>; failures: number; served: number; samples: string[]; cpu: PaidStats["cpu"] };
 
 /** One set of figures from parts measured over `seconds` (client processes side by side, or rounds one after another). */
 function combine(parts: Part[], seconds: number, who: { concurrency: number; buyers: number }, workerd?: { us: number; served: number }): PaidStats {
   const latencies = Float64Array.from(parts.flatMap((r) => Array.from(r.latencies))).sort();
   const cpu = { clientUs: 0, clientRequests: 0, workerdUs: workerd?.us ?? 0, workerdServed: workerd?.served ?? 0 };
   for (const r of parts) {
-    cpu.clientUs += r.cpu?.clientUs ?? r.cpuUs ?? 0;
-    cpu.clientRequests += r.cpu?.clientRequests ?? r.measured ?? 0;
-    cpu.workerdUs += r.cpu?.workerdUs ?? 0;
-    cpu.workerdServed += r.cpu?.workerdServed ?? 0;
+    cpu.clientUs += r.cpu.clientUs;
+    cpu.clientRequests += r.cpu.clientRequests;
+    cpu.workerdUs += r.cpu.workerdUs;
+    cpu.workerdServed += r.cpu.workerdServed;
   }
   return {
     ...who,
@@ -115,7 +115,8 @@ export async function loadClients(opts: ClientLoad): Promise<PaidStats> {
   const served = results.reduce((n, r) => n + r.served, 0);
   // Nothing else loads workerd meanwhile: the rows run one at a time.
   const workerd = workerdBefore !== null && workerdAfter !== null && workerdAfter > workerdBefore ? { us: (workerdAfter - workerdBefore) * 1000, served } : undefined;
-  return combine(results, Math.max(...results.map((r) => r.seconds)), { concurrency: opts.concurrency, buyers: opts.proxyToken ? 0 : opts.buyers.length }, workerd);
+  const parts = results.map((r) => ({ ...r, cpu: { clientUs: r.cpuUs, clientRequests: r.measured, workerdUs: 0, workerdServed: 0 } }));
+  return combine(parts, Math.max(...results.map((r) => r.seconds)), { concurrency: opts.concurrency, buyers: opts.proxyToken ? 0 : opts.buyers.length }, workerd);
 }
 
 function runClient(job: Job, timeoutMs: number): Promise<ClientResult> {

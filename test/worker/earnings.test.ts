@@ -27,6 +27,28 @@ async function serve(keyId: string, n: number) {
   }
 }
 
+/**
+ * `rows` metadata rows already waiting in a key object (ids from the printf `idFormat`, one
+ * ms apart from `fromMs`), then the object restarted: it counts its rows when it starts.
+ */
+async function withBufferedRows(stub: ReturnType<typeof keyStub>, rows: number, idFormat: string, fromMs: number) {
+  await runInDurableObject(stub, (_i, state) => {
+    state.storage.sql.exec(
+      `INSERT INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome)
+       SELECT printf(?, x), ? + x, 'POST', '/v1/chat/completions', 200, 1, 0, 'served'
+       FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT x FROM c)`,
+      idFormat, fromMs, rows,
+    );
+  });
+  await evictDurableObject(stub);
+}
+
+/** As if this key's flushes had been failing: it is in their backoff. */
+const inFlushBackoff = (stub: ReturnType<typeof keyStub>) =>
+  runInDurableObject(stub, (instance) => {
+    (instance as unknown as { flushRetryMs: number }).flushRetryMs = 60_000;
+  });
+
 const requestLogRows = (keyId: string) => ownerDb(async (sql) => (await sql`select count(*)::int as n from public.request_log where key_id = ${keyId}`)[0]!.n as number);
 
 describe("earnings flush", () => {
@@ -141,15 +163,7 @@ describe("earnings flush", () => {
     const keyWith = async (rows: number) => {
       const { keyId } = await addKey();
       const stub = keyStub(e, keyId, "default");
-      await runInDurableObject(stub, (_i, state) => {
-        state.storage.sql.exec(
-          `INSERT INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome)
-           SELECT printf('req_busy%012d', x), ? + x, 'POST', '/v1/chat/completions', 200, 1, 0, 'served'
-           FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT x FROM c)`,
-          Date.now() - 60_000, rows,
-        );
-      });
-      await evictDurableObject(stub); // the object counts its rows when it starts
+      await withBufferedRows(stub, rows, "req_busy%012d", Date.now() - 60_000);
       return { keyId, stub };
     };
     const serveOne = async (stub: ReturnType<typeof keyStub>) => {
@@ -189,9 +203,7 @@ describe("earnings flush", () => {
 
     // While flushes fail, their backoff stands: rows piling up do not bring the next one forward.
     const failing = await keyWith(FLUSH_ROWS - 1);
-    await runInDurableObject(failing.stub, (instance) => {
-      (instance as unknown as { flushRetryMs: number }).flushRetryMs = 60_000;
-    });
+    await inFlushBackoff(failing.stub);
     await serveOne(failing.stub);
     expect(await alarmIn(failing.stub)).toBeGreaterThan(flushMs - 60_000);
   });
@@ -201,18 +213,8 @@ describe("earnings flush", () => {
     const stub = keyStub(e, keyId, "default");
     // A key whose flushes have failed for a while (so its flush is not brought forward
     // either): 10,500 rows already buffered.
-    await runInDurableObject(stub, (_i, state) => {
-      state.storage.sql.exec(
-        `INSERT INTO request_meta (request_id, at, method, route, status, latency_ms, amount_micros, outcome)
-         SELECT printf('req_old%09d', x), ? + x, 'POST', '/v1/chat/completions', 200, 1, 0, 'served'
-         FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10500) SELECT x FROM c)`,
-        Date.now() - 3_600_000,
-      );
-    });
-    await evictDurableObject(stub); // the object counts its rows when it starts
-    await runInDurableObject(stub, (instance) => {
-      (instance as unknown as { flushRetryMs: number }).flushRetryMs = 60_000;
-    });
+    await withBufferedRows(stub, 10_500, "req_old%09d", Date.now() - 3_600_000);
+    await inFlushBackoff(stub);
     const res = await stub.fetch(keyRequest({ requestId: "req_newest000000000001" }));
     expect(res.status).toBe(200);
     await res.text();
