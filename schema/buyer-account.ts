@@ -59,9 +59,10 @@ export interface SpendDayView {
 export interface WalletEntryView {
   /** ms since the epoch. */
   at: number;
-  kind: "topup" | "debit" | "payment" | "refund";
+  /** `hold`/`release`: credit set aside for a tab and what it did not spend, back (docs/payments.md, "Tabs"). */
+  kind: "topup" | "debit" | "payment" | "refund" | "hold" | "release";
   amountMicros: number;
-  /** The payment's proof id (debit, payment, refund) or the top-up's event id. */
+  /** The payment's proof id (debit, payment, refund), the top-up's event id, or the tab id (hold, release). */
   ref: string;
   balanceMicros: number;
 }

@@ -2,7 +2,7 @@
 // ops tools send it and get back. RPC results are schema/result.ts's Result, with the
 // wallet's own refusal codes. The object itself is objects/buyer-wallet/.
 
-export type WalletCode = "replayed" | "insufficient_balance" | "budget_exceeded" | "unknown_proof" | "already_refunded" | "invalid_amount";
+export type WalletCode = "replayed" | "insufficient_balance" | "budget_exceeded" | "unknown_proof" | "already_refunded" | "invalid_amount" | "unknown_tab";
 
 export interface ClaimRequest {
   buyerId: string;
@@ -24,9 +24,10 @@ export interface TopUpRequest {
 
 export interface HistoryEntry {
   at: number;
-  kind: "topup" | "debit" | "payment" | "refund";
+  /** `hold`: credit set aside for a tab (its id in `ref`); `release`: what a closed tab did not spend, back. */
+  kind: "topup" | "debit" | "payment" | "refund" | "hold" | "release";
   amountMicros: number;
-  /** proof id (debit, payment, refund) or top-up event id. */
+  /** proof id (debit, payment, refund), top-up event id, or tab id (hold, release). */
   ref: string;
   balanceMicros: number;
 }
@@ -89,5 +90,52 @@ export interface WalletSummary {
   balanceMicros: number;
   dailyCapMicros: number | null;
   spentTodayMicros: number;
+  /** Credit set aside for open tabs (docs/payments.md, "Tabs"): what they do not spend comes back when they close. */
+  heldMicros: number;
   history: HistoryEntry[];
 }
+
+// ---- tabs (docs/payments.md, "Tabs") ---------------------------------------------------
+// A router isolate serving a busy buyer draws that buyer's payments from a tab: credit the
+// wallet set aside once (openTab), drawn in the isolate's memory request by request. Each
+// draw is made durable by the serving key's own commit (the key records it with its
+// earning) and reported to the wallet by the key; the router closes the tab with its full
+// list of draws. Either way the wallet ends with one claim per paid request, as if each had
+// been debited alone.
+
+/** One paid request drawn on a tab. */
+export interface TabDraw {
+  /** The challenge id the credential answered: single use, the refund and dispute handle. */
+  proofId: string;
+  requestId: string;
+  amountMicros: number;
+  /** ms since epoch: when it was drawn (its day for spend). */
+  at: number;
+  /** ms since epoch: the challenge's expiry (the claim outlives it by CLAIM_RETENTION_MS). */
+  expiresAt: number;
+  /** Set when the router refunded it before the tab closed (B6): recorded as a debit and its refund. */
+  refundReason?: string;
+}
+
+export interface OpenTabRequest {
+  buyerId: string;
+  /** Made by the router: unique (a UUID). */
+  tabId: string;
+  /** What the router would like to hold; the grant may be less (balance, daily cap). */
+  wantMicros: number;
+  /** Refused below this (the price of the request that asks). */
+  minMicros: number;
+  /** ms since epoch: the router draws on it no later than this; see TAB_SETTLE_GRACE_MS. */
+  expiresAt: number;
+  /** The router's previous tab for this buyer, closed in the same call. */
+  close?: CloseTabRequest;
+}
+
+export interface CloseTabRequest {
+  tabId: string;
+  /** Every draw the router made on the tab, refunded ones included. */
+  draws: TabDraw[];
+}
+
+/** A tab the router never closed (its isolate ended) is settled on its keys' reports this long after it expired. */
+export const TAB_SETTLE_GRACE_MS = 5 * 60_000;

@@ -16,6 +16,13 @@
 // credits the claim back through the same exactly-once path as B6 refunds. KV `DISPUTES`
 // holds a copy for ops to list and to find the wallet by dispute id; it is written right
 // away and, if that fails, by the alarm (a dirty flag, as for spend).
+//
+// Tabs (docs/payments.md, "Tabs"): a router serving a busy buyer takes credit aside once
+// (openTab: a hold, debited from the balance at once) and draws on it in its own memory.
+// Each draw becomes a claim of the tab, from whichever reports it first: the serving key
+// (reportDraws) or the router's close (closeTab, with its full list). Closing keeps what
+// the tab's claims spent and releases the rest; a tab its router never closed is settled
+// by the alarm on its keys' reports, TAB_SETTLE_GRACE_MS after it expired.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../../core/env.ts";
 import { GroupCommit } from "../../core/group-commit.ts";
@@ -25,6 +32,7 @@ import {
   disputeIndexKey, MAX_OPEN_DISPUTES,
   type ClaimRequest, type DisputeCode, type DisputeReason, type DisputeDecision, type DisputeIndexMeta, type DisputeRecord,
   type HistoryEntry, type OpenDisputeRequest, type TopUpRequest, type WalletCode, type WalletSummary,
+  TAB_SETTLE_GRACE_MS, type CloseTabRequest, type OpenTabRequest, type TabDraw,
 } from "../../schema/wallet.ts";
 
 const DAY_MS = 86_400_000;
@@ -52,6 +60,22 @@ type DisputeRow = {
 };
 const DISPUTE_COLUMNS = "id, proof_id, request_id, method, amount, reason, note, status, resolution, resolution_note, refunded, opened_at, resolved_at";
 const validAmount = (n: number) => Number.isSafeInteger(n) && n > 0 && n <= MAX_AMOUNT;
+/** Latest time a Date can hold (utcDay must not throw). */
+const MAX_TIME = 8.64e15;
+const validTime = (t: number) => Number.isSafeInteger(t) && t >= 0 && t <= MAX_TIME;
+const validDraws = (draws: TabDraw[]) =>
+  Array.isArray(draws) && draws.every((d) => typeof d.proofId === "string" && validAmount(d.amountMicros) && validTime(d.at) && validTime(d.expiresAt) && (d.refundReason === undefined || typeof d.refundReason === "string"));
+const INVALID_AMOUNT = { ok: false, code: "invalid_amount", message: "amount must be a positive whole number of micro-dollars" } as const;
+
+/** Claims the retention clean-up may remove: none under an open dispute, none of a tab still open. */
+const CLAIM_REMOVABLE = "proof_id NOT IN (SELECT proof_id FROM disputes WHERE status = 'open') AND (tab_id IS NULL OR tab_id NOT IN (SELECT tab_id FROM tabs WHERE closed_at IS NULL))";
+type TabRow = { tab_id: string; granted: number; closed_at: number | null; closed_by: "router" | "reports" | null };
+/**
+ * A tab's claims that count as spent from its hold: all but those the router refunded in the
+ * tab (their money never left the hold). A claim refunded through refundClaim (B6, disputes)
+ * stays kept: that refund was credited to the balance already.
+ */
+const KEPT = "refunded_in_tab IS NOT 1";
 
 type AccountRow = { buyer_id: string; balance: number; daily_cap: number | null };
 /** A claim accepted in memory (claim()), written at the next group commit (writeQueued()). */
@@ -85,6 +109,8 @@ export class BuyerWallet extends DurableObject<Env> {
   private nextAlarm: number | null = null;
   /** The dispute-index pass in progress (see indexDisputes). */
   private indexing: Promise<void> = Promise.resolve();
+  /** What open tabs still hold (see held()); undefined: read it again. */
+  private heldMirror: number | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -98,7 +124,14 @@ export class BuyerWallet extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, amount INTEGER NOT NULL, ref TEXT NOT NULL, balance INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS disputes (id TEXT PRIMARY KEY, proof_id TEXT NOT NULL UNIQUE, request_id TEXT NOT NULL, method TEXT NOT NULL, amount INTEGER NOT NULL, reason TEXT NOT NULL, note TEXT, status TEXT NOT NULL, resolution TEXT, resolution_note TEXT, refunded INTEGER NOT NULL DEFAULT 0, opened_at INTEGER NOT NULL, resolved_at INTEGER, version INTEGER NOT NULL DEFAULT 1, indexed INTEGER NOT NULL DEFAULT 0);
       CREATE INDEX IF NOT EXISTS disputes_status ON disputes (status, opened_at);
+      CREATE TABLE IF NOT EXISTS tabs (tab_id TEXT PRIMARY KEY, granted INTEGER NOT NULL, kept INTEGER, opened_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, closed_at INTEGER, closed_by TEXT);
+      CREATE INDEX IF NOT EXISTS tabs_open ON tabs (closed_at, expires_at);
     `);
+    // Objects made before tabs have claims without their columns.
+    const claimColumns = this.sql.exec("SELECT * FROM claims LIMIT 0").columnNames;
+    if (!claimColumns.includes("tab_id")) this.sql.exec("ALTER TABLE claims ADD COLUMN tab_id TEXT");
+    if (!claimColumns.includes("refunded_in_tab")) this.sql.exec("ALTER TABLE claims ADD COLUMN refunded_in_tab INTEGER");
+    this.sql.exec("CREATE INDEX IF NOT EXISTS claims_tab ON claims (tab_id) WHERE tab_id IS NOT NULL");
     void ctx.blockConcurrencyWhile(async () => {
       this.nextAlarm = await ctx.storage.getAlarm();
     });
@@ -134,6 +167,102 @@ export class BuyerWallet extends DurableObject<Env> {
     return result;
   }
 
+  // ---- tabs --------------------------------------------------------------------------
+
+  /**
+   * Set credit aside for a router's tab: min(want, balance, cap room), refused below `minMicros`.
+   * Idempotent on the tab id (a retry answers the grant made). `close` closes the router's
+   * previous tab first, in the same transaction, so its release counts toward this grant;
+   * that close stands even if the new tab is refused.
+   */
+  async openTab(req: OpenTabRequest): Promise<Result<{ grantedMicros: number; balanceMicros: number }, WalletCode>> {
+    if (!validAmount(req.wantMicros) || !validAmount(req.minMicros) || req.minMicros > req.wantMicros || !validTime(req.expiresAt)) return INVALID_AMOUNT;
+    if (req.close && !validDraws(req.close.draws)) return INVALID_AMOUNT;
+    const closing = req.close ? this.tabRow(req.close.tabId) : null;
+    if (req.close && !closing) return { ok: false, code: "unknown_tab", message: "no such tab to close" };
+    const now = Date.now();
+    const result = this.write((): Result<{ grantedMicros: number; balanceMicros: number }, WalletCode> => {
+      if (req.close) this.closeIn(req.close, closing!, now);
+      const existing = this.tabRow(req.tabId);
+      if (existing) return { ok: true, value: { grantedMicros: existing.granted, balanceMicros: this.balance() } };
+      const account = this.account();
+      const balance = account?.balance ?? 0;
+      if (balance < req.minMicros) {
+        return { ok: false, code: "insufficient_balance", message: `balance ${balance} is below the price ${req.minMicros} (micro-dollars); top up first` };
+      }
+      const cap = account?.daily_cap ?? null;
+      // What is held is as good as spent for the budget (its draws not yet claimed are in no spend row).
+      const room = cap === null ? Number.POSITIVE_INFINITY : cap - this.netSpent(utcDay(now)) - this.held();
+      if (room < req.minMicros) return { ok: false, code: "budget_exceeded", message: `this would pass your daily budget of ${cap} micro-dollars` };
+      const grant = Math.min(req.wantMicros, balance, room);
+      this.sql.exec("INSERT INTO tabs (tab_id, granted, opened_at, expires_at) VALUES (?, ?, ?, ?)", req.tabId, grant, now, req.expiresAt);
+      // A delta, like any write outside the group commit: debits still queued stay counted.
+      const after = this.addBalance(-grant);
+      this.record(now, "hold", grant, req.tabId, after);
+      this.heldMirror = undefined;
+      return { ok: true, value: { grantedMicros: grant, balanceMicros: after } };
+    });
+    await this.schedule(Math.min(req.expiresAt + TAB_SETTLE_GRACE_MS, req.close ? now + SPEND_FLUSH_MS : Number.POSITIVE_INFINITY));
+    return result;
+  }
+
+  /**
+   * Close a tab with every draw the router made on it: each becomes a claim (unless a key's
+   * report made it one first), refunded ones are recorded as debit and refund, and what the
+   * claims did not keep goes back to the balance. Closing a closed tab changes nothing.
+   */
+  async closeTab(req: CloseTabRequest): Promise<Result<{ releasedMicros: number; changed: boolean }, WalletCode>> {
+    if (!validDraws(req.draws)) return INVALID_AMOUNT;
+    const tab = this.tabRow(req.tabId);
+    if (!tab) return { ok: false, code: "unknown_tab", message: "no such tab" };
+    const now = Date.now();
+    const value = this.write(() => this.closeIn(req, tab, now));
+    if (value.changed) await this.schedule(now + SPEND_FLUSH_MS);
+    return { ok: true, value };
+  }
+
+  /**
+   * A key reports draws it served on a tab (made durable with its earnings): each new one
+   * becomes a claim of the tab, once per proof. On a tab already closed or settled, a new
+   * one was missed by that close: it is debited now (down to 0), so the books stay whole.
+   */
+  async reportDraws(tabId: string, draws: TabDraw[]): Promise<Result<{ recorded: number }, WalletCode>> {
+    if (!validDraws(draws)) return INVALID_AMOUNT;
+    const now = Date.now();
+    const tab = this.tabRow(tabId);
+    if (!tab) console.error(JSON.stringify({ evt: "tab_report_unknown_tab", tabId }));
+    // Reports never carry refunds (the router's close does): a refund reason here is ignored.
+    const recorded = this.write(() => {
+      const fresh = this.insertDraws(tabId, draws.map(({ refundReason: _, ...d }) => d));
+      if (fresh.length === 0) return 0;
+      let balance = this.balance();
+      if (!tab || tab.closed_at === null) {
+        // Its money is in the hold (or in no tab we know: nothing to take it from).
+        this.recordMany(fresh.map((d) => [d.at, "debit", d.amountMicros, d.proofId, balance]));
+        this.heldMirror = undefined;
+        return fresh.length;
+      }
+      const evt = tab.closed_by === "router" ? "tab_report_after_close" : "tab_late_draw";
+      let taken = 0, shortfall = 0, kept = 0;
+      const rows = fresh.map((d): [number, HistoryEntry["kind"], number, string, number] => {
+        console.error(JSON.stringify({ evt, tabId, proofId: d.proofId }));
+        const take = Math.min(balance, d.amountMicros);
+        balance -= take;
+        taken += take;
+        shortfall += d.amountMicros - take;
+        kept += d.amountMicros;
+        return [d.at, "debit", d.amountMicros, d.proofId, balance];
+      });
+      if (shortfall > 0) console.error(JSON.stringify({ evt: "tab_shortfall", tabId, micros: shortfall }));
+      if (taken > 0) this.addBalance(-taken);
+      this.recordMany(rows);
+      this.sql.exec("UPDATE tabs SET kept = kept + ? WHERE tab_id = ?", kept, tabId);
+      return fresh.length;
+    });
+    if (recorded > 0) await this.schedule(now + SPEND_FLUSH_MS);
+    return { ok: true, value: { recorded } };
+  }
+
   // ---- disputes (P7) ------------------------------------------------------------------
 
   /**
@@ -146,7 +275,7 @@ export class BuyerWallet extends DurableObject<Env> {
     const existing = this.disputeRow("proof_id", req.proofId);
     if (existing) return { ok: true, value: { dispute: existing, created: false } };
     const claim = this.sql.exec<{ method: string; amount: number; refunded_at: number | null }>("SELECT method, amount, refunded_at FROM claims WHERE proof_id = ?", req.proofId).toArray()[0];
-    if (!claim) return { ok: false, code: "payment_not_found", message: "no such payment in your wallet (another key's receipt, or older than the dispute window)" };
+    if (!claim) return { ok: false, code: "payment_not_found", message: "no such payment in your wallet (another key's receipt, older than the dispute window, or paid from a tab that has not closed yet: retry in a minute)" };
     if (claim.refunded_at !== null) return { ok: false, code: "already_refunded", message: "this payment was already refunded: there is nothing to dispute" };
     const open = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM disputes WHERE status = 'open'").one().n;
     if (open >= MAX_OPEN_DISPUTES) return { ok: false, code: "too_many_disputes", message: `at most ${MAX_OPEN_DISPUTES} disputes can be open at once; wait for a resolution` };
@@ -240,6 +369,7 @@ export class BuyerWallet extends DurableObject<Env> {
       balanceMicros: account?.balance ?? 0,
       dailyCapMicros: account?.daily_cap ?? null,
       spentTodayMicros: this.netSpent(utcDay(Date.now())),
+      heldMicros: this.held(),
       history,
     };
   }
@@ -277,11 +407,14 @@ export class BuyerWallet extends DurableObject<Env> {
     return { erasedDays: days.size, erasedEntries: entries };
   }
 
-  // ---- alarm: spend to KV, expired rows out -------------------------------------------
+  // ---- alarm: tabs settled, spend to KV, expired rows out ------------------------------
 
   override async alarm(): Promise<void> {
     this.nextAlarm = null;
     const now = Date.now();
+    // Tabs their router never closed (its isolate ended): settled on the keys' reports.
+    const unclosed = this.sql.exec<TabRow>("SELECT tab_id, granted, closed_at, closed_by FROM tabs WHERE closed_at IS NULL AND expires_at <= ?", now - TAB_SETTLE_GRACE_MS).toArray();
+    if (unclosed.length > 0) this.write(() => { for (const tab of unclosed) this.finishTab(tab, "reports", now); });
     const buyerId = this.account()?.buyer_id;
     const dirty = this.sql.exec<{ day: string; spent: number; refunded: number; requests: number }>("SELECT day, spent, refunded, requests FROM spend WHERE dirty = 1").toArray();
     if (buyerId) {
@@ -295,30 +428,142 @@ export class BuyerWallet extends DurableObject<Env> {
       }
     }
     await this.indexDisputes();
-    // A claim under an open dispute stays until the dispute is resolved.
-    this.sql.exec("DELETE FROM claims WHERE expires_at < ? AND proof_id NOT IN (SELECT proof_id FROM disputes WHERE status = 'open')", now - CLAIM_RETENTION_MS);
+    // A claim under an open dispute stays until the dispute is resolved; one of an open tab until the tab closes (its kept).
+    this.sql.exec(`DELETE FROM claims WHERE expires_at < ? AND ${CLAIM_REMOVABLE}`, now - CLAIM_RETENTION_MS);
+    // A closed tab answers its router's retries and places late reports as long as its claims last.
+    this.sql.exec("DELETE FROM tabs WHERE closed_at < ?", now - CLAIM_RETENTION_MS);
     this.sql.exec("DELETE FROM disputes WHERE status = 'resolved' AND resolved_at < ? AND indexed = 1", now - DISPUTE_RETENTION_MS);
     this.sql.exec("DELETE FROM topups WHERE at < ?", now - TOPUP_RETENTION_MS);
     this.sql.exec("DELETE FROM spend WHERE day < ? AND dirty = 0", utcDay(now - SPEND_RETENTION_MS));
     this.sql.exec("DELETE FROM history WHERE at < ?", now - SPEND_RETENTION_MS);
 
-    const oldestClaim = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM claims WHERE proof_id NOT IN (SELECT proof_id FROM disputes WHERE status = 'open')").one().t;
+    const oldestClaim = this.sql.exec<{ t: number | null }>(`SELECT min(expires_at) AS t FROM claims WHERE ${CLAIM_REMOVABLE}`).one().t;
+    const oldestTab = this.sql.exec<{ t: number | null }>("SELECT min(closed_at) AS t FROM tabs").one().t;
+    const nextSettle = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM tabs WHERE closed_at IS NULL").one().t;
     const oldestResolved = this.sql.exec<{ t: number | null }>("SELECT min(resolved_at) AS t FROM disputes WHERE status = 'resolved'").one().t;
     const oldestTopUp = this.sql.exec<{ t: number | null }>("SELECT min(at) AS t FROM topups").one().t;
     const oldestHistory = this.sql.exec<{ t: number | null }>("SELECT min(at) AS t FROM history").one().t;
     const retention = [
       oldestClaim === null ? null : oldestClaim + CLAIM_RETENTION_MS,
+      oldestTab === null ? null : oldestTab + CLAIM_RETENTION_MS,
       oldestTopUp === null ? null : oldestTopUp + TOPUP_RETENTION_MS,
       oldestHistory === null ? null : oldestHistory + SPEND_RETENTION_MS,
       oldestResolved === null ? null : oldestResolved + DISPUTE_RETENTION_MS,
     ].filter((t): t is number => t !== null);
     const stillDirty = this.sql.exec("SELECT 1 FROM spend WHERE dirty = 1 UNION ALL SELECT 1 FROM disputes WHERE indexed = 0 LIMIT 1").toArray().length > 0;
     // Retention clean-ups are batched (at most one an hour); a pending spend copy is not.
-    const candidates = [...retention.map((t) => Math.max(t, now + CLEANUP_BATCH_MS)), ...(stillDirty ? [now + SPEND_FLUSH_MS] : [])];
+    // A tab's settlement is not: its unspent hold is the buyer's credit.
+    const candidates = [
+      ...retention.map((t) => Math.max(t, now + CLEANUP_BATCH_MS)),
+      ...(stillDirty ? [now + SPEND_FLUSH_MS] : []),
+      ...(nextSettle === null ? [] : [nextSettle + TAB_SETTLE_GRACE_MS]),
+    ];
     if (candidates.length > 0) await this.schedule(Math.min(...candidates));
   }
 
   // ---- internals ----------------------------------------------------------------------
+
+  private tabRow(tabId: string): TabRow | null {
+    return this.sql.exec<TabRow>("SELECT tab_id, granted, closed_at, closed_by FROM tabs WHERE tab_id = ?", tabId).toArray()[0] ?? null;
+  }
+
+  /** closeTab's step, inside the caller's transaction. */
+  private closeIn(req: CloseTabRequest, tab: TabRow, now: number): { releasedMicros: number; changed: boolean } {
+    if (tab.closed_at !== null) return { releasedMicros: 0, changed: false };
+    const balance = this.balance();
+    const fresh = this.insertDraws(tab.tab_id, req.draws);
+    this.recordMany(fresh.map((d) => [d.at, "debit", d.amountMicros, d.proofId, balance]));
+    // Refunds the router made: recorded as for refundClaim, but not credited: their money
+    // never left the hold and comes back with the release. Only this tab's claims not yet
+    // refunded (a B6 or dispute refund already credited the balance).
+    const reasons = new Map(req.draws.flatMap((d) => (d.refundReason === undefined ? [] : [[d.proofId, d.refundReason.slice(0, 64)] as const])));
+    if (reasons.size > 0) {
+      const due = this.sql.exec<{ proof_id: string; amount: number; day: string }>(
+        "SELECT proof_id, amount, day FROM claims WHERE tab_id = ? AND refunded_at IS NULL AND proof_id IN (SELECT value FROM json_each(?))",
+        tab.tab_id, JSON.stringify([...reasons.keys()]),
+      ).toArray();
+      if (due.length > 0) {
+        this.sql.exec(
+          "UPDATE claims SET refunded_at = ?, refund_reason = j.value->>1, refunded_in_tab = 1 FROM json_each(?) AS j WHERE claims.proof_id = j.value->>0",
+          now, JSON.stringify(due.map((c) => [c.proof_id, reasons.get(c.proof_id)])),
+        );
+        const days = new Map<string, number>();
+        for (const c of due) days.set(c.day, (days.get(c.day) ?? 0) + c.amount);
+        for (const [day, refunded] of days) this.addSpend(day, 0, refunded, 0);
+        this.recordMany(due.map((c) => [now, "refund", c.amount, c.proof_id, balance]));
+        // A key reported it as served, the router as refunded: the router's word stands.
+        const freshIds = new Set(fresh.map((d) => d.proofId));
+        for (const c of due) if (!freshIds.has(c.proof_id)) console.error(JSON.stringify({ evt: "tab_refund_after_report", tabId: tab.tab_id, proofId: c.proof_id }));
+      }
+    }
+    return { releasedMicros: this.finishTab(tab, "router", now), changed: true };
+  }
+
+  /** Close an open tab on its claims: keep what they spent, release the rest of the hold. Returns the release. */
+  private finishTab(tab: TabRow, by: "router" | "reports", now: number): number {
+    const kept = this.sql.exec<{ kept: number }>(`SELECT coalesce(sum(amount), 0) AS kept FROM claims WHERE tab_id = ? AND ${KEPT}`, tab.tab_id).one().kept;
+    let release = tab.granted - kept;
+    if (release < 0) {
+      console.error(JSON.stringify({ evt: "tab_overdrawn", tabId: tab.tab_id, granted: tab.granted, kept }));
+      release = 0;
+    }
+    if (release > 0) this.record(now, "release", release, tab.tab_id, this.addBalance(release));
+    this.sql.exec("UPDATE tabs SET kept = ?, closed_at = ?, closed_by = ? WHERE tab_id = ?", kept, now, by, tab.tab_id);
+    this.heldMirror = undefined;
+    return release;
+  }
+
+  /**
+   * Make claims of a tab's draws not claimed yet (the rest were claimed by a report, the
+   * router's close, or another payment: single use), with their spend; returns the new ones.
+   * A fixed number of statements whatever the list's size.
+   */
+  private insertDraws(tabId: string, draws: TabDraw[]): TabDraw[] {
+    // A proof in a group commit still queued is claimed already (its insert must not conflict).
+    const fresh = new Map<string, TabDraw>();
+    for (const d of draws) if (!fresh.has(d.proofId) && !this.uncommitted.has(d.proofId)) fresh.set(d.proofId, d);
+    if (fresh.size === 0) return [];
+    const claimed = this.sql.exec<{ proof_id: string }>("SELECT proof_id FROM claims WHERE proof_id IN (SELECT value FROM json_each(?))", JSON.stringify([...fresh.keys()]));
+    for (const r of claimed) fresh.delete(r.proof_id);
+    const rows = [...fresh.values()];
+    if (rows.length === 0) return rows;
+    this.sql.exec(
+      "INSERT INTO claims (proof_id, method, amount, debited, day, at, expires_at, tab_id) SELECT value->>0, 'credit', value->>1, 1, value->>2, value->>3, value->>4, ? FROM json_each(?)",
+      tabId, JSON.stringify(rows.map((d) => [d.proofId, d.amountMicros, utcDay(d.at), d.at, d.expiresAt])),
+    );
+    const days = new Map<string, { spent: number; requests: number }>();
+    for (const d of rows) {
+      const day = days.get(utcDay(d.at)) ?? { spent: 0, requests: 0 };
+      day.spent += d.amountMicros;
+      day.requests++;
+      days.set(utcDay(d.at), day);
+    }
+    for (const [day, d] of days) this.addSpend(day, d.spent, 0, d.requests);
+    return rows;
+  }
+
+  /** Add to a day's spend row, and to today's mirror in step. */
+  private addSpend(day: string, spent: number, refunded: number, requests: number) {
+    this.sql.exec(
+      "INSERT INTO spend (day, spent, refunded, requests, dirty) VALUES (?, ?, ?, ?, 1) ON CONFLICT (day) DO UPDATE SET spent = spent + excluded.spent, refunded = refunded + excluded.refunded, requests = requests + excluded.requests, dirty = 1",
+      day, spent, refunded, requests,
+    );
+    if (this.today?.day === day) {
+      this.today.spent += spent;
+      this.today.refunded += refunded;
+    }
+  }
+
+  /**
+   * Credit still set aside by open tabs: each one's grant minus what its claims kept so far
+   * (those are in spend rows already). Mirrored: the budget check of every debit reads it.
+   */
+  private held(): number {
+    this.heldMirror ??= this.sql.exec<{ held: number }>(
+      `SELECT coalesce(sum(max(0, t.granted - coalesce((SELECT sum(c.amount) FROM claims c WHERE c.tab_id = t.tab_id AND c.${KEPT}), 0))), 0) AS held FROM tabs t WHERE t.closed_at IS NULL`,
+    ).one().held;
+    return this.heldMirror;
+  }
 
   /** The refund step itself, synchronous: exactly once per claim (B6 and dispute refunds alike). */
   private refundClaim(proofId: string, reason: string, now: number): Result<{ balanceMicros: number; refundedMicros: number }, WalletCode> {
@@ -403,7 +648,7 @@ export class BuyerWallet extends DurableObject<Env> {
     }
     const cap = account?.daily_cap ?? null;
     // A payment made elsewhere is recorded whatever the cap: its money has already moved.
-    if (debit && cap !== null && this.netSpent(day) + req.amountMicros > cap) {
+    if (debit && cap !== null && this.netSpent(day) + this.held() + req.amountMicros > cap) {
       return { ok: false, code: "budget_exceeded", message: `this would pass your daily budget of ${cap} micro-dollars` };
     }
     // Accepted: memory first (the next claim's checks see it), storage at the group commit.
@@ -475,6 +720,7 @@ export class BuyerWallet extends DurableObject<Env> {
     } catch (err) {
       this.mirror = undefined;
       this.today = undefined;
+      this.heldMirror = undefined;
       this.accountStored = false;
       throw err;
     }
@@ -523,6 +769,7 @@ export class BuyerWallet extends DurableObject<Env> {
   }
 
   private recordMany(rows: [at: number, kind: HistoryEntry["kind"], amount: number, ref: string, balance: number][]) {
+    if (rows.length === 0) return;
     if (rows.length === 1) this.sql.exec("INSERT INTO history (at, kind, amount, ref, balance) VALUES (?, ?, ?, ?, ?)", ...rows[0]!);
     else this.sql.exec("INSERT INTO history (at, kind, amount, ref, balance) SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?)", JSON.stringify(rows));
     // Trimmed to MAX_HISTORY rows every HISTORY_TRIM inserts, not per insert.
