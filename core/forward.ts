@@ -28,7 +28,7 @@ const NULL_BODY: ReadonlySet<number> = new Set([101, 204, 205, 304]);
 const OURS = [...Object.values(H), "payment-receipt"];
 
 /** The router's internal headers to a key object: never forwarded upstream. */
-const INTERNAL: ReadonlySet<string> = new Set([H.requestId, H.paid]);
+const INTERNAL: ReadonlySet<string> = new Set([H.requestId, H.paid, H.tab]);
 
 // Request headers are built as plain records and handed to fetch() once: each Headers
 // object is a native allocation, and the request path is hot (bench --profile).
@@ -37,7 +37,7 @@ const INTERNAL: ReadonlySet<string> = new Set([H.requestId, H.paid]);
  * What the router sends a key object: the provider's allow-listed buyer headers only (the
  * object forwards no other), then our internal ones, always set by us.
  */
-export function keyRequestHeaders(provider: Provider, incoming: Headers, internal: Readonly<Record<typeof H.requestId | typeof H.paid, string>>): Record<string, string> {
+export function keyRequestHeaders(provider: Provider, incoming: Headers, internal: Readonly<Record<typeof H.requestId | typeof H.paid | typeof H.tab, string>>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of provider.forwardHeaders) {
     const value = incoming.get(name);

@@ -15,6 +15,12 @@ export const H = {
   /** Router -> SellerKey: what the buyer paid for this request (0 on the operator path). */
   paid: "cn2-paid-micros",
   /**
+   * Router -> SellerKey: the tab a paid request was drawn on, as
+   * `<tab id> <buyer id> <proof id> <challenge expiry ms>` (empty when none): the key
+   * records the draw with its earning and reports it to the buyer's wallet (docs/payments.md, "Tabs").
+   */
+  tab: "cn2-tab",
+  /**
    * On a paid answer: a fresh challenge for the buyer's next call to the same route at the
    * current quote, so that call can pay at once instead of taking a 402 first (the buyer client, cn2-buyer, does).
    */

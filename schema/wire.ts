@@ -208,6 +208,8 @@ export const ERROR_CODES = {
   forbidden: 403,
   conflict: 409,
   db_unavailable: 503,
+  /** A key could not report its tab draws to a wallet (docs/payments.md, "Tabs"): it is not removed. */
+  wallet_unavailable: 503,
   kyc_required: 403,
   kyc_unavailable: 503,
   insufficient_balance: 409,

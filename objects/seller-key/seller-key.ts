@@ -26,11 +26,12 @@ import { feeBps, split } from "../../core/money.ts";
 import { emitSellerEvent } from "../../core/emit-event.ts";
 import { vaultEntryKey, type VaultMetadata } from "./stub.ts";
 import { admit, retryAfterSeconds } from "./admission.ts";
-import { periods, WriteBuffer } from "./write-buffer.ts";
+import { periods, WriteBuffer, type KeyDraw } from "./write-buffer.ts";
 import { classifyStatus, FirstByteWatch, readWhole } from "./upstream.ts";
 import * as health from "./health.ts";
 import * as track from "./track-record.ts";
 import { poolStub } from "../pool-index/stub.ts";
+import { walletStub } from "../buyer-wallet/stub.ts";
 import { EarningsFlusher, FLUSH_ROWS, toMeta, type FlushOutcome } from "./earnings-flush.ts";
 import { AnalyticsOutbox, type DrainResult } from "./analytics-outbox.ts";
 import { LiveFeed, type LiveParts } from "./live.ts";
@@ -196,11 +197,35 @@ export class SellerKey extends DurableObject<Env> {
       this.flushRetryMs = Math.min(Math.max(this.flushRetryMs * 2, 5_000), 3_600_000);
       console.error(JSON.stringify({ evt: "earnings_flush_failed", keyId: this.record.keyId, error: error instanceof ApiError ? error.code : error instanceof Error ? error.name : "unknown", retryInMs: this.flushRetryMs }));
     }
+    // Draws the flush made final go to their wallets, whether or not Postgres took the flush.
+    if (!(await this.reportDraws())) failed = true;
     const sinkLeft = (await this.drainAnalytics()).left > 0;
     this.sinkRetryMs = sinkLeft ? Math.min(Math.max(this.sinkRetryMs * 2, 5_000), 3_600_000) : 0;
     if (failed) this.scheduleFlush(sinkLeft ? Math.min(this.flushRetryMs, this.sinkRetryMs) : this.flushRetryMs, true);
     else if (more) this.scheduleFlush(MORE_FLUSH_MS);
     else if (sinkLeft) this.scheduleFlush(this.sinkRetryMs);
+  }
+
+  /**
+   * Report the tab draws no longer reversible to the wallets they were drawn from (a router
+   * that never closed its tab is settled on them). Never throws; true when none is left.
+   */
+  private async reportDraws(): Promise<boolean> {
+    for (let round = 0; round < 20; round++) {
+      const groups = this.buffer.drawsToReport();
+      if (groups.length === 0) return true;
+      for (const g of groups) {
+        try {
+          const result = await walletStub(this.env, g.buyerId).reportDraws(g.tabId, g.draws);
+          if (!result.ok) throw new Error(result.code);
+        } catch (error) {
+          console.error(JSON.stringify({ evt: "draw_report_failed", keyId: this.record?.keyId, tabId: g.tabId, error: error instanceof Error ? error.message.slice(0, 40) : "unknown" }));
+          return false;
+        }
+        this.buffer.reported(g.draws.map((d) => d.requestId));
+      }
+    }
+    return this.buffer.drawsToReport().length === 0;
   }
 
   /** Enqueue the flushed rows waiting for the analytics sink. Never throws. */
@@ -234,6 +259,8 @@ export class SellerKey extends DurableObject<Env> {
       rows += outcome.metadataRows;
       amount += outcome.amountMicros;
     }
+    // Removal follows a retire: no draw may be lost with this object's storage.
+    if (!(await this.reportDraws())) throw new ApiError("wallet_unavailable", "tab draws could not be reported to their wallets; try again");
     const sink = await this.drainAnalytics();
     // Rows the queue did not take wait for the next alarm.
     if (sink.left > 0) this.scheduleFlush(5_000);
@@ -371,6 +398,7 @@ export class SellerKey extends DurableObject<Env> {
     const method = request.method;
     const now = Date.now();
     const paid = paidMicros(request);
+    const draw = paid > 0 ? tabDraw(request, paid, requestId, now) : undefined;
     const { day, month } = periods(now);
 
     // Admission: synchronous, so it is exact under concurrency.
@@ -495,7 +523,7 @@ export class SellerKey extends DurableObject<Env> {
     // and it earns as soon as its status is known: the router settles at the same moment.
     const served = status < 400;
     const charged = served ? paid : 0;
-    if (served) this.earn(charged, price, requestId);
+    if (served) this.earn(charged, price, requestId, draw);
     else release(false);
     this.noteCall(true);
     this.setHealth(health.onSuccess(this.health, latency), this.health.state === "cooling" ? "key.recovered" : null, "probe succeeded");
@@ -647,9 +675,9 @@ export class SellerKey extends DurableObject<Env> {
   }
 
   /** Credit a served request: the seller's share of what the buyer paid, and the fee (S7). */
-  private earn(paid: number, price: number, requestId: string) {
+  private earn(paid: number, price: number, requestId: string, draw?: KeyDraw) {
     const { sellerMicros, feeMicros } = paid > 0 ? split(paid, price, feeBps(this.env)) : { sellerMicros: 0, feeMicros: 0 };
-    this.buffer.earn(sellerMicros, feeMicros, requestId);
+    this.buffer.earn(sellerMicros, feeMicros, requestId, paid > 0 ? draw : undefined);
     this.live.earned(sellerMicros);
   }
 
@@ -682,6 +710,14 @@ export class SellerKey extends DurableObject<Env> {
 function paidMicros(request: Request): number {
   const n = Number(request.headers.get(H.paid));
   return Number.isSafeInteger(n) && n > 0 ? n : 0;
+}
+
+/** The tab this paid request was drawn on, as the router says (H.tab); undefined when none. */
+function tabDraw(request: Request, paid: number, requestId: string, at: number): KeyDraw | undefined {
+  const [tabId, buyerId, proofId, expires] = (request.headers.get(H.tab) ?? "").split(" ");
+  const expiresAt = Number(expires);
+  if (!tabId || !buyerId || !proofId || !Number.isSafeInteger(expiresAt)) return undefined;
+  return { tabId, buyerId, draw: { proofId, requestId, amountMicros: paid, at, expiresAt } };
 }
 
 function refusal(code: ErrorCode, message: string, requestId: string, retryAfter?: number): Response {

@@ -13,6 +13,7 @@
 import { GroupCommit } from "../../core/group-commit.ts";
 import { numberSetting } from "../../core/settings.ts";
 import type { RequestMeta } from "../../schema/wire.ts";
+import type { TabDraw } from "../../schema/wallet.ts";
 
 const MINUTE = 60_000;
 /** Metadata rows kept until flushed to Postgres; the oldest go first past this. */
@@ -20,6 +21,16 @@ export const MAX_BUFFERED_META = 10_000;
 const MAX_EVENTS = 200;
 /** Longest a paid answer waits for other paid answers on their way to share its commit. */
 const PAID_BATCH_WAIT_MS = 2;
+
+/** A paid request drawn on a router's tab (docs/payments.md, "Tabs"), recorded with its earning. */
+export interface KeyDraw {
+  tabId: string;
+  buyerId: string;
+  draw: TabDraw;
+}
+
+/** At most this many draws per report to one wallet. */
+const REPORT_BATCH = 500;
 
 export interface EarningsRow {
   unflushed_micros: number;
@@ -43,6 +54,8 @@ export class WriteBuffer {
   private pendingMeta: RequestMeta[] = [];
   /** Paid earnings that may still be reversed (request id, seller share, fee): see voidEarning. */
   private pendingVoidable: [string, number, number][] = [];
+  /** Tab draws of paid answers, written with their earnings (see drawsToReport). */
+  private pendingDraws: KeyDraw[] = [];
   /** Outcome changes (stream cuts) of rows that may already be written. */
   private readonly pendingOutcomes = new Map<string, RequestMeta["outcome"]>();
   /** `meta` entries changed since the last commit, written from `dirtyState` then. */
@@ -71,6 +84,7 @@ export class WriteBuffer {
       CREATE TABLE IF NOT EXISTS request_meta (request_id TEXT PRIMARY KEY, at INTEGER NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status INTEGER NOT NULL, latency_ms INTEGER NOT NULL, amount_micros INTEGER NOT NULL, outcome TEXT NOT NULL, duration_ms INTEGER);
       CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS voidable (request_id TEXT PRIMARY KEY, seller_micros INTEGER NOT NULL, fee_micros INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS tab_draws (request_id TEXT PRIMARY KEY, tab_id TEXT NOT NULL, buyer_id TEXT NOT NULL, proof_id TEXT NOT NULL, amount INTEGER NOT NULL, at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
     `);
     // Objects made before the time to last byte was recorded have the table without it.
     if (!sql.exec("SELECT * FROM request_meta LIMIT 0").columnNames.includes("duration_ms")) sql.exec("ALTER TABLE request_meta ADD COLUMN duration_ms INTEGER");
@@ -163,11 +177,14 @@ export class WriteBuffer {
    * takes the accumulator): the router reverses it when the answer broke off before its
    * first byte reached the buyer (voidEarning).
    */
-  earn(sellerMicros: number, feeMicros: number, requestId?: string) {
+  earn(sellerMicros: number, feeMicros: number, requestId?: string, draw?: KeyDraw) {
     this.pendingEarnings.sellerMicros += sellerMicros;
     this.pendingEarnings.feeMicros += feeMicros;
     this.pendingEarnings.served++;
     if (requestId && sellerMicros + feeMicros > 0) this.pendingVoidable.push([requestId, sellerMicros, feeMicros]);
+    // The draw is durable in the same commit as the earning: a tab its router never closed
+    // is settled on these (reported by reportDraws' caller, once no longer reversible).
+    if (draw) this.pendingDraws.push(draw);
     this.markDirty();
   }
 
@@ -183,6 +200,8 @@ export class WriteBuffer {
       const row = this.sql.exec<{ seller_micros: number; fee_micros: number }>("SELECT seller_micros, fee_micros FROM voidable WHERE request_id = ?", requestId).toArray()[0];
       if (!row) return null;
       this.sql.exec("DELETE FROM voidable WHERE request_id = ?", requestId);
+      // Not drawn after all: the router returns it to its tab.
+      this.sql.exec("DELETE FROM tab_draws WHERE request_id = ?", requestId);
       this.sql.exec(
         "UPDATE earnings SET unflushed_micros = unflushed_micros - ?, fee_micros = fee_micros - ?, served_count = served_count - 1 WHERE id = 1",
         row.seller_micros, row.fee_micros,
@@ -217,6 +236,35 @@ export class WriteBuffer {
   amendOutcome(requestId: string, outcome: RequestMeta["outcome"]) {
     this.pendingOutcomes.set(requestId, outcome);
     this.markDirty();
+  }
+
+  /**
+   * Draws that can no longer be reversed (their `voidable` row is gone: the earnings flush
+   * took them), oldest first, grouped by buyer and tab, at most REPORT_BATCH per group.
+   */
+  drawsToReport(): { buyerId: string; tabId: string; draws: TabDraw[] }[] {
+    this.persist();
+    const rows = this.sql.exec<{ request_id: string; tab_id: string; buyer_id: string; proof_id: string; amount: number; at: number; expires_at: number }>(
+      "SELECT request_id, tab_id, buyer_id, proof_id, amount, at, expires_at FROM tab_draws WHERE request_id NOT IN (SELECT request_id FROM voidable) ORDER BY rowid LIMIT ?", REPORT_BATCH * 4,
+    ).toArray();
+    const groups = new Map<string, { buyerId: string; tabId: string; draws: TabDraw[] }>();
+    for (const r of rows) {
+      const k = `${r.buyer_id} ${r.tab_id}`;
+      let g = groups.get(k);
+      if (!g) groups.set(k, (g = { buyerId: r.buyer_id, tabId: r.tab_id, draws: [] }));
+      if (g.draws.length < REPORT_BATCH) g.draws.push({ proofId: r.proof_id, requestId: r.request_id, amountMicros: r.amount, at: r.at, expiresAt: r.expires_at });
+    }
+    return [...groups.values()];
+  }
+
+  /** The wallet has these draws: they go. */
+  reported(requestIds: string[]) {
+    this.sql.exec("DELETE FROM tab_draws WHERE request_id IN (SELECT value FROM json_each(?))", JSON.stringify(requestIds));
+  }
+
+  /** Draws not yet reported (in storage and in this batch). */
+  unreportedDraws(): number {
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM tab_draws").one().n + this.pendingDraws.length;
   }
 
   /** Metadata rows waiting for the flush: in storage and in this batch. */
@@ -321,6 +369,13 @@ export class WriteBuffer {
       );
       this.pendingVoidable = [];
     }
+    if (this.pendingDraws.length > 0) {
+      this.sql.exec(
+        "INSERT OR REPLACE INTO tab_draws (request_id, tab_id, buyer_id, proof_id, amount, at, expires_at) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?)",
+        JSON.stringify(this.pendingDraws.map((d) => [d.draw.requestId, d.tabId, d.buyerId, d.draw.proofId, d.draw.amountMicros, d.draw.at, d.draw.expiresAt])),
+      );
+      this.pendingDraws = [];
+    }
     for (const [requestId, outcome] of this.pendingOutcomes) this.sql.exec("UPDATE request_meta SET outcome = ? WHERE request_id = ? AND outcome <> 'undelivered'", outcome, requestId);
     this.pendingOutcomes.clear();
     if (this.dirtyKeys.size > 0) {
@@ -348,6 +403,7 @@ export class WriteBuffer {
     this.pendingEarnings.sellerMicros = this.pendingEarnings.feeMicros = this.pendingEarnings.served = 0;
     this.pendingMeta = [];
     this.pendingVoidable = [];
+    this.pendingDraws = [];
     this.pendingOutcomes.clear();
     this.dirtyKeys.clear();
     this.metaRows = 0;

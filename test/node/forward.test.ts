@@ -33,14 +33,14 @@ describe("key object request headers", () => {
   it("the router passes only the allow-list plus its own internal headers, always its own values", () => {
     const buyer = new Headers({
       "content-type": "application/json", "user-agent": "sdk", authorization: "Bearer buyer", cookie: "s=1",
-      [H.requestId]: "req_forged", [H.paid]: "999999", "x-anything": "1",
+      [H.requestId]: "req_forged", [H.paid]: "999999", [H.tab]: "tab_forged b p 1", "x-anything": "1",
     });
-    const toKey = keyRequestHeaders(PROVIDERS.openai, buyer, { [H.requestId]: "req_real", [H.paid]: "0" });
-    expect(toKey).toEqual({ "content-type": "application/json", "user-agent": "sdk", [H.requestId]: "req_real", [H.paid]: "0" });
+    const toKey = keyRequestHeaders(PROVIDERS.openai, buyer, { [H.requestId]: "req_real", [H.paid]: "0", [H.tab]: "" });
+    expect(toKey).toEqual({ "content-type": "application/json", "user-agent": "sdk", [H.requestId]: "req_real", [H.paid]: "0", [H.tab]: "" });
   });
 
   it("the key object drops the internal and framing headers and injects the credential the provider's way", () => {
-    const fromRouter = new Headers({ "content-type": "application/json", [H.requestId]: "req_real", [H.paid]: "0", "content-length": "10", host: "key" });
+    const fromRouter = new Headers({ "content-type": "application/json", [H.requestId]: "req_real", [H.paid]: "0", [H.tab]: "t b p 1", "content-length": "10", host: "key" });
     expect(upstreamHeaders(PROVIDERS.openai, fromRouter, "sk-seller")).toEqual({ "content-type": "application/json", authorization: "Bearer sk-seller" });
     expect(upstreamHeaders(PROVIDERS.anthropic, fromRouter, "sk-ant")).toEqual({ "content-type": "application/json", "x-api-key": "sk-ant", "anthropic-version": "2023-06-01" });
   });
