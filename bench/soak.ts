@@ -429,10 +429,19 @@ async function main() {
     }
   }
 
-  // 7. The books.
+  // 7. The books. Busy buyers paid from tabs (docs/payments.md): each closes within
+  // TAB_MAX_MS of its last draw, and what it did not spend goes back to the wallet. The
+  // books are read once nothing is held.
   let debitsMinusRefunds = 0;
+  let tabs = 0;
   for (const key of buyers) {
-    const wallet = await getBalance({ baseUrl: base, privateKey: key });
+    let wallet = await getBalance({ baseUrl: base, privateKey: key });
+    if (wallet.heldMicros > 0 || wallet.history.some((h) => h.kind === "hold" || h.kind === "release")) tabs++;
+    for (let waited = 0; wallet.heldMicros > 0; waited += 500) {
+      if (waited > 60_000) throw new Error(`a buyer's tab still holds ${wallet.heldMicros} micro-dollars a minute after the traffic`);
+      await sleep(500);
+      wallet = await getBalance({ baseUrl: base, privateKey: key });
+    }
     debitsMinusRefunds += FUNDING_MICROS - wallet.balanceMicros;
   }
   const earningsRes = await fetch(`${base}/api/earnings`, { headers: { authorization: `Bearer ${seller.token}` } });
@@ -459,6 +468,7 @@ async function main() {
     `webhook deliveries:           ${receiver.ok} accepted, ${receiver.failed} refused by the failing receiver`,
     `requests:                     ${tally.requests} (${tally.streamed} streamed): ${tally.served} served, ${tally.cut} paid but cut midway, ${tally.refunded} refunded, ${Object.entries(tally.unpaid).map(([s, n]) => `${n} x ${s}`).join(", ") || "0"} without payment, ${tally.networkErrors} network errors`,
     `refunds:                      ${tally.refunded} (${tally.refundedMicros} micro-dollars)`,
+    `buyers seen paying from tabs: ${tabs} of ${buyers.length} (credit held, or a hold or release among their last 50 entries; every tab closed before the books were read)`,
     `buyer debits minus refunds:   ${debitsMinusRefunds} micro-dollars (faucet credit minus wallet balances)`,
     `receipts kept (not refunded): ${tally.receiptMicros} micro-dollars (what buyers were told they paid)`,
     `seller earnings:              ${sellerEarnings} micro-dollars (GET /api/earnings)`,
@@ -486,7 +496,7 @@ async function main() {
     unpaid: tally.unpaid, network_errors: tally.networkErrors, unhandled_client_rejections: unhandled.count, faults, webhook_ok: receiver.ok, webhook_failed: receiver.failed,
     buyer_debits_minus_refunds_micros: debitsMinusRefunds, receipts_micros: tally.receiptMicros, seller_earnings_micros: sellerEarnings,
     fees_micros: ledger.fees, ledger_total_micros: ledger.total, ledger_rows: ledger.rows, ledger_requests: ledger.requests,
-    difference_micros: difference,
+    difference_micros: difference, buyers_with_tabs: tabs,
   })}\n`);
 
   await receiver.close();

@@ -76,6 +76,8 @@ export interface WalletView {
   balanceMicros: number;
   dailyCapMicros: number | null;
   spentTodayMicros: number;
+  /** Credit set aside for open tabs (a busy buyer's payments drawn in cn2's memory): what they do not spend comes back when they close. */
+  heldMicros: number;
   history: { at: number; kind: string; amountMicros: number; ref: string; balanceMicros: number }[];
   spend: { day: string; spentMicros: number; refundedMicros: number; requests: number }[];
 }

@@ -113,6 +113,8 @@ export async function main(argv: string[], out: (line: string) => void = (l) => 
         const view = await getBalance({ ...opts, privateKey: await readKey(keyPath) });
         if (values.json) return out(pretty(view));
         out(`balance      ${usd(view.balanceMicros)}`);
+        // Credit a busy buyer's tab holds: what it does not spend comes back within seconds.
+        if (view.heldMicros > 0) out(`held in tabs ${usd(view.heldMicros)} (what is not spent comes back when they close)`);
         out(`daily budget ${view.dailyCapMicros === null ? "none" : usd(view.dailyCapMicros)} (spent today ${usd(view.spentTodayMicros)})`);
         for (const h of view.history.slice(0, 10)) out(`  ${new Date(h.at).toISOString()}  ${h.kind.padEnd(7)} ${usd(h.amountMicros).padStart(14)}  -> ${usd(h.balanceMicros)}`);
         return;

@@ -60,7 +60,7 @@ const serialized = new WeakMap<Challenge.Challenge, string>();
 export async function creditChallenge(
   secretKey: string,
   realm: string,
-  q: { amountMicros: number; scope: string; expires: string; nonce: string; description?: string },
+  q: { amountMicros: number; scope: string; expires: string; nonce: string; description?: string; epoch?: string },
 ): Promise<Challenge.Challenge> {
   const amount = String(q.amountMicros);
   let request = requests.get(q.amountMicros);
@@ -69,13 +69,14 @@ export async function creditChallenge(
     if (requests.size >= 256) requests.clear();
     requests.set(q.amountMicros, request);
   }
-  const opaque = canonical({ [SCOPE_META_KEY]: q.scope, n: q.nonce });
+  // `t`: the router epoch the proof can be taken in (worker/payments/tabs.ts); keys sorted, as JCS.
+  const opaque = canonical(q.epoch === undefined ? { [SCOPE_META_KEY]: q.scope, n: q.nonce } : { [SCOPE_META_KEY]: q.scope, n: q.nonce, t: q.epoch });
   const input = bindingInput({ realm, method: CREDIT_METHOD, intent: CREDIT_INTENT, expires: q.expires, opaque }, request);
   const id = toBase64Url(new Uint8Array(await crypto.subtle.sign("HMAC", await secretHmacKey(secretKey), utf8.encode(input))));
   const challenge = {
     id, realm, method: CREDIT_METHOD, intent: CREDIT_INTENT, request: { amount, currency: CURRENCY },
     ...(q.description ? { description: q.description } : {}),
-    expires: q.expires, meta: { n: q.nonce, [SCOPE_META_KEY]: q.scope }, opaque,
+    expires: q.expires, meta: { n: q.nonce, [SCOPE_META_KEY]: q.scope, ...(q.epoch === undefined ? {} : { t: q.epoch }) }, opaque,
   } as Challenge.Challenge;
   const params = [
     authParam("id", id), authParam("realm", realm), authParam("method", CREDIT_METHOD), authParam("intent", CREDIT_INTENT), authParam("request", request),

@@ -30,6 +30,7 @@ import { clawBackDispute } from "../payouts/clawback.ts";
 import { ApiError, json, parseOr400, unwrap } from "../../core/http.ts";
 import { readSignedJson, verifyAccountRequest } from "./credit.ts";
 import { verifyReceipt } from "./index.ts";
+import { retireTab } from "./tabs.ts";
 import { toHex } from "../../core/encoding.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
 
@@ -90,6 +91,9 @@ export async function openDisputeHandler(request: Request, env: Env): Promise<Re
     throw new ApiError("invalid_receipt", "receipt: not a Payment-Receipt issued by this server, or altered (pass the header value exactly as received)");
   }
   if (receipt.refunded) throw new ApiError("already_refunded", "this receipt says the payment was refunded at once (B6): there is nothing to dispute");
+  // A payment drawn on a tab this isolate holds is claimed in the wallet when the tab
+  // closes: close it first (a tab held elsewhere closes within seconds; see the message).
+  await retireTab(env, buyerId);
   const result = await walletStub(env, buyerId).openDispute({
     buyerId, disputeId: newDisputeId(), proofId: receipt.reference, requestId: receipt.requestId, reason: input.reason, note: input.note || null,
   });

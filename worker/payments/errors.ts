@@ -18,6 +18,8 @@ export const PAYMENT_CODES = {
   wrong_route: { status: 402, type: "invalid-challenge", title: "Invalid Challenge" },
   /** The signature does not verify against the credential's source, or the source is not a usable key. */
   bad_signature: { status: 402, type: "verification-failed", title: "Verification Failed" },
+  /** The challenge can only be paid where it was issued (a router epoch this instance does not hold): pay the fresh one. */
+  challenge_elsewhere: { status: 402, type: "invalid-challenge", title: "Invalid Challenge" },
   /** P6: this credential was already used. */
   replayed: { status: 402, type: "verification-failed", title: "Verification Failed" },
   /** The buyer's prepaid credit does not cover the price. */

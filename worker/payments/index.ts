@@ -15,6 +15,7 @@ import { issueChallenges, payments, routeScope, verifyCredit, type Payments } fr
 import { secretHmacKey, serializeChallenge, verifyChallengeId } from "./credit-challenge.ts";
 import { proofStore } from "./atomic-store.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
+import { finishDraw, returnDraw, type Draw } from "./tabs.ts";
 
 export { split, feeBps } from "../../core/money.ts";
 export { PAYMENT_CODES, type PaymentCode } from "./errors.ts";
@@ -36,6 +37,8 @@ export interface Payment {
   method: string;
   /** The challenge id the credential answered: single-use, the refund and dispute handle. */
   proofId: string;
+  /** Drawn on the buyer's tab here (tabs.ts): settled with paymentDone or refund. */
+  draw?: Draw;
 }
 
 export interface Quote {
@@ -82,7 +85,7 @@ export async function challengeResponse(
 }
 
 /** Refusals after which a fresh challenge helps (the buyer can simply pay again). */
-const RECHALLENGE: ReadonlySet<PaymentCode> = new Set<PaymentCode>(["expired", "replayed", "payment_failed"]);
+const RECHALLENGE: ReadonlySet<PaymentCode> = new Set<PaymentCode>(["expired", "replayed", "payment_failed", "challenge_elsewhere"]);
 
 /**
  * Verify the request's `Authorization: Payment` credential for `route` and take the money:
@@ -138,7 +141,7 @@ export async function charge(request: Request, env: Env, route: string, requestI
     if (challenge.method === CREDIT_METHOD) {
       // Every check mppx's verifyCredential makes for a scoped credential was made above
       // (method, id, expiry, payload, scope); what is left is the method's own verification.
-      const v = await verifyCredit(env, credential as Parameters<typeof verifyCredit>[1]);
+      const v = await verifyCredit(env, credential as Parameters<typeof verifyCredit>[1], requestId);
       return { ok: true, payment: issued(v, p.secretKey) };
     }
     // Every other method claims its proof first (mppx core does not deduplicate on its own).
@@ -188,9 +191,22 @@ export type RefundOutcome = "refunded" | "already_refunded" | "unknown_proof";
  * "no_key_could_serve"). Safe to call twice: the second call changes nothing.
  */
 export async function refund(env: Env, payment: Payment, reason: string): Promise<RefundOutcome> {
+  // A tab draw goes back to the tab; the wallet records it as refunded when the tab closes.
+  if (payment.draw) return returnDraw(env, payment.draw, reason) ? "refunded" : "already_refunded";
   const result = await walletStub(env, payment.buyerId).refund(payment.proofId, reason);
   if (result.ok) return "refunded";
   return result.code === "already_refunded" ? "already_refunded" : "unknown_proof";
+}
+
+/** The request is done and its payment stands (served, or a charge that could not be reversed). Safe to call twice, and after a refund. */
+export function paymentDone(env: Env, payment: Payment) {
+  if (payment.draw) finishDraw(env, payment.draw);
+}
+
+/** The H.tab value for the key that serves this payment: the draw it records with its earning ("" when none). */
+export function tabHeader(payment: Payment | null): string {
+  const d = payment?.draw;
+  return d ? `${d.tab.id} ${d.tab.buyerId} ${d.draw.proofId} ${d.draw.expiresAt}` : "";
 }
 
 /** What a Payment-Receipt carries (mppx's Receipt plus cn2's fields, for disputes: P7). */
@@ -302,16 +318,16 @@ export function parseReceipt(value: string): Cn2Receipt | null {
   }
 }
 
+/** The route scope a challenge is bound to; its opaque data is decoded into `meta` once (verifyCredit reads the epoch there). */
 function scopeOf(challenge: Challenge.Challenge): string | undefined {
-  let meta = challenge.meta;
-  if (meta === undefined && challenge.opaque !== undefined) {
+  if (challenge.meta === undefined && challenge.opaque !== undefined) {
     try {
-      meta = PaymentRequest.deserialize(challenge.opaque) as Record<string, string>;
+      challenge.meta = PaymentRequest.deserialize(challenge.opaque) as Record<string, string>;
     } catch {
       return undefined;
     }
   }
-  return meta?._mppx_scope;
+  return challenge.meta?._mppx_scope;
 }
 
 function unavailable(err: unknown, requestId: string): Response {

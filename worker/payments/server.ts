@@ -13,6 +13,7 @@ import { PaymentRefusal, type PaymentCode } from "./errors.ts";
 import { CREDIT_METHOD, CURRENCY, credit, creditMessage } from "../../core/credit-method.ts";
 import { proofStore } from "./atomic-store.ts";
 import { creditChallenge } from "./credit-challenge.ts";
+import { drawOnTab, issuingEpoch, releaseProof, TabRefusal, takeProof, type Draw } from "./tabs.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
 import type { WalletCode } from "../../schema/wallet.ts";
 
@@ -27,6 +28,8 @@ export interface VerifiedPayment {
   amountMicros: number;
   method: string;
   proofId: string;
+  /** Drawn on the buyer's tab in this isolate (tabs.ts), not claimed in the wallet. */
+  draw?: Draw;
 }
 
 // ---- credit: verify the signature, hash the principal, claim + debit ------------------
@@ -76,14 +79,17 @@ const WALLET_TO_PAYMENT: Record<WalletCode, PaymentCode> = {
   invalid_amount: "payment_failed",
   unknown_proof: "payment_failed",
   already_refunded: "payment_failed",
+  unknown_tab: "payment_failed",
 };
 
 /**
  * The `credit` method's verification, after charge() checked the challenge (its id, expiry,
  * route scope and payload shape): the buyer's signature over the challenge id, the
- * principal hashed at once (B2), then claim + debit in the buyer's wallet in one RPC.
+ * principal hashed at once (B2), then the money: a proof bound to a router epoch (all
+ * challenges issued since tabs) is taken here once and drawn on the buyer's tab, or claimed
+ * + debited in the buyer's wallet in one RPC for a buyer without one (tabs.ts).
  */
-export async function verifyCredit(env: Env, credential: { challenge: Challenge.Challenge; payload: { signature: string }; source?: string }): Promise<VerifiedPayment> {
+export async function verifyCredit(env: Env, credential: { challenge: Challenge.Challenge; payload: { signature: string }; source?: string }, requestId = ""): Promise<VerifiedPayment> {
   const { challenge } = credential;
   if (!credential.source) throw new PaymentRefusal("bad_signature", "a credit credential needs its source: the buyer's did:key");
   const { parsed, buyerId, key } = await principalOf(credential.source);
@@ -97,11 +103,43 @@ export async function verifyCredit(env: Env, credential: { challenge: Challenge.
     throw new PaymentRefusal("bad_signature", "the signature does not verify against the credential's source");
   }
   const amountMicros = Number(challenge.request.amount);
-  const result = await walletStub(env, buyerId).claimAndDebit({
-    buyerId, proofId: challenge.id, amountMicros, expiresAt: Date.parse(challenge.expires ?? ""), method: CREDIT_METHOD,
-  });
+  const proofId = challenge.id;
+  const expiresAt = Date.parse(challenge.expires ?? "");
+  const epoch = epochOf(challenge);
+  if (epoch !== undefined) {
+    const taken = takeProof(epoch, proofId);
+    if (taken === "elsewhere") throw new PaymentRefusal("challenge_elsewhere", "this challenge can only be paid at the instance that issued it, which no longer holds it; pay the fresh one");
+    if (taken === "replayed") throw new PaymentRefusal("replayed", "this payment credential was already used");
+    let kept = false;
+    try {
+      const draw = await drawOnTab(env, { buyerId, proofId, requestId, amountMicros, expiresAt });
+      if (draw) {
+        kept = true;
+        return { buyerId, amountMicros, method: CREDIT_METHOD, proofId, draw };
+      }
+      const result = await walletStub(env, buyerId).claimAndDebit({ buyerId, proofId, amountMicros, expiresAt, method: CREDIT_METHOD });
+      if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
+      kept = true;
+    } catch (err) {
+      if (err instanceof TabRefusal) throw new PaymentRefusal(WALLET_TO_PAYMENT[err.code], err.message);
+      throw err;
+    } finally {
+      // Refused before any money moved (or unknown, and then the wallet's claim stands guard):
+      // the proof may be paid again, as an unbound one may.
+      if (!kept) releaseProof(epoch, proofId);
+    }
+    return { buyerId, amountMicros, method: CREDIT_METHOD, proofId };
+  }
+  // Challenges issued before epochs: the wallet's claim is their single use.
+  const result = await walletStub(env, buyerId).claimAndDebit({ buyerId, proofId, amountMicros, expiresAt, method: CREDIT_METHOD });
   if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
-  return { buyerId, amountMicros, method: CREDIT_METHOD, proofId: challenge.id };
+  return { buyerId, amountMicros, method: CREDIT_METHOD, proofId };
+}
+
+/** The router epoch a credit challenge is bound to (`t` in its opaque data), if any. */
+function epochOf(challenge: Challenge.Challenge): string | undefined {
+  const t = (challenge.meta as Record<string, unknown> | undefined)?.t;
+  return typeof t === "string" ? t : undefined;
 }
 
 /** `credit` registered with mppx (its schemas, and the method list a 402 offers); charge() verifies it itself (verifyCredit). */
@@ -203,7 +241,7 @@ export async function issueChallenges(env: Env, quote: { amountMicros: number; r
   const meta = { n: crypto.randomUUID().replaceAll("-", "") };
   const common = { scope: await routeScope(quote.route), meta, expires, ...(quote.description ? { description: quote.description } : {}) };
   // credit: the same challenge mppx would issue, made without its generic path (credit-challenge.ts).
-  const out = [await creditChallenge(p.secretKey, p.realm, { amountMicros: quote.amountMicros, scope: common.scope, expires, nonce: meta.n, description: quote.description })];
+  const out = [await creditChallenge(p.secretKey, p.realm, { amountMicros: quote.amountMicros, scope: common.scope, expires, nonce: meta.n, description: quote.description, epoch: issuingEpoch() })];
   if (!quote.creditOnly && p.methods.has(`${TEMPO_METHOD}/charge`)) {
     out.push(await p.mppx.challenge[TEMPO_METHOD]!.charge!({ ...common, amount: microsToDecimal(quote.amountMicros) }));
   }

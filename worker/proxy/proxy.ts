@@ -73,16 +73,38 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   // B1: the quote is the cheapest key this buyer could be served by; the credential is
   // scoped to this method and route, so it cannot pay for anything else.
   const route = `${request.method} /${provider}${path}`;
-  let payment: Payment | null = null;
+  if (operator) return serve(env, request, { provider, path, search, body, requestId, route, quote: 0, maxPrice, candidates }, null);
+  const { challengeResponse, charge, hasPaymentCredential, paymentDone } = await payments();
+  const quote = capped[0]!.price;
+  if (!hasPaymentCredential(request)) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
+  const charged = await charge(request, env, route, requestId);
+  if (!charged.ok) return charged.response;
+  try {
+    return await serve(env, request, { provider, path, search, body, requestId, route, quote, maxPrice, candidates }, charged.payment);
+  } finally {
+    // A tab draw is settled whatever happened here (a refund has already settled it).
+    paymentDone(env, charged.payment);
+  }
+}
+
+interface Serving {
+  provider: keyof typeof PROVIDERS;
+  path: string;
+  search: string;
+  body: ArrayBuffer | null;
+  requestId: string;
+  route: string;
+  quote: number;
+  maxPrice: number | null;
+  candidates: ReturnType<typeof routeCandidates>;
+}
+
+/** Try the keys in order for a request (paid, or the operator's when `payment` is null), then settle the payment. */
+async function serve(env: Env, request: Request, s: Serving, payment: Payment | null): Promise<Response> {
+  const { provider, path, search, body, requestId, route, quote, maxPrice, candidates } = s;
   let limit = maxPrice;
-  let quote = 0;
-  if (!operator) {
-    const { challengeResponse, charge, hasPaymentCredential } = await payments();
-    quote = capped[0]!.price;
-    if (!hasPaymentCredential(request)) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
-    const charged = await charge(request, env, route, requestId);
-    if (!charged.ok) return charged.response;
-    payment = charged.payment;
+  if (payment !== null) {
+    const { challengeResponse } = await payments();
     const paid = payment.amountMicros;
     limit = maxPrice === null ? paid : Math.min(paid, maxPrice);
     if (candidates.within(limit).length === 0) {
@@ -92,11 +114,12 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   }
 
   const order: Candidate[] = candidates.order(limit, localLoad, Math.random, MAX_ATTEMPTS);
+  const tab = payment === null ? "" : (await payments()).tabHeader(payment);
   const refusals: Response[] = [];
   let answer: Response | null = null;
   let chargeStands = false;
   for (const key of order) {
-    const res = await tryKey(env, PROVIDERS[provider], key, request, search, path, body, requestId, payment?.amountMicros ?? 0);
+    const res = await tryKey(env, PROVIDERS[provider], key, request, search, path, body, requestId, payment?.amountMicros ?? 0, tab);
     // A served answer carries no refusal code (SellerKey drops any cn2- header an upstream sends).
     const code = res.headers.get(H.refusal) as ErrorCode | null;
     if (code === null) {
@@ -181,9 +204,9 @@ async function safeRefund(env: Env, payment: Payment, reason: string, requestId:
   }
 }
 
-async function tryKey(env: Env, provider: Provider, key: Candidate, request: Request, search: string, path: string, body: ArrayBuffer | null, requestId: string, paid: number): Promise<Response> {
+async function tryKey(env: Env, provider: Provider, key: Candidate, request: Request, search: string, path: string, body: ArrayBuffer | null, requestId: string, paid: number, tab: string): Promise<Response> {
   // Always set: a buyer's own copies of our internal headers must never reach the key.
-  const headers = keyRequestHeaders(provider, request.headers, { [H.requestId]: requestId, [H.paid]: String(paid) });
+  const headers = keyRequestHeaders(provider, request.headers, { [H.requestId]: requestId, [H.paid]: String(paid), [H.tab]: tab });
   trackLoad(key.keyId, 1);
   try {
     return await keyStub(env, key.keyId, key.home).fetch(`https://key${path}${search}`, {
