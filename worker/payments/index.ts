@@ -172,11 +172,12 @@ export async function charge(request: Request, env: Env, route: string, requestI
 /**
  * A fresh `credit` challenge for the buyer's next call to `quote.route` at today's quote
  * (the `cn2-next-challenge` header of a paid answer): that call can pay without a 402 round
- * trip. It binds nothing new: a 402 would have given the same challenge. Null if none.
+ * trip. It is bound to this isolate's epoch (a busy buyer pays it from a tab here; paid at
+ * another isolate it is refused with a fresh, unbound challenge). Null if none.
  */
 export async function nextChallenge(env: Env, quote: { amountMicros: number; route: string }): Promise<string | null> {
   try {
-    const [challenge] = await issueChallenges(env, { ...quote, creditOnly: true });
+    const [challenge] = await issueChallenges(env, { ...quote, creditOnly: true, bound: true });
     return challenge ? serializeChallenge(challenge) : null;
   } catch {
     return null;

@@ -13,7 +13,7 @@ import { PaymentRefusal, type PaymentCode } from "./errors.ts";
 import { CREDIT_METHOD, CURRENCY, credit, creditMessage } from "../../core/credit-method.ts";
 import { proofStore } from "./atomic-store.ts";
 import { creditChallenge } from "./credit-challenge.ts";
-import { drawOnTab, issuingEpoch, releaseProof, TabRefusal, takeProof, type Draw } from "./tabs.ts";
+import { drawOnTab, issuingEpoch, notePaid, releaseProof, TabRefusal, takeProof, type Draw } from "./tabs.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
 import type { WalletCode } from "../../schema/wallet.ts";
 
@@ -130,7 +130,9 @@ export async function verifyCredit(env: Env, credential: { challenge: Challenge.
     }
     return { buyerId, amountMicros, method: CREDIT_METHOD, proofId };
   }
-  // Challenges issued before epochs: the wallet's claim is their single use.
+  // A 402's challenge (or one issued before epochs): the wallet's claim is its single use.
+  // It counts toward the buyer's rate: a busy buyer's next challenges draw on a tab.
+  notePaid(buyerId);
   const result = await walletStub(env, buyerId).claimAndDebit({ buyerId, proofId, amountMicros, expiresAt, method: CREDIT_METHOD });
   if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
   return { buyerId, amountMicros, method: CREDIT_METHOD, proofId };
@@ -232,8 +234,13 @@ export async function routeScope(route: string): Promise<string> {
 }
 const scopes = new Map<string, string>();
 
-/** Fresh challenges (one per enabled method, or the `credit` one only) for `route` at `amountMicros`. */
-export async function issueChallenges(env: Env, quote: { amountMicros: number; route: string; description?: string; expires?: Date; creditOnly?: boolean }): Promise<Challenge.Challenge[]> {
+/**
+ * Fresh challenges (one per enabled method, or the `credit` one only) for `route` at
+ * `amountMicros`. `bound`: the credit one is bound to this isolate's epoch (tabs.ts), for
+ * a paid answer's next challenge, whose call usually comes back over the same connection;
+ * a 402's are not, so paying one works at any isolate (claimed in the wallet).
+ */
+export async function issueChallenges(env: Env, quote: { amountMicros: number; route: string; description?: string; expires?: Date; creditOnly?: boolean; bound?: boolean }): Promise<Challenge.Challenge[]> {
   if (!Number.isSafeInteger(quote.amountMicros) || quote.amountMicros <= 0) throw new RangeError("a quote is a positive whole number of micro-dollars");
   const p = await payments(env);
   const expires = (quote.expires ?? new Date(Date.now() + CHALLENGE_TTL_MS)).toISOString();
@@ -241,7 +248,7 @@ export async function issueChallenges(env: Env, quote: { amountMicros: number; r
   const meta = { n: crypto.randomUUID().replaceAll("-", "") };
   const common = { scope: await routeScope(quote.route), meta, expires, ...(quote.description ? { description: quote.description } : {}) };
   // credit: the same challenge mppx would issue, made without its generic path (credit-challenge.ts).
-  const out = [await creditChallenge(p.secretKey, p.realm, { amountMicros: quote.amountMicros, scope: common.scope, expires, nonce: meta.n, description: quote.description, epoch: issuingEpoch() })];
+  const out = [await creditChallenge(p.secretKey, p.realm, { amountMicros: quote.amountMicros, scope: common.scope, expires, nonce: meta.n, description: quote.description, ...(quote.bound ? { epoch: issuingEpoch() } : {}) })];
   if (!quote.creditOnly && p.methods.has(`${TEMPO_METHOD}/charge`)) {
     out.push(await p.mppx.challenge[TEMPO_METHOD]!.charge!({ ...common, amount: microsToDecimal(quote.amountMicros) }));
   }

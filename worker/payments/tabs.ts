@@ -6,11 +6,12 @@
 // aside once (BuyerWallet.openTab, durable before any draw), drawn request by request in
 // memory. What keeps the books exact without a call per request:
 //
-// - Single use. Every credit challenge this isolate issues is bound to one of its epochs
-//   (`t` in the HMAC-bound opaque data), and a proof bound to an epoch is taken only here,
-//   where the epoch's set of used proofs lives. A proof bound to an epoch this isolate does
-//   not hold (another isolate's, or one that ended) is refused with a fresh challenge: no
-//   money moves. Epochs rotate (time, size), so the sets stay bounded.
+// - Single use. The next challenge a paid answer carries is bound to one of this isolate's
+//   epochs (`t` in the HMAC-bound opaque data), and a proof bound to an epoch is taken only
+//   here, where the epoch's set of used proofs lives. A proof bound to an epoch this
+//   isolate does not hold (another isolate's, or one that ended) is refused with a fresh
+//   challenge, unbound: no money moves. Epochs rotate (time, size), so the sets stay
+//   bounded. A 402's challenges are unbound and claimed in the wallet, anywhere.
 // - Durability. A draw's money left the wallet when the tab was granted. That it was spent
 //   (not returned) is made durable by the serving key's own commit, which records the draw
 //   with its earning before the answer leaves (H.tab, objects/seller-key/write-buffer.ts).
@@ -156,6 +157,11 @@ function noteRequest(b: Buyer, now: number): number {
   }
   b.count++;
   return b.count + Math.floor(b.lastCount * (1 - (now - b.windowStart) / RATE_WINDOW_MS));
+}
+
+/** A payment claimed in the wallet (a 402's challenge): it counts toward the buyer's rate here. */
+export function notePaid(buyerId: string) {
+  noteRequest(buyerState(buyerId), Date.now());
 }
 
 /**
