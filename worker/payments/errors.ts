@@ -3,6 +3,8 @@
 // detail, challengeId) plus cn2's own `code`, `requestId` and `error` object, so MPP
 // clients and the providers' SDKs (which read `error.message`) both get something useful.
 
+import type { WalletCode } from "../../schema/wallet.ts";
+
 export const PAYMENT_CODES = {
   /** No credential: here is a challenge. */
   payment_required: { status: 402, type: "payment-required", title: "Payment Required" },
@@ -34,6 +36,17 @@ export const PAYMENT_CODES = {
 export type PaymentCode = keyof typeof PAYMENT_CODES;
 
 export const isPaymentCode = (code: string): code is PaymentCode => Object.hasOwn(PAYMENT_CODES, code);
+
+/** A wallet's refusal as a payment refusal (claims, and tab grants alike). */
+export const WALLET_TO_PAYMENT: Record<WalletCode, PaymentCode> = {
+  replayed: "replayed",
+  insufficient_balance: "insufficient_balance",
+  budget_exceeded: "budget_exceeded",
+  invalid_amount: "payment_failed",
+  unknown_proof: "payment_failed",
+  already_refunded: "payment_failed",
+  unknown_tab: "payment_failed",
+};
 
 /** Thrown inside method verification; carries its stable code out through mppx. */
 export class PaymentRefusal extends Error {

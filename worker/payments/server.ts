@@ -9,13 +9,12 @@ import { Mppx } from "mppx/server/core";
 import type { Env } from "../../core/env.ts";
 import { fromBase64Url, sha256, sha256Hex, toBase64Url } from "../../core/encoding.ts";
 import { DidError, importVerifyKey, parseDid, verifySignature } from "../../core/did.ts";
-import { PaymentRefusal, type PaymentCode } from "./errors.ts";
+import { PaymentRefusal, WALLET_TO_PAYMENT } from "./errors.ts";
 import { CREDIT_METHOD, CURRENCY, credit, creditMessage } from "../../core/credit-method.ts";
 import { proofStore } from "./atomic-store.ts";
 import { creditChallenge } from "./credit-challenge.ts";
-import { drawOnTab, issuingEpoch, notePaid, releaseProof, TabRefusal, takeProof, type Draw } from "./tabs.ts";
+import { drawOnTab, issuingEpoch, notePaid, releaseProof, takeProof, type Draw } from "./tabs.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
-import type { WalletCode } from "../../schema/wallet.ts";
 
 /** How long a challenge can be answered. */
 export const CHALLENGE_TTL_MS = 5 * 60_000;
@@ -72,16 +71,6 @@ async function principalOf(source: string): Promise<Principal> {
   return principal;
 }
 
-const WALLET_TO_PAYMENT: Record<WalletCode, PaymentCode> = {
-  replayed: "replayed",
-  insufficient_balance: "insufficient_balance",
-  budget_exceeded: "budget_exceeded",
-  invalid_amount: "payment_failed",
-  unknown_proof: "payment_failed",
-  already_refunded: "payment_failed",
-  unknown_tab: "payment_failed",
-};
-
 /**
  * The `credit` method's verification, after charge() checked the challenge (its id, expiry,
  * route scope and payload shape): the buyer's signature over the challenge id, the
@@ -120,9 +109,6 @@ export async function verifyCredit(env: Env, credential: { challenge: Challenge.
       const result = await walletStub(env, buyerId).claimAndDebit({ buyerId, proofId, amountMicros, expiresAt, method: CREDIT_METHOD });
       if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
       kept = true;
-    } catch (err) {
-      if (err instanceof TabRefusal) throw new PaymentRefusal(WALLET_TO_PAYMENT[err.code], err.message);
-      throw err;
     } finally {
       // Refused before any money moved (or unknown, and then the wallet's claim stands guard):
       // the proof may be paid again, as an unbound one may.

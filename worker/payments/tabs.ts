@@ -24,7 +24,8 @@
 import { waitUntil } from "cloudflare:workers";
 import type { Env } from "../../core/env.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
-import type { CloseTabRequest, TabDraw, WalletCode } from "../../schema/wallet.ts";
+import type { CloseTabRequest, TabDraw } from "../../schema/wallet.ts";
+import { PaymentRefusal, WALLET_TO_PAYMENT } from "./errors.ts";
 
 /** A buyer with at least this many paid requests here within RATE_WINDOW_MS draws on a tab. */
 export const TAB_BUSY_DRAWS = 8;
@@ -84,15 +85,6 @@ export function takeProof(epochId: string, proofId: string): "taken" | "replayed
 /** A proof whose payment was refused before any money moved (balance, budget): it may be paid again. */
 export function releaseProof(epochId: string, proofId: string) {
   (epochId === current.id ? current : epochId === previous?.id ? previous : null)?.used.delete(proofId);
-}
-
-export class TabRefusal extends Error {
-  override readonly name = "TabRefusal";
-  readonly code: WalletCode;
-  constructor(code: WalletCode, message: string) {
-    super(message);
-    this.code = code;
-  }
 }
 
 interface Tab {
@@ -167,7 +159,7 @@ export function notePaid(buyerId: string) {
 /**
  * Draw `amountMicros` for proof `proofId` on the buyer's tab here, opening (or renewing) it
  * when needed; null when this buyer is not busy enough for a tab (claim per request).
- * Throws TabRefusal when the wallet will not set enough aside (balance, daily budget).
+ * Throws a PaymentRefusal when the wallet will not set enough aside (balance, daily budget).
  */
 export async function drawOnTab(
   env: Env,
@@ -211,27 +203,19 @@ async function renew(env: Env, buyerId: string, b: Buyer, amountMicros: number, 
     id: crypto.randomUUID(), buyerId, granted: 0, drawn: 0, draws: [], inFlight: 0,
     expiresAt: Date.now() + TAB_MAX_MS, retired: false, closing: false,
   };
-  let result;
-  try {
-    result = await walletStub(env, buyerId).openTab({
-      buyerId, tabId: tab.id, wantMicros: amountMicros * draws, minMicros: amountMicros, expiresAt: tab.expiresAt, ...(close ? { close } : {}),
-    });
-  } catch (err) {
-    // Unknown whether the old tab closed: closeTab is idempotent, so close it on its own.
-    if (old && close) {
-      old.closing = false;
-      closeLater(env, old);
-    }
-    throw err;
-  }
-  if (!result.ok) {
+  const result = await walletStub(env, buyerId).openTab({
+    buyerId, tabId: tab.id, wantMicros: amountMicros * draws, minMicros: amountMicros, expiresAt: tab.expiresAt, ...(close ? { close } : {}),
+  }).catch((err: unknown) => err as Error);
+  if (result instanceof Error || !result.ok) {
     b.tab = null;
-    // Whether the refused call closed the old tab or not, closing it again is harmless.
+    // Failed or refused, the call may or may not have closed the old tab: closeTab is
+    // idempotent, so it is closed on its own.
     if (old && close) {
       old.closing = false;
       closeLater(env, old);
     }
-    throw new TabRefusal(result.code, result.message);
+    if (result instanceof Error) throw result;
+    throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
   }
   tab.granted = result.value.grantedMicros;
   b.tab = tab;
@@ -292,8 +276,12 @@ async function close1(env: Env, tab: Tab): Promise<void> {
  */
 export async function retireTab(env: Env, buyerId: string): Promise<void> {
   const b = buyers.get(buyerId);
-  const tab = b?.tab;
-  if (!b || !tab) return;
+  if (b) await retire(env, b);
+}
+
+async function retire(env: Env, b: Buyer): Promise<void> {
+  const tab = b.tab;
+  if (!tab) return;
   b.tab = null;
   tab.retired = true;
   if (tab.inFlight === 0) await close1(env, tab);
@@ -305,13 +293,5 @@ export async function retireTab(env: Env, buyerId: string): Promise<void> {
  * wallet's books without waiting TAB_MAX_MS.
  */
 export async function retireTabs(env: Env): Promise<void> {
-  const closing: Promise<void>[] = [];
-  for (const b of buyers.values()) {
-    const tab = b.tab;
-    if (!tab) continue;
-    b.tab = null;
-    tab.retired = true;
-    if (tab.inFlight === 0) closing.push(close1(env, tab));
-  }
-  await Promise.all(closing);
+  await Promise.all([...buyers.values()].map((b) => retire(env, b)));
 }
