@@ -8,6 +8,7 @@
 //   node bench/paid-client.ts '<json Job>'   ->  one JSON line (ClientResult) on stdout
 // Only its types are imported elsewhere (bench/paid.ts spawns it).
 import { createPayingFetch, loadBuyerKey } from "../buyer/index.ts";
+import { H } from "../schema/headers.ts";
 
 export interface Job {
   baseUrl: string;
@@ -36,12 +37,27 @@ export interface ClientResult {
   /** CPU time (user + system, microseconds) this process used in the measured part, and the requests it made then. */
   cpuUs: number;
   measured: number;
+  /** HTTP requests sent in the measured part, by how they paid: a pass proof, a signed credential, nothing (a 402 came back). */
+  sent: { pass: number; signed: number; unpaid: number };
 }
 
 async function run(job: Job): Promise<ClientResult> {
+  let measuring = false;
+  const sent = { pass: 0, signed: 0, unpaid: 0 };
+  // What the paying fetch puts on the wire (counted in the measured part).
+  const wire: typeof globalThis.fetch = (input, init) => {
+    if (measuring) {
+      const headers = new Headers(init?.headers);
+      const pass = headers.get(H.pass);
+      if (headers.has("authorization")) sent.signed++;
+      else if (pass !== null && pass !== "want") sent.pass++;
+      else sent.unpaid++;
+    }
+    return globalThis.fetch(input, init);
+  };
   const fetches = new Map<string, typeof globalThis.fetch>();
   for (const buyer of new Set(job.loops.flat())) {
-    fetches.set(buyer, job.proxyToken ? globalThis.fetch : createPayingFetch({ baseUrl: job.baseUrl, privateKey: await loadBuyerKey(buyer) }));
+    fetches.set(buyer, job.proxyToken ? globalThis.fetch : createPayingFetch({ baseUrl: job.baseUrl, privateKey: await loadBuyerKey(buyer), fetch: wire }));
   }
   const headers: Record<string, string> = { "content-type": "application/json", ...(job.proxyToken ? { "cn2-proxy-token": job.proxyToken } : {}) };
   const url = `${job.baseUrl}${job.path}`;
@@ -49,7 +65,6 @@ async function run(job: Job): Promise<ClientResult> {
   const samples: string[] = [];
   let failures = 0;
   let served = 0;
-  let measuring = false;
   const loop = async (i: number, until: number) => {
     const mine = job.loops[i]!.map((buyer) => fetches.get(buyer)!);
     for (let n = 0; performance.now() < until; n++) {
@@ -83,7 +98,7 @@ async function run(job: Job): Promise<ClientResult> {
   const cpu = process.cpuUsage();
   await loops(job.seconds);
   const used = process.cpuUsage(cpu);
-  return { ok: latencies.length, failures, latencies, seconds: (performance.now() - started) / 1000, served, samples, cpuUs: used.user + used.system, measured: latencies.length + failures };
+  return { ok: latencies.length, failures, latencies, seconds: (performance.now() - started) / 1000, served, samples, cpuUs: used.user + used.system, measured: latencies.length + failures, sent };
 }
 
 const result = await run(JSON.parse(process.argv[2] ?? "") as Job);

@@ -30,9 +30,11 @@ export interface PaidStats {
   workerdCpuUs: number | null;
   /** The sums behind them, to merge rounds. */
   cpu: { clientUs: number; clientRequests: number; workerdUs: number; workerdServed: number };
+  /** HTTP requests the paying clients sent in the measured part, by how they paid (passes: docs/payments.md). */
+  sent: { pass: number; signed: number; unpaid: number };
 }
 
-type Part = { latencies: ArrayLike<number>; failures: number; served: number; samples: string[]; cpu: PaidStats["cpu"] };
+type Part = { latencies: ArrayLike<number>; failures: number; served: number; samples: string[]; cpu: PaidStats["cpu"]; sent: PaidStats["sent"] };
 
 /** One set of figures from parts measured over `seconds` (client processes side by side, or rounds one after another). */
 function combine(parts: Part[], seconds: number, who: { concurrency: number; buyers: number }, workerd?: { us: number; served: number }): PaidStats {
@@ -58,6 +60,11 @@ function combine(parts: Part[], seconds: number, who: { concurrency: number; buy
     clientCpuUs: cpu.clientRequests > 0 ? cpu.clientUs / cpu.clientRequests : null,
     workerdCpuUs: cpu.workerdServed > 0 ? cpu.workerdUs / cpu.workerdServed : null,
     cpu,
+    sent: {
+      pass: parts.reduce((n, r) => n + r.sent.pass, 0),
+      signed: parts.reduce((n, r) => n + r.sent.signed, 0),
+      unpaid: parts.reduce((n, r) => n + r.sent.unpaid, 0),
+    },
   };
 }
 

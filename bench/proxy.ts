@@ -384,6 +384,7 @@ async function main() {
       process.stdout.write(JSON.stringify({
         system, concurrency: stats.concurrency, buyers: stats.buyers, p50_ms: round(stats.p50), p99_ms: round(stats.p99), rps: Math.round(stats.rps),
         ...(system === "cn2-paid" ? {
+          sent_with_pass: stats.sent.pass, sent_signed: stats.sent.signed, sent_unpaid: stats.sent.unpaid,
           rps_vs_unpaid: unpaid ? round(stats.rps / unpaid.rps) : null,
           rps_vs_unpaid_clients: clients ? round(stats.rps / clients.rps) : null,
           added_vs_unpaid_p50_ms: unpaid ? round(stats.p50 - unpaid.p50) : null,
@@ -411,6 +412,7 @@ async function main() {
           `(${vs(clients, "clients")}; ${vs(unpaid, "autocannon")})  failures ${stats.failures}`);
         lines.push(`         CPU per request: workerd ${cpuUs(stats.workerdCpuUs)} (unpaid clients: ${cpuUs(clients?.workerdCpuUs ?? null)}), ` +
           `paying clients ${cpuUs(stats.clientCpuUs)} (unpaid: ${cpuUs(clients?.clientCpuUs ?? null)})`);
+        lines.push(`         requests sent: ${stats.sent.pass} with a pass, ${stats.sent.signed} signed, ${stats.sent.unpaid} without payment (answered 402)`);
       }
       process.stdout.write(lines.join("\n") + "\n");
     }

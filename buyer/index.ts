@@ -11,10 +11,14 @@
 // A paid answer also carries a fresh challenge for the next call to the same route
 // (`cn2-next-challenge`); the next such call pays it at once, skipping the 402 round trip,
 // and falls back to the 402 exchange if cn2 turns it down (prices moved, or it expired).
+// A busy buyer is also granted a pass for the route (`cn2-pass`): an allowance its signed
+// payment opened, drawn on with an HMAC per request instead of a signature (no 402 either);
+// any refusal of a pass falls back to the signed way.
 // Runs anywhere WebCrypto and fetch exist: Node 22, browsers, Workers.
 import { Challenge } from "mppx";
 import { Mppx } from "mppx/client";
 import { H } from "../schema/headers.ts";
+import { fromBase64Url, toBase64Url } from "../core/encoding.ts";
 import { creditClient, loadBuyerKey, type BuyerKey, type PrivateKeyInput } from "./keys.ts";
 
 export * from "./keys.ts";
@@ -43,23 +47,107 @@ export function createPayingFetch(options: PayingFetchOptions): typeof globalThi
     maxPaymentRetries: options.maxPaymentRetries ?? 2,
   }).fetch as typeof globalThis.fetch;
   const next = new NextChallenges();
+  const passes = new Passes();
 
   return async (input, init) => {
     const url = new URL(typeof input === "string" ? input : input instanceof URL ? input.href : input.url, origin);
     if (url.origin !== origin) return base(input, init);
-    // Only a body that can be sent twice may take the fast path (a 402 means sending it again).
+    // Only a body that can be sent twice may take the fast paths (a 402 means sending it again).
     const headers = new Headers(init?.headers);
     const slot = input instanceof Request || !resendable(init?.body) ? null : NextChallenges.slot(url, init?.method, headers);
-    const challenge = slot === null ? null : next.take(slot);
-    if (slot !== null && challenge !== null) {
-      headers.set("authorization", await method.createCredential({ challenge } as never));
+    if (slot === null) return paying(input, init);
+    const keep = (res: Response) => passes.keep(slot, res, next.keep(slot, res));
+    const pass = passes.take(slot);
+    if (pass !== null) {
+      headers.set(H.pass, await pass.proof());
       const res = await base(input, { ...init, headers });
-      if (res.status !== 402) return next.keep(slot, res);
+      if (res.status !== 402) return keep(res);
+      passes.drop(slot, pass);
       await res.body?.cancel();
     }
-    const res = await paying(input, init);
-    return slot === null ? res : next.keep(slot, res);
+    // Paid the signed way: ask for a pass with it, one request at a time (each grant
+    // replaces the last, which concurrent requests may be drawing on).
+    const asking = passes.ask(slot);
+    if (asking) headers.set(H.pass, PASS_WANTED);
+    try {
+      const challenge = next.take(slot);
+      if (challenge !== null) {
+        headers.set("authorization", await method.createCredential({ challenge } as never));
+        const res = await base(input, { ...init, headers });
+        if (res.status !== 402) return keep(res);
+        await res.body?.cancel();
+        headers.delete("authorization");
+      }
+      return keep(await paying(input, { ...init, headers }));
+    } finally {
+      if (asking) passes.asked(slot);
+    }
   };
+}
+
+const PASS_WANTED = "want";
+
+/** A pass cn2 granted (`cn2-pass`): drawn on with an HMAC of its id and a fresh sequence number per request. */
+class Pass {
+  private seq = 0;
+  readonly id: string;
+  readonly expiresAt: number;
+  private readonly key: Promise<CryptoKey>;
+  constructor(id: string, key: Promise<CryptoKey>, expiresAt: number) {
+    this.id = id;
+    this.key = key;
+    this.expiresAt = expiresAt;
+  }
+
+  async proof(): Promise<string> {
+    const seq = ++this.seq;
+    const mac = await crypto.subtle.sign("HMAC", await this.key, new TextEncoder().encode(`cn2-pass/v1|${this.id}|${seq}`));
+    return `${this.id}.${seq}.${toBase64Url(new Uint8Array(mac))}`;
+  }
+}
+
+/** Passes by slot (as NextChallenges): one each, used until it expires or is refused. */
+class Passes {
+  private readonly slots = new Map<string, Pass>();
+  /** Slots with a request asking for a pass under way. */
+  private readonly asking = new Set<string>();
+  private static readonly SLOTS = 64;
+  private static readonly MARGIN_MS = 15_000;
+
+  take(slot: string): Pass | null {
+    const pass = this.slots.get(slot);
+    if (pass === undefined) return null;
+    if (pass.expiresAt - Date.now() > Passes.MARGIN_MS) return pass;
+    this.slots.delete(slot);
+    return null;
+  }
+
+  /** May this request ask for a pass? (Then call asked() when it is done.) */
+  ask(slot: string): boolean {
+    if (this.asking.has(slot) || this.asking.size >= Passes.SLOTS) return false;
+    this.asking.add(slot);
+    return true;
+  }
+
+  asked(slot: string) {
+    this.asking.delete(slot);
+  }
+
+  drop(slot: string, pass: Pass) {
+    if (this.slots.get(slot) === pass) this.slots.delete(slot);
+  }
+
+  /** Keep the pass `res` grants, if any (`<id>.<secret>.<max micros>.<expires ms>`); returns `out`. */
+  keep(slot: string, res: Response, out: Response): Response {
+    const value = res.headers.get(H.pass);
+    const m = value === null ? null : /^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})\.\d{1,15}\.(\d{1,15})$/.exec(value);
+    if (m === null) return out;
+    const key = crypto.subtle.importKey("raw", fromBase64Url(m[2]!), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    key.catch(() => {}); // a pass that cannot be used is refused on first use, then dropped
+    if (!this.slots.has(slot) && this.slots.size >= Passes.SLOTS) this.slots.delete(this.slots.keys().next().value!);
+    this.slots.set(slot, new Pass(m[1]!, key, Number(m[3])));
+    return out;
+  }
 }
 
 const resendable = (body: RequestInit["body"]) =>

@@ -25,4 +25,10 @@ export const H = {
    * current quote, so that call can pay at once instead of taking a 402 first (the buyer client, cn2-buyer, does).
    */
   nextChallenge: "cn2-next-challenge",
+  /**
+   * Buyer -> router: `want` with a signed payment asks for a pass; `<pass id>.<seq>.<mac>`
+   * pays with one. Router -> buyer, on a paid answer: the pass granted,
+   * `<pass id>.<secret>.<max micros>.<expires ms>` (docs/payments.md, "Passes").
+   */
+  pass: "cn2-pass",
 } as const;

@@ -22,6 +22,10 @@ export const PAYMENT_CODES = {
   bad_signature: { status: 402, type: "verification-failed", title: "Verification Failed" },
   /** The challenge can only be paid where it was issued (a router epoch this instance does not hold): pay the fresh one. */
   challenge_elsewhere: { status: 402, type: "invalid-challenge", title: "Invalid Challenge" },
+  /** A pass (cn2-pass) this instance does not hold: expired, or granted elsewhere; pay the fresh challenge. */
+  pass_unknown: { status: 402, type: "invalid-challenge", title: "Invalid Challenge" },
+  /** The quote is above what the pass allows a request: pay the fresh challenge. */
+  price_above_pass: { status: 402, type: "payment-insufficient", title: "Payment Insufficient" },
   /** P6: this credential was already used. */
   replayed: { status: 402, type: "verification-failed", title: "Verification Failed" },
   /** The buyer's prepaid credit does not cover the price. */

@@ -15,7 +15,9 @@ import { issueChallenges, payments, routeScope, verifyCredit, type Payments } fr
 import { secretHmacKey, serializeChallenge, verifyChallengeId } from "./credit-challenge.ts";
 import { proofStore } from "./atomic-store.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
-import { finishDraw, returnDraw, type Draw } from "./tabs.ts";
+import { finishDraw, isBusy, returnDraw, type Draw } from "./tabs.ts";
+import { drawOnPass, grantPass, PASS_WANTED } from "./passes.ts";
+import { H } from "../../schema/headers.ts";
 
 export { split, feeBps } from "../../core/money.ts";
 export { PAYMENT_CODES, type PaymentCode } from "./errors.ts";
@@ -39,6 +41,8 @@ export interface Payment {
   proofId: string;
   /** Drawn on the buyer's tab here (tabs.ts): settled with paymentDone or refund. */
   draw?: Draw;
+  /** Paid with a pass (passes.ts): the buyer holds one, so its answer carries no next challenge. */
+  byPass?: boolean;
 }
 
 export interface Quote {
@@ -53,10 +57,52 @@ export type ChargeResult =
   | { ok: true; payment: Payment }
   | { ok: false; code: PaymentCode; response: Response };
 
-/** Does the request carry `Authorization: Payment …`? (Else answer with challengeResponse.) */
+/** Does the request carry `Authorization: Payment …`? (Else a pass, or challengeResponse.) */
 export function hasPaymentCredential(request: Request): boolean {
   const header = request.headers.get("authorization");
   return header !== null && Credential.extractPaymentScheme(header) !== null;
+}
+
+/** The request's pass proof (`cn2-pass`, not `want`), or null. */
+export function passProof(request: Request): string | null {
+  const value = request.headers.get(H.pass);
+  return value === null || value === PASS_WANTED ? null : value;
+}
+
+/**
+ * Pay `quote` with a pass proof (passes.ts): the draw on the buyer's tab here, or a 402
+ * with a stable code, and a fresh challenge when paying the signed way can succeed.
+ */
+export async function chargePass(env: Env, proof: string, quote: Quote, requestId: string): Promise<ChargeResult> {
+  let p: Payments;
+  try {
+    p = await payments(env);
+  } catch (err) {
+    return { ok: false, code: "payment_unavailable", response: unavailable(err, requestId) };
+  }
+  const refuse = async (code: PaymentCode, detail: string, rechallenge: boolean): Promise<ChargeResult> => {
+    let challenges: string[] = [];
+    if (rechallenge) challenges = await issueChallenges(env, quote).then((cs) => cs.map(serializeChallenge), () => []);
+    return { ok: false, code, response: problemResponse(code, detail, { requestId, challenges }) };
+  };
+  try {
+    const r = await drawOnPass(env, proof, quote.route, quote.amountMicros, requestId);
+    if (!r.ok) return refuse(r.code, r.detail, r.rechallenge);
+    return { ok: true, payment: issued({ buyerId: r.buyerId, amountMicros: quote.amountMicros, method: CREDIT_METHOD, proofId: r.proofId, draw: r.draw, byPass: true }, p.secretKey) };
+  } catch (err) {
+    if (err instanceof PaymentRefusal) return refuse(err.code, err.message, RECHALLENGE.has(err.code));
+    return { ok: false, code: "payment_unavailable", response: unavailable(err, requestId) };
+  }
+}
+
+/**
+ * The `cn2-pass` grant for a paid answer, or null: granted when the request asked (`want`)
+ * and paid with a signed credit credential, by a buyer busy here (tabs.ts).
+ */
+export function passGrant(request: Request, payment: Payment, route: string): string | null {
+  if (payment.byPass || payment.method !== CREDIT_METHOD || request.headers.get(H.pass) !== PASS_WANTED) return null;
+  if (payment.draw === undefined && !isBusy(payment.buyerId)) return null;
+  return grantPass(payment.buyerId, route, payment.amountMicros);
 }
 
 /**

@@ -74,10 +74,11 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   // scoped to this method and route, so it cannot pay for anything else.
   const route = `${request.method} /${provider}${path}`;
   if (operator) return serve(env, request, { provider, path, search, body, requestId, route, quote: 0, maxPrice, candidates }, null);
-  const { challengeResponse, charge, hasPaymentCredential, paymentDone } = await payments();
+  const { challengeResponse, charge, chargePass, hasPaymentCredential, passProof, paymentDone } = await payments();
   const quote = capped[0]!.price;
-  if (!hasPaymentCredential(request)) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
-  const charged = await charge(request, env, route, requestId);
+  const pass = hasPaymentCredential(request) ? null : passProof(request);
+  if (pass === null && !hasPaymentCredential(request)) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
+  const charged = pass !== null ? await chargePass(env, pass, { amountMicros: quote, route }, requestId) : await charge(request, env, route, requestId);
   if (!charged.ok) return charged.response;
   try {
     return await serve(env, request, { provider, path, search, body, requestId, route, quote, maxPrice, candidates }, charged.payment);
@@ -154,7 +155,7 @@ async function serve(env: Env, request: Request, s: Serving, payment: Payment | 
     if (request.signal.aborted) break;
   }
   answer ??= combineRefusals(refusals, requestId);
-  return payment ? settle(env, payment, answer, requestId, { amountMicros: quote, route }, chargeStands) : answer;
+  return payment ? settle(env, request, payment, answer, requestId, { amountMicros: quote, route }, chargeStands) : answer;
 }
 
 /**
@@ -180,13 +181,16 @@ async function undeliver(env: Env, key: Candidate, requestId: string): Promise<b
  * byte) is refunded at once, and the receipt says so; `chargeStands` only when the key's
  * earning for it could not be reversed (the books stay exact; the buyer may dispute).
  */
-async function settle(env: Env, payment: Payment, answer: Response, requestId: string, quote: { amountMicros: number; route: string }, chargeStands = false): Promise<Response> {
-  const { RECEIPT_HEADER, receiptHeader, nextChallenge } = await payments();
+async function settle(env: Env, request: Request, payment: Payment, answer: Response, requestId: string, quote: { amountMicros: number; route: string }, chargeStands = false): Promise<Response> {
+  const { RECEIPT_HEADER, receiptHeader, nextChallenge, passGrant } = await payments();
   const refunded = answer.status >= 400 && !chargeStands && (await safeRefund(env, payment, answer.headers.get(H.refusal) ?? `status_${answer.status}`, requestId));
-  const [receipt, next] = await Promise.all([receiptHeader(payment, { requestId, refunded }), nextChallenge(env, quote)]);
+  // A buyer paying with a pass needs no next challenge; one granted a pass now neither.
+  const grant = passGrant(request, payment, quote.route);
+  const [receipt, next] = await Promise.all([receiptHeader(payment, { requestId, refunded }), payment.byPass || grant !== null ? null : nextChallenge(env, quote)]);
   const out = new Response(answer.body, answer);
   out.headers.set(RECEIPT_HEADER, receipt);
   if (next !== null) out.headers.set(H.nextChallenge, next);
+  if (grant !== null) out.headers.set(H.pass, grant);
   return out;
 }
 

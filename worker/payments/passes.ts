@@ -1,0 +1,146 @@
+// Passes (docs/payments.md, "Passes"): a spending allowance a busy buyer's signature grants
+// once, drawn on with a cheap proof per request instead of a signed credential each.
+//
+// A paid answer drawn on a tab (tabs.ts), to a request that asked for one (`cn2-pass: want`)
+// and paid with a signed credential, carries a pass: an id, a secret, the most a request
+// may cost (the amount that signature agreed to) and an expiry. It is bound to the buyer,
+// to the route the signed request paid for, and to this isolate, where it lives in memory.
+// Each later request on that route proves itself with `cn2-pass: <id>.<seq>.<mac>`, the mac
+// an HMAC-SHA256 under the secret of the pass id and a sequence number the buyer never
+// repeats. What keeps it as strong as a credential per request:
+//
+// - Single use (P6, PR23): a sequence number is taken once (a window of the latest
+//   PASS_WINDOW numbers, and nothing older), synchronously after the mac verified.
+// - Bound to the request: the pass pays for one route only, at most maxMicros a request;
+//   a dearer quote is refused with a fresh challenge, which the buyer signs as before.
+// - Durable before the answer: a pass's draws are tab draws, recorded with the serving
+//   key's earning, settled when the tab closes, exactly as a signed proof's.
+// - Bounded if the secret leaks: PASS_TTL_MS, the buyer's balance and daily budget (the
+//   wallet checks both when it grants each tab), and only over TLS in production.
+//
+// A pass this isolate does not hold (another isolate's, expired, evicted) is refused with a
+// fresh challenge: no money moves, and the buyer pays it the signed way (and gets a new pass).
+import type { Env } from "../../core/env.ts";
+import { fromBase64Url, toBase64Url } from "../../core/encoding.ts";
+import type { PaymentCode } from "./errors.ts";
+import { drawOnTab, type Draw } from "./tabs.ts";
+
+/** A pass is good for this long after it is granted. */
+export const PASS_TTL_MS = 5 * 60_000;
+/** Sequence numbers more than this far below a pass's highest are refused as replayed. */
+const PASS_WINDOW = 4096;
+/** Passes held per isolate; the oldest go first past this (their buyers fall back to signing). */
+const MAX_PASSES = 20_000;
+/** `want`: the request asks for a pass with its signed payment. */
+export const PASS_WANTED = "want";
+
+const HMAC_SHA256 = { name: "HMAC", hash: "SHA-256" } as const;
+const utf8 = new TextEncoder();
+const PROOF = /^([A-Za-z0-9_-]{22})\.(\d{1,15})\.([A-Za-z0-9_-]{43})$/;
+
+interface Pass {
+  id: string;
+  buyerId: string;
+  route: string;
+  maxMicros: number;
+  expiresAt: number;
+  key: Promise<CryptoKey>;
+  /** The highest sequence number taken, and those taken within PASS_WINDOW below it. */
+  high: number;
+  used: Set<number>;
+}
+
+const passes = new Map<string, Pass>();
+/**
+ * The buyer's passes for each route, oldest first: a buyer may run several clients (each
+ * asks for its own), and past PASSES_PER_ROUTE a grant replaces the oldest.
+ */
+const byBuyerRoute = new Map<string, string[]>();
+const PASSES_PER_ROUTE = 16;
+
+/**
+ * Grant `buyerId` a pass for `route` at up to `maxMicros` a request: the `cn2-pass` answer
+ * header, `<id>.<secret>.<maxMicros>.<expiresAt ms>` (both base64url).
+ */
+export function grantPass(buyerId: string, route: string, maxMicros: number, now = Date.now()): string {
+  const slot = `${buyerId} ${route}`;
+  let mine = byBuyerRoute.get(slot);
+  if (mine === undefined) byBuyerRoute.set(slot, (mine = []));
+  // Expired ones go first, then the oldest past the bound (their holders sign again).
+  while (mine.length > 0 && (mine.length >= PASSES_PER_ROUTE || !((passes.get(mine[0]!)?.expiresAt ?? 0) > now))) passes.delete(mine.shift()!);
+  while (passes.size >= MAX_PASSES) {
+    const oldest = passes.values().next().value!;
+    passes.delete(oldest.id);
+    const theirs = byBuyerRoute.get(`${oldest.buyerId} ${oldest.route}`);
+    theirs?.splice(theirs.indexOf(oldest.id), 1);
+  }
+  const id = toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
+  const secret = crypto.getRandomValues(new Uint8Array(32));
+  const expiresAt = now + PASS_TTL_MS;
+  const key = crypto.subtle.importKey("raw", secret, HMAC_SHA256, false, ["verify"]);
+  passes.set(id, { id, buyerId, route, maxMicros, expiresAt, key, high: 0, used: new Set() });
+  mine.push(id);
+  return `${id}.${toBase64Url(secret)}.${maxMicros}.${expiresAt}`;
+}
+
+/** What a pass's mac signs: its id and the request's sequence number (the buyer client computes the same). */
+export const passProofInput = (id: string, seq: number) => utf8.encode(`cn2-pass/v1|${id}|${seq}`);
+
+export type PassDraw =
+  | { ok: true; buyerId: string; proofId: string; draw: Draw }
+  | { ok: false; code: PaymentCode; detail: string; rechallenge: boolean };
+
+/**
+ * Pay `quoteMicros` for a request on `route` with the `cn2-pass` proof `value`: the draw on
+ * the buyer's tab here, or why not (`rechallenge`: a fresh challenge lets the buyer pay the
+ * signed way). Throws a PaymentRefusal when the wallet will not grant a tab (balance, budget).
+ */
+export async function drawOnPass(env: Env, value: string, route: string, quoteMicros: number, requestId: string): Promise<PassDraw> {
+  const m = PROOF.exec(value);
+  if (!m) return { ok: false, code: "malformed_credential", detail: "cn2-pass must be <pass id>.<sequence number>.<base64url HMAC-SHA256>", rechallenge: true };
+  const [, id, seqText, mac] = m as unknown as [string, string, string, string];
+  const seq = Number(seqText);
+  const pass = passes.get(id);
+  if (pass === undefined || pass.expiresAt <= Date.now()) {
+    return { ok: false, code: "pass_unknown", detail: "this pass is not held here (expired, or granted elsewhere); pay the fresh challenge", rechallenge: true };
+  }
+  if (pass.route !== route) return { ok: false, code: "wrong_route", detail: "this pass pays for another route", rechallenge: true };
+  if (!(await crypto.subtle.verify("HMAC", await pass.key, fromBase64Url(mac), passProofInput(id, seq)))) {
+    return { ok: false, code: "tampered", detail: "the pass proof does not verify", rechallenge: true };
+  }
+  if (quoteMicros > pass.maxMicros) {
+    return { ok: false, code: "price_above_pass", detail: `this request now costs ${quoteMicros} micro-dollars, more than the ${pass.maxMicros} this pass allows; pay the fresh challenge`, rechallenge: true };
+  }
+  // Taken synchronously after the await: concurrent copies of one proof find one winner.
+  if (!take(pass, seq)) return { ok: false, code: "replayed", detail: "this pass proof was already used", rechallenge: true };
+  const proofId = `${id}.${seq}`;
+  let draw: Draw | null;
+  try {
+    draw = await drawOnTab(env, { buyerId: pass.buyerId, proofId, requestId, amountMicros: quoteMicros, expiresAt: pass.expiresAt }, true);
+  } catch (err) {
+    pass.used.delete(seq); // the wallet refused or failed: nothing was drawn, the number may be used again
+    throw err;
+  }
+  if (draw === null) {
+    pass.used.delete(seq);
+    return { ok: false, code: "payment_failed", detail: "the buyer's tab is drawn dry by concurrent requests; pay the fresh challenge", rechallenge: true };
+  }
+  return { ok: true, buyerId: pass.buyerId, proofId, draw };
+}
+
+/** Take sequence number `seq` of `pass` once; false if used, or too old to tell. */
+function take(pass: Pass, seq: number): boolean {
+  if (seq <= pass.high - PASS_WINDOW || pass.used.has(seq)) return false;
+  pass.used.add(seq);
+  if (seq > pass.high) {
+    pass.high = seq;
+    if (pass.used.size > 2 * PASS_WINDOW) for (const n of pass.used) if (n <= seq - PASS_WINDOW) pass.used.delete(n);
+  }
+  return true;
+}
+
+/** Forget every pass of this isolate (tests: a restarted isolate). */
+export function forgetPasses() {
+  passes.clear();
+  byBuyerRoute.clear();
+}
