@@ -187,8 +187,15 @@ async function settle(env: Env, request: Request, payment: Payment, answer: Resp
   // A buyer paying with a pass needs no next challenge; one granted a pass now neither.
   const grant = passGrant(request, payment, quote.route);
   const [receipt, next] = await Promise.all([receiptHeader(payment, { requestId, refunded }), payment.byPass || grant !== null ? null : nextChallenge(env, quote)]);
-  const out = new Response(answer.body, answer);
-  out.headers.set(RECEIPT_HEADER, receipt);
+  // Our own answers (startedAnswer's, refusals) take the headers as they are; a key
+  // object's, whose headers are immutable, is copied first.
+  let out = answer;
+  try {
+    out.headers.set(RECEIPT_HEADER, receipt);
+  } catch {
+    out = new Response(answer.body, answer);
+    out.headers.set(RECEIPT_HEADER, receipt);
+  }
   if (next !== null) out.headers.set(H.nextChallenge, next);
   if (grant !== null) out.headers.set(H.pass, grant);
   return out;
