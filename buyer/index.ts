@@ -20,6 +20,7 @@ import { Mppx } from "mppx/client";
 import { H } from "../schema/headers.ts";
 import { fromBase64Url, toBase64Url } from "../core/encoding.ts";
 import { creditClient, loadBuyerKey, type BuyerKey, type PrivateKeyInput } from "./keys.ts";
+import { passMac, type PassMac } from "./pass-mac.ts";
 
 export * from "./keys.ts";
 
@@ -92,17 +93,16 @@ class Pass {
   private seq = 0;
   readonly id: string;
   readonly expiresAt: number;
-  private readonly key: Promise<CryptoKey>;
-  constructor(id: string, key: Promise<CryptoKey>, expiresAt: number) {
+  private readonly mac: PassMac;
+  constructor(id: string, secret: Uint8Array, expiresAt: number) {
     this.id = id;
-    this.key = key;
+    this.mac = passMac(secret);
     this.expiresAt = expiresAt;
   }
 
   async proof(): Promise<string> {
     const seq = ++this.seq;
-    const mac = await crypto.subtle.sign("HMAC", await this.key, new TextEncoder().encode(`cn2-pass/v1|${this.id}|${seq}`));
-    return `${this.id}.${seq}.${toBase64Url(new Uint8Array(mac))}`;
+    return `${this.id}.${seq}.${toBase64Url(await this.mac(`cn2-pass/v1|${this.id}|${seq}`))}`;
   }
 }
 
@@ -142,10 +142,8 @@ class Passes {
     const value = res.headers.get(H.pass);
     const m = value === null ? null : /^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})\.\d{1,15}\.(\d{1,15})$/.exec(value);
     if (m === null) return out;
-    const key = crypto.subtle.importKey("raw", fromBase64Url(m[2]!), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-    key.catch(() => {}); // a pass that cannot be used is refused on first use, then dropped
     if (!this.slots.has(slot) && this.slots.size >= Passes.SLOTS) this.slots.delete(this.slots.keys().next().value!);
-    this.slots.set(slot, new Pass(m[1]!, key, Number(m[3])));
+    this.slots.set(slot, new Pass(m[1]!, fromBase64Url(m[2]!), Number(m[3])));
     return out;
   }
 }
