@@ -71,8 +71,10 @@ export function grantPass(buyerId: string, route: string, maxMicros: number, now
   while (passes.size >= MAX_PASSES) {
     const oldest = passes.values().next().value!;
     passes.delete(oldest.id);
-    const theirs = byBuyerRoute.get(`${oldest.buyerId} ${oldest.route}`);
+    const theirSlot = `${oldest.buyerId} ${oldest.route}`;
+    const theirs = byBuyerRoute.get(theirSlot);
     theirs?.splice(theirs.indexOf(oldest.id), 1);
+    if (theirs?.length === 0 && theirs !== mine) byBuyerRoute.delete(theirSlot);
   }
   const id = toBase64Url(crypto.getRandomValues(new Uint8Array(16)));
   const secret = crypto.getRandomValues(new Uint8Array(32));
