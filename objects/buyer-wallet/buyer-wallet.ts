@@ -227,8 +227,24 @@ export class BuyerWallet extends DurableObject<Env> {
    * one was missed by that close: it is debited now (down to 0), so the books stay whole.
    */
   async reportDraws(tabId: string, draws: TabDraw[]): Promise<Result<{ recorded: number }, WalletCode>> {
-    if (!validDraws(draws)) return INVALID_AMOUNT;
+    return this.reportTabs([{ tabId, draws }]);
+  }
+
+  /**
+   * reportDraws for several tabs of this buyer in one call and one commit: a key's report
+   * after a flush covers every tab it served the buyer from since (many short tabs under load).
+   */
+  async reportTabs(reports: { tabId: string; draws: TabDraw[] }[]): Promise<Result<{ recorded: number }, WalletCode>> {
+    if (!Array.isArray(reports) || reports.length > 1_000 || !reports.every((r) => typeof r?.tabId === "string" && validDraws(r.draws))) return INVALID_AMOUNT;
     const now = Date.now();
+    let recorded = 0;
+    for (const r of reports) recorded += this.recordReport(r.tabId, r.draws);
+    if (recorded > 0) await this.schedule(now + SPEND_FLUSH_MS);
+    return { ok: true, value: { recorded } };
+  }
+
+  /** One tab's reported draws, recorded once per proof (synchronous: one commit with the others of the call). */
+  private recordReport(tabId: string, draws: TabDraw[]): number {
     const tab = this.tabRow(tabId);
     if (!tab) console.error(JSON.stringify({ evt: "tab_report_unknown_tab", tabId }));
     // Reports never carry refunds (the router's close does): a refund reason here is ignored.
@@ -259,8 +275,7 @@ export class BuyerWallet extends DurableObject<Env> {
       this.sql.exec("UPDATE tabs SET kept = kept + ? WHERE tab_id = ?", kept, tabId);
       return fresh.length;
     });
-    if (recorded > 0) await this.schedule(now + SPEND_FLUSH_MS);
-    return { ok: true, value: { recorded } };
+    return recorded;
   }
 
   // ---- disputes (P7) ------------------------------------------------------------------

@@ -38,6 +38,8 @@ import { LiveFeed, type LiveParts } from "./live.ts";
 
 /** The next flush after one that left rows behind, or after a flush's worth piled up. */
 const MORE_FLUSH_MS = 1_000;
+/** Tabs per draw report to one wallet (BuyerWallet.reportTabs takes up to 1,000). */
+const REPORT_TABS = 200;
 
 export interface NewKey {
   keyId: string;
@@ -214,15 +216,22 @@ export class SellerKey extends DurableObject<Env> {
     for (let round = 0; round < 20; round++) {
       const groups = this.buffer.drawsToReport();
       if (groups.length === 0) return true;
+      // One call per buyer, whatever number of tabs it drew on (one commit in its wallet).
+      const byBuyer: [string, typeof groups][] = [];
       for (const g of groups) {
+        const last = byBuyer.findLast(([buyerId]) => buyerId === g.buyerId);
+        if (last && last[1].length < REPORT_TABS) last[1].push(g);
+        else byBuyer.push([g.buyerId, [g]]);
+      }
+      for (const [buyerId, tabs] of byBuyer) {
         try {
-          const result = await walletStub(this.env, g.buyerId).reportDraws(g.tabId, g.draws);
+          const result = await walletStub(this.env, buyerId).reportTabs(tabs.map((g) => ({ tabId: g.tabId, draws: g.draws })));
           if (!result.ok) throw new Error(result.code);
         } catch (error) {
-          console.error(JSON.stringify({ evt: "draw_report_failed", keyId: this.record?.keyId, tabId: g.tabId, error: error instanceof Error ? error.message.slice(0, 40) : "unknown" }));
+          console.error(JSON.stringify({ evt: "draw_report_failed", keyId: this.record?.keyId, tabs: tabs.length, error: error instanceof Error ? error.message.slice(0, 40) : "unknown" }));
           return false;
         }
-        this.buffer.reported(g.draws.map((d) => d.requestId));
+        this.buffer.reported(tabs.flatMap((g) => g.draws.map((d) => d.requestId)));
       }
     }
     return this.buffer.drawsToReport().length === 0;

@@ -194,6 +194,20 @@ describe("reportDraws", () => {
     expect(await balanceOf(w)).toBe(9_400);
   });
 
+  it("several tabs in one call (reportTabs, a key's report after a flush): each draw claimed once, the closes add nothing, bad input refused whole", async () => {
+    const { buyerId, w } = await funded(10_000);
+    await w.openTab({ buyerId, tabId: "t1", wantMicros: 1_000, minMicros: 100, expiresAt: soon() });
+    await w.openTab({ buyerId, tabId: "t2", wantMicros: 1_000, minMicros: 100, expiresAt: soon() });
+    const a = draw("a", 100), b = draw("b", 200), c = draw("c", 300);
+    expect(await w.reportTabs([{ tabId: "t1", draws: [a, b] }, { tabId: "t2", draws: [c] }])).toEqual({ ok: true, value: { recorded: 3 } });
+    expect(await w.reportTabs([{ tabId: "t1", draws: [a, b] }, { tabId: "t2", draws: [c] }])).toEqual({ ok: true, value: { recorded: 0 } });
+    expect(await w.reportTabs([{ tabId: "t1", draws: [draw("d", -1)] }, { tabId: "t2", draws: [draw("e", 100)] }])).toMatchObject({ ok: false, code: "invalid_amount" });
+    expect(await w.closeTab({ tabId: "t1", draws: [a, b] })).toMatchObject({ ok: true, value: { releasedMicros: 700 } });
+    expect(await w.closeTab({ tabId: "t2", draws: [c] })).toMatchObject({ ok: true, value: { releasedMicros: 700 } });
+    expect(await balanceOf(w)).toBe(9_400);
+    expect((await history(w)).filter(([kind]) => kind === "debit")).toEqual([["debit", 100, "a"], ["debit", 200, "b"], ["debit", 300, "c"]]);
+  });
+
   it("a draw reported as served that the router's close says it refunded: refunded in the tab, not charged, and logged", async () => {
     const lines = logs();
     const { buyerId, w } = await funded(10_000);
