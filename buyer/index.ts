@@ -18,7 +18,7 @@
 import { Challenge } from "mppx";
 import { Mppx } from "mppx/client";
 import { H } from "../schema/headers.ts";
-import { fromBase64Url, toBase64Url } from "../core/encoding.ts";
+import { formatPassProof, parsePassGrant, PASS_WANTED, passProofInput } from "../core/pass.ts";
 import { creditClient, loadBuyerKey, type BuyerKey, type PrivateKeyInput } from "./keys.ts";
 import { passMac, type PassMac } from "./pass-mac.ts";
 
@@ -86,8 +86,6 @@ export function createPayingFetch(options: PayingFetchOptions): typeof globalThi
   };
 }
 
-const PASS_WANTED = "want";
-
 /** A pass cn2 granted (`cn2-pass`): drawn on with an HMAC of its id and a fresh sequence number per request. */
 class Pass {
   private seq = 0;
@@ -102,7 +100,7 @@ class Pass {
 
   async proof(): Promise<string> {
     const seq = ++this.seq;
-    return `${this.id}.${seq}.${toBase64Url(await this.mac(`cn2-pass/v1|${this.id}|${seq}`))}`;
+    return formatPassProof(this.id, seq, await this.mac(passProofInput(this.id, seq)));
   }
 }
 
@@ -140,10 +138,10 @@ class Passes {
   /** Keep the pass `res` grants, if any (`<id>.<secret>.<max micros>.<expires ms>`); returns `out`. */
   keep(slot: string, res: Response, out: Response): Response {
     const value = res.headers.get(H.pass);
-    const m = value === null ? null : /^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})\.\d{1,15}\.(\d{1,15})$/.exec(value);
-    if (m === null) return out;
+    const grant = value === null ? null : parsePassGrant(value);
+    if (grant === null) return out;
     if (!this.slots.has(slot) && this.slots.size >= Passes.SLOTS) this.slots.delete(this.slots.keys().next().value!);
-    this.slots.set(slot, new Pass(m[1]!, fromBase64Url(m[2]!), Number(m[3])));
+    this.slots.set(slot, new Pass(grant.id, grant.secret, grant.expiresAt));
     return out;
   }
 }

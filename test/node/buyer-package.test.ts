@@ -163,7 +163,7 @@ describe("B7: cn2-buyer, packed and installed outside the repository", () => {
     expect(paths.filter((p) => !/^(README\.md|package\.json|dist\/[\w/-]+\.(js|d\.ts))$/.test(p))).toEqual([]);
     // Only what the client runs: the marketplace's wire schemas (and valibot with them) stay home.
     expect(paths.filter((p) => p.startsWith("dist/")).map((p) => p.replace(/\.(d\.ts|js)$/, "")).filter((p, i, all) => all.indexOf(p) === i)).toEqual([
-      "dist/buyer/index", "dist/buyer/keys", "dist/buyer/pass-mac", "dist/core/credit-method", "dist/core/did", "dist/core/encoding", "dist/schema/headers",
+      "dist/buyer/index", "dist/buyer/keys", "dist/buyer/pass-mac", "dist/core/credit-method", "dist/core/did", "dist/core/encoding", "dist/core/pass", "dist/schema/headers",
     ]);
 
     const installed = JSON.parse(await readFile(join(project, "node_modules/cn2-buyer/package.json"), "utf8")) as { dependencies: Record<string, string> };

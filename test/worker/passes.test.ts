@@ -7,9 +7,9 @@ import { runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import { generateBuyerKey, type BuyerKey } from "../../buyer/keys.ts";
 import { createPayingFetch } from "../../buyer/index.ts";
-import { toBase64Url } from "../../core/encoding.ts";
 import { H } from "../../schema/wire.ts";
-import { forgetPasses, grantPass, PASS_TTL_MS, passProofInput } from "../../worker/payments/passes.ts";
+import { formatPassProof, parsePassGrant, passProofInput } from "../../core/pass.ts";
+import { forgetPasses, grantPass, PASS_TTL_MS } from "../../worker/payments/passes.ts";
 import { retireTabs, TAB_BUSY_DRAWS } from "../../worker/payments/tabs.ts";
 import { addKey, api, call } from "./helpers.ts";
 import { ask, balanceOf, CHAT, chatJson, e, fund, problem, receiptOf, ROUTE, wallet } from "./payments-helpers.ts";
@@ -71,10 +71,9 @@ async function untilPass(c: ReturnType<typeof payingClient>, limit = TAB_BUSY_DR
 
 /** A pass proof made by hand: `grant` is the cn2-pass answer header. */
 async function proofFor(grant: string, seq: number): Promise<string> {
-  const [id, secret] = grant.split(".") as [string, string];
-  const key = await crypto.subtle.importKey("raw", Uint8Array.from(atob(secret.replaceAll("-", "+").replaceAll("_", "/") + "=".repeat((4 - (secret.length % 4)) % 4)), (c) => c.charCodeAt(0)), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, passProofInput(id, seq)));
-  return `${id}.${seq}.${toBase64Url(mac)}`;
+  const { id, secret } = parsePassGrant(grant)!;
+  const key = await crypto.subtle.importKey("raw", secret, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return formatPassProof(id, seq, new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(passProofInput(id, seq)))));
 }
 
 const withPass = (proof: string, path = CHAT) => ask({ path, headers: { [H.pass]: proof } });

@@ -21,7 +21,8 @@
 // A pass this isolate does not hold (another isolate's, expired, evicted) is refused with a
 // fresh challenge: no money moves, and the buyer pays it the signed way (and gets a new pass).
 import type { Env } from "../../core/env.ts";
-import { fromBase64Url, toBase64Url } from "../../core/encoding.ts";
+import { toBase64Url } from "../../core/encoding.ts";
+import { formatPassGrant, parsePassProof, passProofInput } from "../../core/pass.ts";
 import type { PaymentCode } from "./errors.ts";
 import { drawOnTab, type Draw } from "./tabs.ts";
 
@@ -31,12 +32,8 @@ export const PASS_TTL_MS = 5 * 60_000;
 const PASS_WINDOW = 4096;
 /** Passes held per isolate; the oldest go first past this (their buyers fall back to signing). */
 const MAX_PASSES = 20_000;
-/** `want`: the request asks for a pass with its signed payment. */
-export const PASS_WANTED = "want";
-
 const HMAC_SHA256 = { name: "HMAC", hash: "SHA-256" } as const;
 const utf8 = new TextEncoder();
-const PROOF = /^([A-Za-z0-9_-]{22})\.(\d{1,15})\.([A-Za-z0-9_-]{43})$/;
 
 interface Pass {
   id: string;
@@ -82,39 +79,34 @@ export function grantPass(buyerId: string, route: string, maxMicros: number, now
   const key = crypto.subtle.importKey("raw", secret, HMAC_SHA256, false, ["verify"]);
   passes.set(id, { id, buyerId, route, maxMicros, expiresAt, key, high: 0, used: new Set() });
   mine.push(id);
-  return `${id}.${toBase64Url(secret)}.${maxMicros}.${expiresAt}`;
+  return formatPassGrant({ id, secret, maxMicros, expiresAt });
 }
-
-/** What a pass's mac signs: its id and the request's sequence number (the buyer client computes the same). */
-export const passProofInput = (id: string, seq: number) => utf8.encode(`cn2-pass/v1|${id}|${seq}`);
 
 export type PassDraw =
   | { ok: true; buyerId: string; proofId: string; draw: Draw }
-  | { ok: false; code: PaymentCode; detail: string; rechallenge: boolean };
+  | { ok: false; code: PaymentCode; detail: string };
 
 /**
  * Pay `quoteMicros` for a request on `route` with the `cn2-pass` proof `value`: the draw on
- * the buyer's tab here, or why not (`rechallenge`: a fresh challenge lets the buyer pay the
- * signed way). Throws a PaymentRefusal when the wallet will not grant a tab (balance, budget).
+ * the buyer's tab here, or why not (then paying the signed way can succeed). Throws a PaymentRefusal when the wallet will not grant a tab (balance, budget).
  */
 export async function drawOnPass(env: Env, value: string, route: string, quoteMicros: number, requestId: string): Promise<PassDraw> {
-  const m = PROOF.exec(value);
-  if (!m) return { ok: false, code: "malformed_credential", detail: "cn2-pass must be <pass id>.<sequence number>.<base64url HMAC-SHA256>", rechallenge: true };
-  const [, id, seqText, mac] = m as unknown as [string, string, string, string];
-  const seq = Number(seqText);
+  const proof = parsePassProof(value);
+  if (!proof) return { ok: false, code: "malformed_credential", detail: "cn2-pass must be <pass id>.<sequence number>.<base64url HMAC-SHA256>" };
+  const { id, seq, mac } = proof;
   const pass = passes.get(id);
   if (pass === undefined || pass.expiresAt <= Date.now()) {
-    return { ok: false, code: "pass_unknown", detail: "this pass is not held here (expired, or granted elsewhere); pay the fresh challenge", rechallenge: true };
+    return { ok: false, code: "pass_unknown", detail: "this pass is not held here (expired, or granted elsewhere); pay the fresh challenge" };
   }
-  if (pass.route !== route) return { ok: false, code: "wrong_route", detail: "this pass pays for another route", rechallenge: true };
-  if (!(await crypto.subtle.verify("HMAC", await pass.key, fromBase64Url(mac), passProofInput(id, seq)))) {
-    return { ok: false, code: "tampered", detail: "the pass proof does not verify", rechallenge: true };
+  if (pass.route !== route) return { ok: false, code: "wrong_route", detail: "this pass pays for another route" };
+  if (!(await crypto.subtle.verify("HMAC", await pass.key, mac, utf8.encode(passProofInput(id, seq))))) {
+    return { ok: false, code: "tampered", detail: "the pass proof does not verify" };
   }
   if (quoteMicros > pass.maxMicros) {
-    return { ok: false, code: "price_above_pass", detail: `this request now costs ${quoteMicros} micro-dollars, more than the ${pass.maxMicros} this pass allows; pay the fresh challenge`, rechallenge: true };
+    return { ok: false, code: "price_above_pass", detail: `this request now costs ${quoteMicros} micro-dollars, more than the ${pass.maxMicros} this pass allows; pay the fresh challenge` };
   }
   // Taken synchronously after the await: concurrent copies of one proof find one winner.
-  if (!take(pass, seq)) return { ok: false, code: "replayed", detail: "this pass proof was already used", rechallenge: true };
+  if (!take(pass, seq)) return { ok: false, code: "replayed", detail: "this pass proof was already used" };
   const proofId = `${id}.${seq}`;
   let draw: Draw | null;
   try {
@@ -125,7 +117,7 @@ export async function drawOnPass(env: Env, value: string, route: string, quoteMi
   }
   if (draw === null) {
     pass.used.delete(seq);
-    return { ok: false, code: "payment_failed", detail: "the buyer's tab is drawn dry by concurrent requests; pay the fresh challenge", rechallenge: true };
+    return { ok: false, code: "payment_failed", detail: "the buyer's tab is drawn dry by concurrent requests; pay the fresh challenge" };
   }
   return { ok: true, buyerId: pass.buyerId, proofId, draw };
 }
