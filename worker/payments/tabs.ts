@@ -139,27 +139,28 @@ function buyerState(buyerId: string): Buyer {
   return b;
 }
 
-/** Paid requests of this buyer here in about the last RATE_WINDOW_MS, counting this one (a sliding window of two fixed ones). */
-function noteRequest(b: Buyer, now: number): number {
+/** Paid requests of this buyer here in about the last RATE_WINDOW_MS (a sliding window of two fixed ones). */
+function rate(b: Buyer, now: number): number {
   const elapsed = now - b.windowStart;
   if (elapsed >= RATE_WINDOW_MS) {
     b.lastCount = elapsed < 2 * RATE_WINDOW_MS ? b.count : 0;
     b.count = 0;
     b.windowStart = now - (elapsed % RATE_WINDOW_MS);
   }
-  b.count++;
   return b.count + Math.floor(b.lastCount * (1 - (now - b.windowStart) / RATE_WINDOW_MS));
+}
+
+/** Count one paid request of this buyer here: its rate, this one included. */
+function noteRequest(b: Buyer, now: number): number {
+  const before = rate(b, now);
+  b.count++;
+  return before + 1;
 }
 
 /** Is this buyer busy here (a tab, or the rate for one)? Passes are granted to busy buyers only (passes.ts). */
 export function isBusy(buyerId: string, now = Date.now()): boolean {
   const b = buyers.get(buyerId);
-  if (!b) return false;
-  if (b.tab !== null) return true;
-  const elapsed = now - b.windowStart;
-  if (elapsed >= 2 * RATE_WINDOW_MS) return false;
-  if (elapsed >= RATE_WINDOW_MS) return b.count >= TAB_BUSY_DRAWS;
-  return b.count + Math.floor(b.lastCount * (1 - elapsed / RATE_WINDOW_MS)) >= TAB_BUSY_DRAWS;
+  return b !== undefined && (b.tab !== null || rate(b, now) >= TAB_BUSY_DRAWS);
 }
 
 /** A payment claimed in the wallet (a 402's challenge): it counts toward the buyer's rate here. */
