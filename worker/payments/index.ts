@@ -16,7 +16,8 @@ import { secretHmacKey, serializeChallenge, verifyChallengeId } from "./credit-c
 import { proofStore } from "./atomic-store.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
 import { finishDraw, isBusy, returnDraw, type Draw } from "./tabs.ts";
-import { drawOnPass, grantPass, PASS_WANTED } from "./passes.ts";
+import { drawOnPass, grantPass } from "./passes.ts";
+import { PASS_WANTED } from "../../core/pass.ts";
 import { H } from "../../schema/headers.ts";
 
 export { split, feeBps } from "../../core/money.ts";
@@ -80,19 +81,21 @@ export async function chargePass(env: Env, proof: string, quote: Quote, requestI
   } catch (err) {
     return { ok: false, code: "payment_unavailable", response: unavailable(err, requestId) };
   }
-  const refuse = async (code: PaymentCode, detail: string, rechallenge: boolean): Promise<ChargeResult> => {
-    let challenges: string[] = [];
-    if (rechallenge) challenges = await issueChallenges(env, quote).then((cs) => cs.map(serializeChallenge), () => []);
-    return { ok: false, code, response: problemResponse(code, detail, { requestId, challenges }) };
-  };
   try {
+    // Every refusal of a pass can be paid the signed way: it comes with a fresh challenge.
     const r = await drawOnPass(env, proof, quote.route, quote.amountMicros, requestId);
-    if (!r.ok) return refuse(r.code, r.detail, r.rechallenge);
+    if (!r.ok) return refusal(env, requestId, r.code, r.detail, quote);
     return { ok: true, payment: issued({ buyerId: r.buyerId, amountMicros: quote.amountMicros, method: CREDIT_METHOD, proofId: r.proofId, draw: r.draw, byPass: true }, p.secretKey) };
   } catch (err) {
-    if (err instanceof PaymentRefusal) return refuse(err.code, err.message, RECHALLENGE.has(err.code));
+    if (err instanceof PaymentRefusal) return refusal(env, requestId, err.code, err.message, RECHALLENGE.has(err.code) ? quote : undefined);
     return { ok: false, code: "payment_unavailable", response: unavailable(err, requestId) };
   }
+}
+
+/** A 402 (nothing debited) with a stable code, and fresh challenges for `quote` when given (none if they cannot be issued). */
+async function refusal(env: Env, requestId: string, code: PaymentCode, detail: string, quote?: Quote): Promise<ChargeResult> {
+  const challenges = quote ? await issueChallenges(env, quote).then((cs) => cs.map(serializeChallenge), () => []) : [];
+  return { ok: false, code, response: problemResponse(code, detail, { requestId, challenges }) };
 }
 
 /**
@@ -143,8 +146,7 @@ const RECHALLENGE: ReadonlySet<PaymentCode> = new Set<PaymentCode>(["expired", "
 export async function charge(request: Request, env: Env, route: string, requestId: string): Promise<ChargeResult> {
   const header = request.headers.get("authorization");
   const serialized = header === null ? null : Credential.extractPaymentScheme(header);
-  const refuse = (code: PaymentCode, detail: string, challenges: string[] = []): ChargeResult =>
-    ({ ok: false, code, response: problemResponse(code, detail, { requestId, challenges }) });
+  const refuse = (code: PaymentCode, detail: string) => refusal(env, requestId, code, detail);
   if (serialized === null) return refuse("payment_required", "this request needs a payment credential (Authorization: Payment …)");
 
   let credential: Credential.Credential;
@@ -167,14 +169,8 @@ export async function charge(request: Request, env: Env, route: string, requestI
   const genuine = challenge.method === CREDIT_METHOD ? await verifyChallengeId(p.secretKey, challenge) : Challenge.verify(challenge, { secretKey: p.secretKey });
   if (!genuine) return refuse("tampered", "the challenge was not issued by this server, or was altered");
   const amountMicros = Number(challenge.request.amount);
-  const rechallenge = async (code: PaymentCode, detail: string): Promise<ChargeResult> => {
-    if (!RECHALLENGE.has(code) || !Number.isSafeInteger(amountMicros) || amountMicros <= 0) return refuse(code, detail);
-    try {
-      return refuse(code, detail, (await issueChallenges(env, { amountMicros, route })).map(serializeChallenge));
-    } catch {
-      return refuse(code, detail);
-    }
-  };
+  // issueChallenges refuses an amount that is not a positive whole number: no challenge then.
+  const rechallenge = (code: PaymentCode, detail: string) => refusal(env, requestId, code, detail, RECHALLENGE.has(code) ? { amountMicros, route } : undefined);
   const expiresAt = challenge.expires === undefined ? Number.NaN : Date.parse(challenge.expires);
   if (!(expiresAt > Date.now())) return rechallenge("expired", "the challenge expired; pay the fresh one");
   const scope = await routeScope(route);

@@ -76,8 +76,9 @@ export async function proxy(request: Request, env: Env, requestId: string, opera
   if (operator) return serve(env, request, { provider, path, search, body, requestId, route, quote: 0, maxPrice, candidates }, null);
   const { challengeResponse, charge, chargePass, hasPaymentCredential, passProof, paymentDone } = await payments();
   const quote = capped[0]!.price;
-  const pass = hasPaymentCredential(request) ? null : passProof(request);
-  if (pass === null && !hasPaymentCredential(request)) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
+  const signed = hasPaymentCredential(request);
+  const pass = signed ? null : passProof(request);
+  if (!signed && pass === null) return challengeResponse(request, env, { amountMicros: quote, route }, requestId);
   const charged = pass !== null ? await chargePass(env, pass, { amountMicros: quote, route }, requestId) : await charge(request, env, route, requestId);
   if (!charged.ok) return charged.response;
   try {
