@@ -217,13 +217,14 @@ export class SellerKey extends DurableObject<Env> {
       const groups = this.buffer.drawsToReport();
       if (groups.length === 0) return true;
       // One call per buyer, whatever number of tabs it drew on (one commit in its wallet).
-      const byBuyer: [string, typeof groups][] = [];
+      const byBuyer = new Map<string, typeof groups>();
       for (const g of groups) {
-        const last = byBuyer.findLast(([buyerId]) => buyerId === g.buyerId);
-        if (last && last[1].length < REPORT_TABS) last[1].push(g);
-        else byBuyer.push([g.buyerId, [g]]);
+        const mine = byBuyer.get(g.buyerId);
+        if (mine) mine.push(g);
+        else byBuyer.set(g.buyerId, [g]);
       }
-      for (const [buyerId, tabs] of byBuyer) {
+      for (const [buyerId, all] of byBuyer) for (let i = 0; i < all.length; i += REPORT_TABS) {
+        const tabs = all.slice(i, i + REPORT_TABS);
         try {
           const result = await walletStub(this.env, buyerId).reportTabs(tabs.map((g) => ({ tabId: g.tabId, draws: g.draws })));
           if (!result.ok) throw new Error(result.code);
