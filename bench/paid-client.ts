@@ -8,7 +8,7 @@
 //   node bench/paid-client.ts '<json Job>'   ->  one JSON line (ClientResult) on stdout
 // Only its types are imported elsewhere (bench/paid.ts spawns it).
 import { createPayingFetch, loadBuyerKey } from "../buyer/index.ts";
-import { H } from "../schema/headers.ts";
+import { countingFetch, newSent, type Sent } from "./wire.ts";
 
 export interface Job {
   baseUrl: string;
@@ -38,23 +38,14 @@ export interface ClientResult {
   cpuUs: number;
   measured: number;
   /** HTTP requests sent in the measured part, by how they paid: a pass proof, a signed credential, nothing (a 402 came back). */
-  sent: { pass: number; signed: number; unpaid: number };
+  sent: Sent;
 }
 
 async function run(job: Job): Promise<ClientResult> {
   let measuring = false;
-  const sent = { pass: 0, signed: 0, unpaid: 0 };
+  const sent = newSent();
   // What the paying fetch puts on the wire (counted in the measured part).
-  const wire: typeof globalThis.fetch = (input, init) => {
-    if (measuring) {
-      const headers = new Headers(init?.headers);
-      const pass = headers.get(H.pass);
-      if (headers.has("authorization")) sent.signed++;
-      else if (pass !== null && pass !== "want") sent.pass++;
-      else sent.unpaid++;
-    }
-    return globalThis.fetch(input, init);
-  };
+  const wire = countingFetch(sent, () => measuring);
   const fetches = new Map<string, typeof globalThis.fetch>();
   for (const buyer of new Set(job.loops.flat())) {
     fetches.set(buyer, job.proxyToken ? globalThis.fetch : createPayingFetch({ baseUrl: job.baseUrl, privateKey: await loadBuyerKey(buyer), fetch: wire }));

@@ -10,6 +10,7 @@ import { generateBuyerKey, requestFaucet, serializeBuyerKey } from "../buyer/ind
 import { percentile } from "./load.ts";
 import { descendantCpuMs, spawnNode } from "./processes.ts";
 import type { ClientResult, Job } from "./paid-client.ts";
+import type { Sent } from "./wire.ts";
 
 export interface PaidStats {
   concurrency: number;
@@ -31,7 +32,7 @@ export interface PaidStats {
   /** The sums behind them, to merge rounds. */
   cpu: { clientUs: number; clientRequests: number; workerdUs: number; workerdServed: number };
   /** HTTP requests the paying clients sent in the measured part, by how they paid (passes: docs/payments.md). */
-  sent: { pass: number; signed: number; unpaid: number };
+  sent: Sent;
 }
 
 type Part = { latencies: ArrayLike<number>; failures: number; served: number; samples: string[]; cpu: PaidStats["cpu"]; sent: PaidStats["sent"] };

@@ -25,7 +25,7 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createPayingFetch, generateBuyerKey, getBalance, requestFaucet, type BuyerKey } from "../buyer/index.ts";
-import { H } from "../schema/headers.ts";
+import { countingFetch, newSent, type Sent } from "./wire.ts";
 import { connect } from "../tools/database.ts";
 import { upstreamBaseUrls } from "../tools/demo-upstream.ts";
 import { generateDevSigningKey } from "../core/dev-signing-key.ts";
@@ -194,15 +194,14 @@ interface Tally {
   unpaid: Record<string, number>;
   /** Requests that failed before any answer (connection reset, client timeout). */
   networkErrors: number;
-  /** HTTP requests the paying fetch sent with a pass proof, and signed (docs/payments.md, "Passes"). */
-  sentWithPass: number;
-  sentSigned: number;
+  /** HTTP requests the paying fetch sent, by how they paid (docs/payments.md, "Passes"). */
+  sent: Sent;
   /** The first few network errors, as the client saw them (which step failed). */
   networkErrorSamples: string[];
   streamed: number;
 }
 
-const newTally = (): Tally => ({ requests: 0, served: 0, refunded: 0, refundedMicros: 0, cut: 0, receiptMicros: 0, unpaid: {}, networkErrors: 0, networkErrorSamples: [], streamed: 0, sentWithPass: 0, sentSigned: 0 });
+const newTally = (): Tally => ({ requests: 0, served: 0, refunded: 0, refundedMicros: 0, cut: 0, receiptMicros: 0, unpaid: {}, networkErrors: 0, networkErrorSamples: [], streamed: 0, sent: newSent() });
 
 function readReceipt(value: string | null): { amountMicros: number; refunded: boolean } | null {
   if (value === null) return null;
@@ -216,13 +215,7 @@ function readReceipt(value: string | null): { amountMicros: number; refunded: bo
 
 async function buyerLoop(base: string, key: BuyerKey, end: number, rand: () => number, tally: Tally) {
   // What the paying fetch puts on the wire: how many requests paid with a pass, how many signed.
-  const wire: typeof fetch = (input, init) => {
-    const headers = new Headers(init?.headers);
-    if (headers.has("authorization")) tally.sentSigned++;
-    else if (headers.get(H.pass) !== null && headers.get(H.pass) !== "want") tally.sentWithPass++;
-    return fetch(input, init);
-  };
-  const pay = createPayingFetch({ baseUrl: base, privateKey: key, fetch: wire });
+  const pay = createPayingFetch({ baseUrl: base, privateKey: key, fetch: countingFetch(tally.sent) });
   while (Date.now() < end) {
     const stream = rand() < 0.5;
     tally.requests++;
@@ -480,7 +473,7 @@ async function main() {
     `requests:                     ${tally.requests} (${tally.streamed} streamed): ${tally.served} served, ${tally.cut} paid but cut midway, ${tally.refunded} refunded, ${Object.entries(tally.unpaid).map(([s, n]) => `${n} x ${s}`).join(", ") || "0"} without payment, ${tally.networkErrors} network errors`,
     `refunds:                      ${tally.refunded} (${tally.refundedMicros} micro-dollars)`,
     `buyers seen paying from tabs: ${tabs} of ${buyers.length} (credit held, or a hold or release among their last 50 entries; every tab closed before the books were read)`,
-    `requests sent with a pass:    ${tally.sentWithPass} (signed: ${tally.sentSigned})`,
+    `requests sent with a pass:    ${tally.sent.pass} (signed: ${tally.sent.signed})`,
     `buyer debits minus refunds:   ${debitsMinusRefunds} micro-dollars (faucet credit minus wallet balances)`,
     `receipts kept (not refunded): ${tally.receiptMicros} micro-dollars (what buyers were told they paid)`,
     `seller earnings:              ${sellerEarnings} micro-dollars (GET /api/earnings)`,
@@ -508,7 +501,7 @@ async function main() {
     unpaid: tally.unpaid, network_errors: tally.networkErrors, unhandled_client_rejections: unhandled.count, faults, webhook_ok: receiver.ok, webhook_failed: receiver.failed,
     buyer_debits_minus_refunds_micros: debitsMinusRefunds, receipts_micros: tally.receiptMicros, seller_earnings_micros: sellerEarnings,
     fees_micros: ledger.fees, ledger_total_micros: ledger.total, ledger_rows: ledger.rows, ledger_requests: ledger.requests,
-    difference_micros: difference, buyers_with_tabs: tabs, sent_with_pass: tally.sentWithPass, sent_signed: tally.sentSigned,
+    difference_micros: difference, buyers_with_tabs: tabs, sent_with_pass: tally.sent.pass, sent_signed: tally.sent.signed,
   })}\n`);
 
   await receiver.close();
