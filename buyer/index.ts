@@ -32,6 +32,12 @@ export interface PayingFetchOptions {
   fetch?: typeof globalThis.fetch;
   /** Payment attempts per request after the first 402 (default 2: one retry on an expired or replayed proof). */
   maxPaymentRetries?: number;
+  /**
+   * Ask cn2 for a pass with the first signed payment on each route and pay later calls with
+   * it, one HMAC each (default true). false: every call is signed, from the challenge the
+   * last paid answer carried when there is one.
+   */
+  passes?: boolean;
 }
 
 /** A fetch that pays cn2's 402 challenges with prepaid credit. Drop-in for SDKs' `fetch` option. */
@@ -68,7 +74,7 @@ export function createPayingFetch(options: PayingFetchOptions): typeof globalThi
     }
     // Paid the signed way: ask for a pass with it, one request at a time (each grant
     // replaces the last, which concurrent requests may be drawing on).
-    const asking = passes.ask(slot);
+    const asking = options.passes !== false && passes.ask(slot);
     if (asking) headers.set(H.pass, PASS_WANTED);
     try {
       const challenge = next.take(slot);

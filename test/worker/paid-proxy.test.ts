@@ -270,7 +270,8 @@ describe("the next call skips the 402 (cn2-next-challenge, cn2-buyer)", () => {
       sent.push({ status: res.status, authorization: new Headers(init?.headers).get("authorization") });
       return res;
     };
-    const pay = createPayingFetch({ baseUrl: "https://cn2.test", privateKey: buyer, fetch: fetchVia });
+    // Without passes: every call signed, so the next challenge is what spares the 402.
+    const pay = createPayingFetch({ baseUrl: "https://cn2.test", privateKey: buyer, fetch: fetchVia, passes: false });
     return { sent, pay: (headers: Record<string, string> = {}) => pay(`https://cn2.test${CHAT}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: chatJson() }) };
   }
 

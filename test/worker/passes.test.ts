@@ -1,5 +1,5 @@
-// Passes through the Worker's real entry (docs/payments.md, "Passes"): a busy buyer's signed
-// payment is answered with a pass for its route, and the buyer client then pays each call
+// Passes through the Worker's real entry (docs/payments.md, "Passes"): a buyer's signed
+// payment that asks for one is answered with a pass for its route, and the buyer client then pays each call
 // with an HMAC proof under it instead of a signed credential. The books read as with
 // signed payments (one claim per request once the tab closes), each proof is taken once,
 // and any refusal falls back to the signed way with a fresh challenge, moving no money.
@@ -11,7 +11,7 @@ import { H } from "../../schema/wire.ts";
 import { formatPassProof, parsePassGrant, passProofInput } from "../../core/pass.ts";
 import { forgetPasses, grantPass, PASS_TTL_MS } from "../../worker/payments/passes.ts";
 import { retireTabs, TAB_BUSY_DRAWS } from "../../worker/payments/tabs.ts";
-import { addKey, api, call } from "./helpers.ts";
+import { addKey, api, call, demo, resetDemo } from "./helpers.ts";
 import { ask, balanceOf, CHAT, chatJson, e, fund, problem, receiptOf, ROUTE, wallet } from "./payments-helpers.ts";
 
 const made: string[] = [];
@@ -23,6 +23,7 @@ async function key(priceMicros: number) {
 }
 
 beforeEach(async () => {
+  await resetDemo();
   await retireTabs(e);
   forgetPasses();
   for (const keyId of made.splice(0)) expect((await api(`/api/keys/${keyId}`, { method: "DELETE" })).status).toBe(200);
@@ -60,8 +61,8 @@ function payingClient(b: BuyerKey) {
   return { once, sent, answers };
 }
 
-/** Calls until the client holds a pass (the buyer busy here): how many it took. */
-async function untilPass(c: ReturnType<typeof payingClient>, limit = TAB_BUSY_DRAWS + 8) {
+/** Calls until the client holds a pass: how many it took. */
+async function untilPass(c: ReturnType<typeof payingClient>, limit = 4) {
   for (let i = 1; i <= limit; i++) {
     expect((await c.once()).status).toBe(200);
     if (c.answers.at(-1)!.headers.get(H.pass) !== null) return i;
@@ -82,11 +83,18 @@ const claimsOf = (buyerId: string) => runInDurableObject(wallet(buyerId), (_i, s
   state.storage.sql.exec<{ proof_id: string; amount: number; tab_id: string | null }>("SELECT proof_id, amount, tab_id FROM claims").toArray());
 
 describe("passes (docs/payments.md)", () => {
-  it("PR16: a busy buyer is granted a pass and pays with it, no signature and no 402 per call; once the tab closes there is one claim per paid request and the books add up", async () => {
+  it("PR16: a buyer's first signed payment brings a pass, which holds nothing until drawn; the buyer pays with it, no signature and no 402 per call; once the tab closes there is one claim per paid request and the books add up", async () => {
     await key(1000);
     const b = await buyer(1_000_000);
     const c = payingClient(b);
     const before = await untilPass(c);
+    // The first call: a 402, then the signed payment that asked for a pass, and got it.
+    expect(before).toBe(1);
+    expect(c.sent).toEqual(["none", "signed"]);
+    // Granted, not yet drawn on: no tab, nothing held, one per-request claim so far.
+    const granted = await wallet(b.buyerId).summary(500);
+    expect(granted.heldMicros).toBe(0);
+    expect(granted.balanceMicros).toBe(1_000_000 - 1000);
     const signedBefore = c.sent.filter((s) => s === "signed").length;
     for (let i = 0; i < 20; i++) expect((await c.once()).status).toBe(200);
     // After the grant, every call paid with the pass: one request each, none signed.
@@ -104,7 +112,9 @@ describe("passes (docs/payments.md)", () => {
     const claims = await claimsOf(b.buyerId);
     expect(claims).toHaveLength(served);
     expect(new Set(claims.map((x) => x.proof_id)).size).toBe(served);
-    expect(claims.filter((x) => x.tab_id !== null).length).toBeGreaterThanOrEqual(20);
+    // Until the buyer was busy here its pass paid with a claim in the wallet, then from a tab.
+    expect(claims.filter((x) => x.tab_id === null && x.proof_id.includes(".")).length).toBeGreaterThanOrEqual(1);
+    expect(claims.filter((x) => x.tab_id !== null).length).toBeGreaterThanOrEqual(20 - TAB_BUSY_DRAWS);
     const summary = await wallet(b.buyerId).summary(500);
     expect(summary.heldMicros).toBe(0);
     expect(summary.balanceMicros).toBe(1_000_000 - served * 1000);
@@ -209,6 +219,36 @@ describe("passes (docs/payments.md)", () => {
     const served = before + 3;
     expect(await balanceOf(b.buyerId)).toBe(1_000_000 - served * 1000);
     expect(await claimsOf(b.buyerId)).toHaveLength(served);
+  });
+
+  it("PR16 B6 P6: a pass of a buyer not busy here pays with a claim in its wallet: nothing held, the balance exact after each call, a failed call refunded once, each proof taken once", async () => {
+    const k = await key(1000);
+    const b = await buyer(100_000);
+    const grant = grantPass(b.buyerId, ROUTE, 1000);
+    for (let seq = 1; seq <= 3; seq++) {
+      const res = await withPass(await proofFor(grant, seq));
+      expect(res.status).toBe(200);
+      expect(receiptOf(res)).toMatchObject({ reference: `${parsePassGrant(grant)!.id}.${seq}`, amountMicros: 1000, refunded: false });
+      await res.arrayBuffer();
+      const summary = await wallet(b.buyerId).summary(500);
+      expect(summary.heldMicros).toBe(0);
+      expect(summary.balanceMicros).toBe(100_000 - seq * 1000);
+    }
+    // Its claims are the wallet's, one per proof, with no tab.
+    expect((await claimsOf(b.buyerId)).map((x) => x.tab_id)).toEqual([null, null, null]);
+    const replay = await withPass(await proofFor(grant, 2));
+    expect(replay.status).toBe(402);
+    expect((await problem(replay)).code).toBe("replayed");
+
+    // The upstream fails: the claim is refunded at once, and the receipt says so.
+    await demo("/__demo/behaviour", { credential: k.credential, status: 500 });
+    const failed = await withPass(await proofFor(grant, 4));
+    expect(failed.status).toBe(502);
+    expect(receiptOf(failed)).toMatchObject({ amountMicros: 1000, refunded: true });
+    await failed.arrayBuffer();
+    const summary = await wallet(b.buyerId).summary(500);
+    expect(summary.balanceMicros).toBe(97_000);
+    expect(summary.history.map((h) => h.kind)).toEqual(["refund", "debit", "debit", "debit", "debit", "topup"]);
   });
 
   it("a pass does not outspend the wallet: past the balance it is refused (insufficient_balance), and every request served was paid once", async () => {

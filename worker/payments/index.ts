@@ -15,7 +15,7 @@ import { issueChallenges, payments, routeScope, verifyCredit, type Payments } fr
 import { secretHmacKey, serializeChallenge, verifyChallengeId } from "./credit-challenge.ts";
 import { proofStore } from "./atomic-store.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
-import { finishDraw, isBusy, returnDraw, type Draw } from "./tabs.ts";
+import { finishDraw, returnDraw, type Draw } from "./tabs.ts";
 import { drawOnPass, grantPass } from "./passes.ts";
 import { PASS_WANTED } from "../../core/pass.ts";
 import { H } from "../../schema/headers.ts";
@@ -100,11 +100,12 @@ async function refusal(env: Env, requestId: string, code: PaymentCode, detail: s
 
 /**
  * The `cn2-pass` grant for a paid answer, or null: granted when the request asked (`want`)
- * and paid with a signed credit credential, by a buyer busy here (tabs.ts).
+ * and paid with a signed credit credential. Asking is the buyer's word that more calls
+ * follow, and a pass costs nothing until it is drawn on (no tab, no hold: its first draw
+ * opens the tab), so no rate is waited for (passes.ts).
  */
 export function passGrant(request: Request, payment: Payment, route: string): string | null {
   if (payment.byPass || payment.method !== CREDIT_METHOD || request.headers.get(H.pass) !== PASS_WANTED) return null;
-  if (payment.draw === undefined && !isBusy(payment.buyerId)) return null;
   return grantPass(payment.buyerId, route, payment.amountMicros);
 }
 

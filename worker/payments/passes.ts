@@ -1,9 +1,10 @@
-// Passes (docs/payments.md, "Passes"): a spending allowance a busy buyer's signature grants
+// Passes (docs/payments.md, "Passes"): a spending allowance a buyer's signature grants
 // once, drawn on with a cheap proof per request instead of a signed credential each.
 //
-// A paid answer drawn on a tab (tabs.ts), to a request that asked for one (`cn2-pass: want`)
-// and paid with a signed credential, carries a pass: an id, a secret, the most a request
-// may cost (the amount that signature agreed to) and an expiry. It is bound to the buyer,
+// A paid answer to a request that asked for one (`cn2-pass: want`) and paid with a signed
+// credential carries a pass: an id, a secret, the most a request may cost (the amount that
+// signature agreed to) and an expiry. The buyer's first such request gets one: a pass holds
+// no money until its first draw, which opens the buyer's tab here (tabs.ts). It is bound to the buyer,
 // to the route the signed request paid for, and to this isolate, where it lives in memory.
 // Each later request on that route proves itself with `cn2-pass: <id>.<seq>.<mac>`, the mac
 // an HMAC-SHA256 under the secret of the pass id and a sequence number the buyer never
@@ -23,7 +24,9 @@
 import type { Env } from "../../core/env.ts";
 import { toBase64Url } from "../../core/encoding.ts";
 import { formatPassGrant, parsePassProof, passProofInput } from "../../core/pass.ts";
-import type { PaymentCode } from "./errors.ts";
+import { CREDIT_METHOD } from "../../core/credit-method.ts";
+import { walletStub } from "../../objects/buyer-wallet/stub.ts";
+import { PaymentRefusal, WALLET_TO_PAYMENT, type PaymentCode } from "./errors.ts";
 import { drawOnTab, type Draw } from "./tabs.ts";
 
 /** A pass is good for this long after it is granted. */
@@ -83,12 +86,13 @@ export function grantPass(buyerId: string, route: string, maxMicros: number, now
 }
 
 export type PassDraw =
-  | { ok: true; buyerId: string; proofId: string; draw: Draw }
+  | { ok: true; buyerId: string; proofId: string; draw?: Draw }
   | { ok: false; code: PaymentCode; detail: string };
 
 /**
- * Pay `quoteMicros` for a request on `route` with the `cn2-pass` proof `value`: the draw on
- * the buyer's tab here, or why not (then paying the signed way can succeed). Throws a PaymentRefusal when the wallet will not grant a tab (balance, budget).
+ * Pay `quoteMicros` for a request on `route` with the `cn2-pass` proof `value`: a draw on
+ * the buyer's tab here (busy buyers) or a claim in its wallet, or why not (then paying the
+ * signed way can succeed). Throws a PaymentRefusal when the wallet refuses (balance, budget).
  */
 export async function drawOnPass(env: Env, value: string, route: string, quoteMicros: number, requestId: string): Promise<PassDraw> {
   const proof = parsePassProof(value);
@@ -108,18 +112,21 @@ export async function drawOnPass(env: Env, value: string, route: string, quoteMi
   // Taken synchronously after the await: concurrent copies of one proof find one winner.
   if (!take(pass, seq)) return { ok: false, code: "replayed", detail: "this pass proof was already used" };
   const proofId = `${id}.${seq}`;
-  let draw: Draw | null;
+  const { buyerId } = pass;
   try {
-    draw = await drawOnTab(env, { buyerId: pass.buyerId, proofId, requestId, amountMicros: quoteMicros, expiresAt: pass.expiresAt }, true);
+    // A busy buyer draws on its tab here; any other pays with a claim in its wallet, as a
+    // signed payment does (one RPC, no hold): a pass alone sets nothing aside.
+    const draw = await drawOnTab(env, { buyerId, proofId, requestId, amountMicros: quoteMicros, expiresAt: pass.expiresAt });
+    if (draw !== null) return { ok: true, buyerId, proofId, draw };
+    const result = await walletStub(env, buyerId).claimAndDebit({ buyerId, proofId, amountMicros: quoteMicros, expiresAt: pass.expiresAt, method: CREDIT_METHOD });
+    if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
+    return { ok: true, buyerId, proofId };
   } catch (err) {
-    pass.used.delete(seq); // the wallet refused or failed: nothing was drawn, the number may be used again
+    // Refused or failed before money moved (or unknown, and then the wallet's claim on the
+    // proof id stands guard): the number may be used again.
+    pass.used.delete(seq);
     throw err;
   }
-  if (draw === null) {
-    pass.used.delete(seq);
-    return { ok: false, code: "payment_failed", detail: "the buyer's tab is drawn dry by concurrent requests; pay the fresh challenge" };
-  }
-  return { ok: true, buyerId: pass.buyerId, proofId, draw };
 }
 
 /** Take sequence number `seq` of `pass` once; false if used, or too old to tell. */

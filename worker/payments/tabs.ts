@@ -157,12 +157,6 @@ function noteRequest(b: Buyer, now: number): number {
   return before + 1;
 }
 
-/** Is this buyer busy here (a tab, or the rate for one)? Passes are granted to busy buyers only (passes.ts). */
-export function isBusy(buyerId: string, now = Date.now()): boolean {
-  const b = buyers.get(buyerId);
-  return b !== undefined && (b.tab !== null || rate(b, now) >= TAB_BUSY_DRAWS);
-}
-
 /** A payment claimed in the wallet (a 402's challenge): it counts toward the buyer's rate here. */
 export function notePaid(buyerId: string) {
   noteRequest(buyerState(buyerId), Date.now());
@@ -170,19 +164,17 @@ export function notePaid(buyerId: string) {
 
 /**
  * Draw `amountMicros` for proof `proofId` on the buyer's tab here, opening (or renewing) it
- * when needed; null when this buyer is not busy enough for a tab (claim per request), unless
- * `always` (a pass's draw: passes.ts). Throws a PaymentRefusal when the wallet will not set
- * enough aside (balance, daily budget).
+ * when needed; null when this buyer is not busy enough for a tab (claim per request).
+ * Throws a PaymentRefusal when the wallet will not set enough aside (balance, daily budget).
  */
 export async function drawOnTab(
   env: Env,
   req: { buyerId: string; proofId: string; requestId: string; amountMicros: number; expiresAt: number },
-  always = false,
 ): Promise<Draw | null> {
   const now = Date.now();
   const b = buyerState(req.buyerId);
   const rate = noteRequest(b, now);
-  if (b.tab === null && b.opening === null && rate < TAB_BUSY_DRAWS && !always) return null;
+  if (b.tab === null && b.opening === null && rate < TAB_BUSY_DRAWS) return null;
   for (let attempt = 0; attempt < 3; attempt++) {
     const tab = b.tab;
     // Bounded in draws too (prices differ by route): the close carries every draw.
