@@ -225,7 +225,9 @@ describe("passes (docs/payments.md)", () => {
     const k = await key(1000);
     const b = await buyer(100_000);
     const grant = grantPass(b.buyerId, ROUTE, 1000);
-    for (let seq = 1; seq <= 3; seq++) {
+    // Fewer paid requests than make a buyer busy (the failed one included).
+    const served = TAB_BUSY_DRAWS - 2;
+    for (let seq = 1; seq <= served; seq++) {
       const res = await withPass(await proofFor(grant, seq));
       expect(res.status).toBe(200);
       expect(receiptOf(res)).toMatchObject({ reference: `${parsePassGrant(grant)!.id}.${seq}`, amountMicros: 1000, refunded: false });
@@ -235,20 +237,21 @@ describe("passes (docs/payments.md)", () => {
       expect(summary.balanceMicros).toBe(100_000 - seq * 1000);
     }
     // Its claims are the wallet's, one per proof, with no tab.
-    expect((await claimsOf(b.buyerId)).map((x) => x.tab_id)).toEqual([null, null, null]);
+    expect((await claimsOf(b.buyerId)).map((x) => x.tab_id)).toEqual(Array(served).fill(null));
     const replay = await withPass(await proofFor(grant, 2));
     expect(replay.status).toBe(402);
     expect((await problem(replay)).code).toBe("replayed");
 
     // The upstream fails: the claim is refunded at once, and the receipt says so.
     await demo("/__demo/behaviour", { credential: k.credential, status: 500 });
-    const failed = await withPass(await proofFor(grant, 4));
+    const failed = await withPass(await proofFor(grant, served + 1));
     expect(failed.status).toBe(502);
     expect(receiptOf(failed)).toMatchObject({ amountMicros: 1000, refunded: true });
     await failed.arrayBuffer();
     const summary = await wallet(b.buyerId).summary(500);
-    expect(summary.balanceMicros).toBe(97_000);
-    expect(summary.history.map((h) => h.kind)).toEqual(["refund", "debit", "debit", "debit", "debit", "topup"]);
+    expect(summary.heldMicros).toBe(0);
+    expect(summary.balanceMicros).toBe(100_000 - served * 1000);
+    expect(summary.history.map((h) => h.kind)).toEqual(["refund", ...Array(served + 1).fill("debit"), "topup"]);
   });
 
   it("a pass does not outspend the wallet: past the balance it is refused (insufficient_balance), and every request served was paid once", async () => {

@@ -28,13 +28,17 @@ import type { CloseTabRequest, TabDraw } from "../../schema/wallet.ts";
 import { PaymentRefusal, WALLET_TO_PAYMENT } from "./errors.ts";
 
 /** A buyer with at least this many paid requests here within RATE_WINDOW_MS draws on a tab. */
-export const TAB_BUSY_DRAWS = 8;
-/** The rate's window: 8 in 2 s is a buyer at 4 requests a second. */
+export const TAB_BUSY_DRAWS = 4;
+/** The rate's window: 4 in 2 s is a buyer at 2 requests a second. */
 const RATE_WINDOW_MS = 2_000;
 /** A tab is drawn on this long at most, then closed once its requests are done. */
 export const TAB_MAX_MS = 10_000;
-/** A tab holds about this long's worth of the buyer's recent rate... */
-const TAB_SPAN_MS = 1_000;
+/**
+ * A tab holds about this long's worth of the buyer's recent rate... Each renewal is a wallet
+ * call and commit: at one second's worth, 50 buyers renewed 50 times a second (docs/bench.md,
+ * seventh pass).
+ */
+const TAB_SPAN_MS = 5_000;
 /** ...within these bounds, in requests. */
 const TAB_MIN_DRAWS = 8;
 const TAB_MAX_DRAWS = 1024;
