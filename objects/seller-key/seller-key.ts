@@ -40,6 +40,15 @@ import { LiveFeed, type LiveParts } from "./live.ts";
 const MORE_FLUSH_MS = 1_000;
 /** Tabs per draw report to one wallet (BuyerWallet.reportTabs takes up to 1,000). */
 const REPORT_TABS = 200;
+/**
+ * The flush alarm reports a tab draw to its wallet once it is this old. A living router
+ * closes its tab within TAB_MAX_MS (10 s) of opening it, and the close claims every draw:
+ * a report before then repeats the close's claims in a commit of its own, one per buyer
+ * and key at every flush (with 50 busy buyers, most of the wallets' commits: docs/bench.md,
+ * seventh pass). A tab its router never closed is settled TAB_SETTLE_GRACE_MS (5 min) after
+ * it expired, long after these reports arrive. Removal and explicit flushes report all.
+ */
+export const REPORT_AFTER_MS = 30_000;
 
 export interface NewKey {
   keyId: string;
@@ -199,22 +208,27 @@ export class SellerKey extends DurableObject<Env> {
       this.flushRetryMs = Math.min(Math.max(this.flushRetryMs * 2, 5_000), 3_600_000);
       console.error(JSON.stringify({ evt: "earnings_flush_failed", keyId: this.record.keyId, error: error instanceof ApiError ? error.code : error instanceof Error ? error.name : "unknown", retryInMs: this.flushRetryMs }));
     }
-    // Draws the flush made final go to their wallets, whether or not Postgres took the flush.
-    if (!(await this.reportDraws())) failed = true;
+    // Draws the flush made final go to their wallets, whether or not Postgres took the flush,
+    // once REPORT_AFTER_MS old (their routers' closes have claimed them by then).
+    if (!(await this.reportDraws(REPORT_AFTER_MS))) failed = true;
     const sinkLeft = (await this.drainAnalytics()).left > 0;
     this.sinkRetryMs = sinkLeft ? Math.min(Math.max(this.sinkRetryMs * 2, 5_000), 3_600_000) : 0;
     if (failed) this.scheduleFlush(sinkLeft ? Math.min(this.flushRetryMs, this.sinkRetryMs) : this.flushRetryMs, true);
     else if (more) this.scheduleFlush(MORE_FLUSH_MS);
     else if (sinkLeft) this.scheduleFlush(this.sinkRetryMs);
+    // Draws too young to report: the alarm comes back for them, traffic or not.
+    else if (this.buffer.unreportedDraws() > 0) this.scheduleFlush(REPORT_AFTER_MS);
   }
 
   /**
-   * Report the tab draws no longer reversible to the wallets they were drawn from (a router
-   * that never closed its tab is settled on them). Never throws; true when none is left.
+   * Report the tab draws no longer reversible and at least `minAgeMs` old to the wallets
+   * they were drawn from (a router that never closed its tab is settled on them). Never
+   * throws; true when none of those is left.
    */
-  private async reportDraws(): Promise<boolean> {
+  private async reportDraws(minAgeMs = 0): Promise<boolean> {
+    const before = Date.now() - minAgeMs;
     for (let round = 0; round < 20; round++) {
-      const groups = this.buffer.drawsToReport();
+      const groups = this.buffer.drawsToReport(before);
       if (groups.length === 0) return true;
       // One call per buyer, whatever number of tabs it drew on (one commit in its wallet).
       const byBuyer = new Map<string, typeof groups>();
@@ -235,7 +249,7 @@ export class SellerKey extends DurableObject<Env> {
         this.buffer.reported(tabs.flatMap((g) => g.draws.map((d) => d.requestId)));
       }
     }
-    return this.buffer.drawsToReport().length === 0;
+    return this.buffer.drawsToReport(before).length === 0;
   }
 
   /** Enqueue the flushed rows waiting for the analytics sink. Never throws. */

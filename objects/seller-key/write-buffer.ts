@@ -240,12 +240,14 @@ export class WriteBuffer {
 
   /**
    * Draws that can no longer be reversed (their `voidable` row is gone: the earnings flush
-   * took them), oldest first, grouped by buyer and tab, at most REPORT_BATCH per group.
+   * took them) and were drawn before `before` (ms), oldest first, grouped by buyer and tab,
+   * at most REPORT_BATCH per group.
    */
-  drawsToReport(): { buyerId: string; tabId: string; draws: TabDraw[] }[] {
+  drawsToReport(before = Number.POSITIVE_INFINITY): { buyerId: string; tabId: string; draws: TabDraw[] }[] {
     this.persist();
     const rows = this.sql.exec<{ request_id: string; tab_id: string; buyer_id: string; proof_id: string; amount: number; at: number; expires_at: number }>(
-      "SELECT request_id, tab_id, buyer_id, proof_id, amount, at, expires_at FROM tab_draws WHERE request_id NOT IN (SELECT request_id FROM voidable) ORDER BY rowid LIMIT ?", REPORT_BATCH * 4,
+      "SELECT request_id, tab_id, buyer_id, proof_id, amount, at, expires_at FROM tab_draws WHERE request_id NOT IN (SELECT request_id FROM voidable) AND at < ? ORDER BY rowid LIMIT ?",
+      Math.min(before, Number.MAX_SAFE_INTEGER), REPORT_BATCH * 4,
     ).toArray();
     const groups = new Map<string, { buyerId: string; tabId: string; draws: TabDraw[] }>();
     for (const r of rows) {

@@ -11,6 +11,7 @@ import { createPayingFetch } from "../../buyer/index.ts";
 import { H } from "../../schema/wire.ts";
 import { TAB_SETTLE_GRACE_MS } from "../../schema/wallet.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
+import { REPORT_AFTER_MS } from "../../objects/seller-key/seller-key.ts";
 import { creditChallenge } from "../../worker/payments/credit-challenge.ts";
 import { routeScope } from "../../worker/payments/server.ts";
 import { retireTabs, TAB_BUSY_DRAWS, TAB_MAX_MS } from "../../worker/payments/tabs.ts";
@@ -195,6 +196,35 @@ describe("tabs (docs/payments.md)", () => {
     expect(ok.status).toBe(200);
     await ok.arrayBuffer();
     expect(await balanceOf(b.buyerId)).toBe(9_000);
+  });
+
+  it("PR16: a key reports its tab draws only once REPORT_AFTER_MS old (a living router's close claims them first); its alarm comes back for them, and reported or closed, each draw is one claim", async () => {
+    const k = await key(1000);
+    const b = await buyer(1_000_000);
+    const pay = payingClient(b);
+    await warmUp(b);
+    await payMany(pay, 3);
+    const drawn = await tabDrawsOf(k);
+    expect(drawn).toBeGreaterThan(0);
+    const tabClaims = async () => (await claimsOf(b.buyerId)).filter((c) => c.tab_id !== null).length;
+    // The flush alarm makes the draws final but reports none of them yet: they are young.
+    await runInDurableObject(k.stub, (instance) => instance.alarm());
+    expect(await tabDrawsOf(k)).toBe(drawn);
+    expect(await tabClaims()).toBe(0);
+    expect(await runInDurableObject(k.stub, (_i, state) => state.storage.getAlarm())).not.toBeNull();
+    // Old enough, the next alarm reports them: one claim per draw in the wallet.
+    vi.spyOn(Date, "now").mockReturnValue(Date.now() + REPORT_AFTER_MS + 1);
+    await runInDurableObject(k.stub, (instance) => instance.alarm());
+    vi.restoreAllMocks();
+    expect(await tabDrawsOf(k)).toBe(0);
+    expect(await tabClaims()).toBe(drawn);
+    // The router's close, after them, adds nothing: the books are exact.
+    await retireTabs(e);
+    const served = TAB_BUSY_DRAWS + 2 + 3;
+    expect(await claimsOf(b.buyerId)).toHaveLength(served);
+    expect(await balanceOf(b.buyerId)).toBe(1_000_000 - served * 1000);
+    expect(REPORT_AFTER_MS).toBeGreaterThan(TAB_MAX_MS);
+    expect(REPORT_AFTER_MS).toBeLessThan(TAB_SETTLE_GRACE_MS);
   });
 
   it("PR16: a tab its router never closed is settled on what the keys reported: the buyer pays for the served draws only, and the router's late close changes nothing", async () => {
