@@ -19,8 +19,14 @@ const MINUTE = 60_000;
 /** Metadata rows kept until flushed to Postgres; the oldest go first past this. */
 export const MAX_BUFFERED_META = 10_000;
 const MAX_EVENTS = 200;
-/** Longest a paid answer waits for other paid answers on their way to share its commit. */
-const PAID_BATCH_WAIT_MS = 2;
+/**
+ * Longest a paid answer waits for other paid answers on their way to share its commit (an
+ * answer with none on their way commits at once, so c=1 never waits). 6 ms, not 2: under
+ * load each commit locally blocks workerd's thread on fsync, and one buyer at c=50 went
+ * from 0.27 to 0.17 commits per paid request, at no measured cost to c=10 (docs/bench.md,
+ * seventh pass). Against a provider's hundreds of ms it is noise.
+ */
+const PAID_BATCH_WAIT_MS = 6;
 
 /** A paid request drawn on a router's tab (docs/payments.md, "Tabs"), recorded with its earning. */
 export interface KeyDraw {
