@@ -296,7 +296,18 @@ async function main() {
     cn2Runs++;
   }
 
-  // 6b. The paid path as buyers meet it (bench/paid.ts): paying clients in child processes,
+  // 6b. Routing as the market grows (issue 14): the 3-key pool, then the same pool with
+  // MARKET_KEYS members, at the highest concurrency, back to back. Before the paid rows:
+  // what paid traffic leaves behind (tabs closing, keys reporting draws 30 s later,
+  // REPORT_AFTER_MS) would land in these unpaid runs, the 10,000-key ones most.
+  let market: MarketRow | null = null;
+  if (systems.cn2 && wanted("cn2-10k-keys")) {
+    market = await marketRun(worker, systems.cn2, Math.max(...CONCURRENCY));
+    cn2Answered += market.small.ok + market.large.ok + market.warm;
+    cn2Runs += 3 * (1 + ROUNDS); // a warm-up and ROUNDS rounds, with 3 keys, 10,000, then 3 again
+  }
+
+  // 6c. The paid path as buyers meet it (bench/paid.ts): paying clients in child processes,
   // one buyer and PAID_BUYERS buyers, beside the same clients unpaid (proxy token) and the
   // autocannon rows above, per concurrency. Rows take turns like the systems above.
   const paidRows: PaidRow[] = [];
@@ -325,15 +336,6 @@ async function main() {
         log(`${system.padEnd(14)} c=${String(concurrency).padEnd(3)} buyers ${String(stats.buyers).padEnd(3)} p50 ${fmt(stats.p50)} ms  p99 ${fmt(stats.p99)} ms  ${Math.round(stats.rps)} req/s  CPU/request: workerd ${cpuUs(stats.workerdCpuUs)}, clients ${cpuUs(stats.clientCpuUs)}${stats.failures ? `  FAILURES: ${stats.failures} ${stats.samples.join(" | ")}` : ""}`);
       }
     }
-  }
-
-  // 6c. Routing as the market grows (issue 14): the 3-key pool, then the same pool with
-  // MARKET_KEYS members, at the highest concurrency, back to back.
-  let market: MarketRow | null = null;
-  if (systems.cn2 && wanted("cn2-10k-keys")) {
-    market = await marketRun(worker, systems.cn2, Math.max(...CONCURRENCY));
-    cn2Answered += market.small.ok + market.large.ok + market.warm;
-    cn2Runs += 3 * (1 + ROUNDS); // a warm-up and ROUNDS rounds, with 3 keys, 10,000, then 3 again
   }
 
   if (inspectorPort && args["cpu-profile-paid"] && systems.cn2) {
