@@ -3,9 +3,17 @@
 // has whole-millisecond resolution, too coarse for sub-millisecond proxy overheads, so
 // every response's float duration (from its 'response' event, hrtime based) is kept
 // and the percentiles are computed here. Every body is checked, every failure counted.
+import { appendFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);
+
+/**
+ * CN2_BENCH_SLOW_LOG=FILE: every answer slower than CN2_BENCH_SLOW_MS (100) appends
+ * "<epoch ms> <latency ms> <concurrency>" to FILE, to line tail latency up with a
+ * `perf record -k CLOCK_REALTIME` of workerd (docs/bench.md, "Where the p99 goes").
+ */
+const slowLog = process.env.CN2_BENCH_SLOW_LOG ? { file: process.env.CN2_BENCH_SLOW_LOG, overMs: Number(process.env.CN2_BENCH_SLOW_MS ?? 100) } : null;
 
 interface AutocannonResult {
   duration: number;
@@ -111,6 +119,7 @@ export function load(target: Target, concurrency: number, seconds: number): Prom
     );
     instance.on("response", (_client, status, _bytes, ms) => {
       if (status >= 200 && status < 300) latencies.push(ms);
+      if (slowLog && ms > slowLog.overMs) appendFileSync(slowLog.file, `${Date.now()} ${ms.toFixed(1)} ${concurrency}\n`);
     });
     instance.on("reqError", (err) => sample(`error: ${err.message}`));
   });
