@@ -9,6 +9,9 @@
 //                           upstream fetch, a fresh copy of the response headers
 //   probe:do-rpc          the same hop as a JS RPC call (stub.serve(...)) returning the
 //                           Response, instead of stub.fetch(Request): an alternative
+//   probe:do-rpc-plain    the hop as JS RPC carrying plain data both ways: a header record
+//                           and the body in, status, header pairs and the answer read
+//                           whole out (no Request or Response on either side of the hop)
 //   probe:do-passthrough  the buyer's request handed to the object as it is (no body
 //                           buffer, no header copy): the floor of this hop
 //   probe:do-stream       the body streamed to the object with a small header record
@@ -84,6 +87,14 @@ export class Probe extends DurableObject {
   async serve(path, method, headerList, body) {
     const up = await upstreamRequest(this.env, method, path, new Headers(headerList), body);
     return new Response(up.body, up);
+  }
+
+  // probe:do-rpc-plain: no Request or Response crosses the hop, only plain data.
+  async servePlain(path, method, headerRecord, body) {
+    const up = await upstreamRequest(this.env, method, path, new Headers(headerRecord), body);
+    const headers = [];
+    for (const [name, value] of up.headers) if (!HOP.has(name)) headers.push([name, value]);
+    return { status: up.status, headers, body: await up.arrayBuffer() };
   }
 
   async fetch(request) {
@@ -212,6 +223,17 @@ export default {
       const res = await stub.serve(path, request.method, [...request.headers], body);
       return new Response(res.body, res);
     }
+    if (layer === "do-rpc-plain") {
+      const body = await request.arrayBuffer();
+      const headerRecord = {};
+      for (const name of FORWARD) {
+        const v = request.headers.get(name);
+        if (v !== null) headerRecord[name] = v;
+      }
+      const stub = env.PROBE.get(env.PROBE.idFromName("rpcplain:" + Math.floor(Math.random() * KEYS)));
+      const res = await stub.servePlain(path, request.method, headerRecord, body);
+      return new Response(res.body, { status: res.status, headers: res.headers });
+    }
     const mode = { "do": "plain", "do-signal": "signal", "do-stream": "stream", "do-identity": "identity", "do-buffer": "buffer", "do-sqlA": "sqlA", "do-sqlB": "sqlB", "do-sqlB-full": "sqlBfull" }[layer];
     if (!mode) return new Response("unknown probe layer", { status: 404 });
     const body = await request.arrayBuffer();
@@ -247,6 +269,7 @@ export function profileTargets(probeUrl: string, cn2Url: string, body: string, v
     "probe:bare+kv": post("bare-kv"),
     "probe:do": post("do"),
     "probe:do-rpc": post("do-rpc"),
+    "probe:do-rpc-plain": post("do-rpc-plain"),
     "probe:do-passthrough": post("do-passthrough"),
     "probe:do-stream": post("do-stream"),
     "probe:do+signal": post("do-signal"),
