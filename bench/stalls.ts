@@ -5,7 +5,7 @@
 //   CN2_BENCH_SLOW_LOG=/tmp/slow.txt npm run bench -- --only cn2 --concurrency 50 --duration 8 &
 //   perf record -F 499 -g -k CLOCK_REALTIME -o /tmp/perf.data -p "$(pgrep -f 'workerd serve' | head -1)" -- sleep 45
 //   perf script -i /tmp/perf.data -F tid,time,ip,sym,dso > /tmp/perf.txt
-//   node bench/stalls.ts /tmp/slow.txt /tmp/perf.txt [--burst 25]
+//   npm run bench:stalls -- /tmp/slow.txt /tmp/perf.txt [--burst 25]
 //
 // A stall is a 100 ms span in which at least --burst answers ended slow: every connection
 // waited on the same thing. Its window runs from its slowest answer's start to its end.
@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 const { positionals, values } = parseArgs({ allowPositionals: true, options: { burst: { type: "string", default: "25" } } });
 const [slowFile, perfFile] = positionals;
 if (!slowFile || !perfFile) {
-  console.error("usage: node bench/stalls.ts SLOW_LOG PERF_SCRIPT_TEXT [--burst 25]");
+  console.error("usage: npm run bench:stalls -- SLOW_LOG PERF_SCRIPT_TEXT [--burst 25]");
   process.exit(2);
 }
 
