@@ -1,7 +1,8 @@
 // `npm run bench -- --cpu-profile <file>`: a V8 CPU profile of the cn2 isolate (router and
 // Durable Objects share it in workerd) while load runs, taken through workerd's own
 // inspector (Miniflare's `inspectorPort`, 127.0.0.1). Writes a .cpuprofile for DevTools
-// and returns the functions that cost most, by self and by inclusive time.
+// and returns the functions that cost most, by self and by inclusive time, the bytes allocated
+// per request, and what stays live after the load (a heap snapshot).
 // Time a thread spends blocked outside JavaScript (an fsync, a socket) is not sampled.
 import { writeFileSync } from "node:fs";
 import { HOST } from "./processes.ts";
@@ -56,6 +57,29 @@ export interface Profiled extends CpuProfile {
   allocatedBytes?: number;
   /** The same by allocating function, largest first. */
   allocatedBy?: [string, number][];
+  /** What stays live after the load (a heap snapshot, taken after a full GC): bytes by kind, largest first. */
+  liveBy?: [string, number][];
+}
+
+/**
+ * A heap snapshot's nodes summed by kind: objects and native objects by constructor name,
+ * everything else (code, strings, arrays, closures...) by V8's node type. This is what a
+ * full collection has to mark, so what its pause grows with.
+ */
+function liveBytes(snapshot: { snapshot: { meta: { node_fields: string[]; node_types: [string[]] } }; nodes: number[]; strings: string[] }): Map<string, number> {
+  const fields = snapshot.snapshot.meta.node_fields;
+  const types = snapshot.snapshot.meta.node_types[0];
+  const [typeAt, nameAt, sizeAt] = ["type", "name", "self_size"].map((f) => fields.indexOf(f));
+  const by = new Map<string, number>();
+  for (let i = 0; i < snapshot.nodes.length; i += fields.length) {
+    const type = types[snapshot.nodes[i + typeAt!]!]!;
+    const name = snapshot.strings[snapshot.nodes[i + nameAt!]!]!;
+    const size = snapshot.nodes[i + sizeAt!]!;
+    // A single string past 256 KB is named for what it starts with (a script's source, say).
+    const kind = type === "object" || type === "native" ? `${type} ${name.slice(0, 60)}` : type === "string" && size > 262_144 ? `string "${name.slice(0, 40).replace(/\s+/g, " ")}…"` : type;
+    by.set(kind, (by.get(kind) ?? 0) + size);
+  }
+  return by;
 }
 
 export async function profileWhile(inspectorPort: number, workerName: string, during: () => Promise<void>): Promise<Profiled> {
@@ -74,8 +98,10 @@ export async function profileWhile(inspectorPort: number, workerName: string, du
   });
   let nextId = 1;
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  const chunks: string[] = [];
   ws.addEventListener("message", (event) => {
-    const msg = JSON.parse(String(event.data)) as { id?: number; result?: unknown; error?: { message: string } };
+    const msg = JSON.parse(String(event.data)) as { id?: number; method?: string; params?: { chunk?: string }; result?: unknown; error?: { message: string } };
+    if (msg.method === "HeapProfiler.addHeapSnapshotChunk") chunks.push(msg.params?.chunk ?? "");
     if (msg.id === undefined) return;
     const p = pending.get(msg.id);
     if (!p) return;
@@ -109,7 +135,12 @@ export async function profileWhile(inspectorPort: number, workerName: string, du
     const allocated = sampling ? ((await send("HeapProfiler.stopSampling").catch(() => null)) as { profile: { head: HeapNode } } | null) : null;
     // The isolate's V8 heap right after the load: long GC pauses come with a big old space.
     const heap = (await send("Runtime.getHeapUsage").catch(() => null)) as { usedSize: number; totalSize: number } | null;
+    const live = await send("HeapProfiler.takeHeapSnapshot", { reportProgress: false }).then(
+      () => [...liveBytes(JSON.parse(chunks.join("")))].sort((a, b) => b[1] - a[1]),
+      () => null,
+    );
     return {
+      ...(live ? { liveBy: live } : {}),
       ...profile,
       ...(heap ? { heap: { usedMb: heap.usedSize / 1048576, totalMb: heap.totalSize / 1048576 } } : {}),
       ...(allocated ? (({ total, by }) => ({ allocatedBytes: total, allocatedBy: [...by].sort((a, b) => b[1] - a[1]) }))(sampledBytes(allocated.profile.head)) : {}),

@@ -498,6 +498,12 @@ async function cpuProfile(port: number, path: string, label: string, run: () => 
     ...(profile.allocatedBy && served > 0
       ? ["  allocated by (bytes per request):", ...profile.allocatedBy.slice(0, 15).map(([name, bytes]) => `    ${(bytes / served).toFixed(0).padStart(7)}  ${name}`)]
       : []),
+    ...(profile.liveBy
+      ? [
+          `  live after the run (heap snapshot, after a full GC: what each full GC marks), ${(profile.liveBy.reduce((n, [, b]) => n + b, 0) / 1048576).toFixed(1)} MB, by kind (KB):`,
+          ...profile.liveBy.slice(0, 20).map(([kind, bytes]) => `    ${(bytes / 1024).toFixed(0).padStart(7)}  ${kind}`),
+        ]
+      : []),
   ];
   process.stderr.write(lines.join("\n") + "\n");
   return served;
