@@ -24,10 +24,8 @@
 import type { Env } from "../../core/env.ts";
 import { toBase64Url } from "../../core/encoding.ts";
 import { formatPassGrant, parsePassProof, passProofInput } from "../../core/pass.ts";
-import { CREDIT_METHOD } from "../../core/credit-method.ts";
-import { walletStub } from "../../objects/buyer-wallet/stub.ts";
-import { PaymentRefusal, WALLET_TO_PAYMENT, type PaymentCode } from "./errors.ts";
-import { drawOnTab, type Draw } from "./tabs.ts";
+import type { PaymentCode } from "./errors.ts";
+import { drawOrClaim, type Draw } from "./tabs.ts";
 
 /** A pass is good for this long after it is granted. */
 export const PASS_TTL_MS = 5 * 60_000;
@@ -116,11 +114,8 @@ export async function drawOnPass(env: Env, value: string, route: string, quoteMi
   try {
     // A busy buyer draws on its tab here; any other pays with a claim in its wallet, as a
     // signed payment does (one RPC, no hold): a pass alone sets nothing aside.
-    const draw = await drawOnTab(env, { buyerId, proofId, requestId, amountMicros: quoteMicros, expiresAt: pass.expiresAt });
-    if (draw !== null) return { ok: true, buyerId, proofId, draw };
-    const result = await walletStub(env, buyerId).claimAndDebit({ buyerId, proofId, amountMicros: quoteMicros, expiresAt: pass.expiresAt, method: CREDIT_METHOD });
-    if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
-    return { ok: true, buyerId, proofId };
+    const draw = await drawOrClaim(env, { buyerId, proofId, requestId, amountMicros: quoteMicros, expiresAt: pass.expiresAt });
+    return { ok: true, buyerId, proofId, ...(draw ? { draw } : {}) };
   } catch (err) {
     // Refused or failed before money moved (or unknown, and then the wallet's claim on the
     // proof id stands guard): the number may be used again.

@@ -9,12 +9,11 @@ import { Mppx } from "mppx/server/core";
 import type { Env } from "../../core/env.ts";
 import { fromBase64Url, sha256, sha256Hex, toBase64Url } from "../../core/encoding.ts";
 import { DidError, importVerifyKey, parseDid, verifySignature } from "../../core/did.ts";
-import { PaymentRefusal, WALLET_TO_PAYMENT } from "./errors.ts";
+import { PaymentRefusal } from "./errors.ts";
 import { CREDIT_METHOD, CURRENCY, credit, creditMessage } from "../../core/credit-method.ts";
 import { proofStore } from "./atomic-store.ts";
 import { creditChallenge } from "./credit-challenge.ts";
-import { drawOnTab, issuingEpoch, notePaid, releaseProof, takeProof, type Draw } from "./tabs.ts";
-import { walletStub } from "../../objects/buyer-wallet/stub.ts";
+import { claimInWallet, drawOrClaim, issuingEpoch, notePaid, releaseProof, takeProof, type Draw } from "./tabs.ts";
 
 /** How long a challenge can be answered. */
 export const CHALLENGE_TTL_MS = 5 * 60_000;
@@ -101,26 +100,19 @@ export async function verifyCredit(env: Env, credential: { challenge: Challenge.
     if (taken === "replayed") throw new PaymentRefusal("replayed", "this payment credential was already used");
     let kept = false;
     try {
-      const draw = await drawOnTab(env, { buyerId, proofId, requestId, amountMicros, expiresAt });
-      if (draw) {
-        kept = true;
-        return { buyerId, amountMicros, method: CREDIT_METHOD, proofId, draw };
-      }
-      const result = await walletStub(env, buyerId).claimAndDebit({ buyerId, proofId, amountMicros, expiresAt, method: CREDIT_METHOD });
-      if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
+      const draw = await drawOrClaim(env, { buyerId, proofId, requestId, amountMicros, expiresAt });
       kept = true;
+      return { buyerId, amountMicros, method: CREDIT_METHOD, proofId, ...(draw ? { draw } : {}) };
     } finally {
       // Refused before any money moved (or unknown, and then the wallet's claim stands guard):
       // the proof may be paid again, as an unbound one may.
       if (!kept) releaseProof(epoch, proofId);
     }
-    return { buyerId, amountMicros, method: CREDIT_METHOD, proofId };
   }
   // A 402's challenge (or one issued before epochs): the wallet's claim is its single use.
   // It counts toward the buyer's rate: a busy buyer's next challenges draw on a tab.
   notePaid(buyerId);
-  const result = await walletStub(env, buyerId).claimAndDebit({ buyerId, proofId, amountMicros, expiresAt, method: CREDIT_METHOD });
-  if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
+  await claimInWallet(env, { buyerId, proofId, amountMicros, expiresAt });
   return { buyerId, amountMicros, method: CREDIT_METHOD, proofId };
 }
 

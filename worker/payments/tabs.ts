@@ -20,9 +20,10 @@
 //   spent. A tab whose isolate ended before closing it is settled by the wallet on the
 //   draws the keys report (TAB_SETTLE_GRACE_MS after it expired).
 //
-// Buyers below the threshold keep the per-request claim in their wallet (claimAndDebit).
+// Buyers below the threshold keep the per-request claim in their wallet (claimInWallet, drawOrClaim).
 import { waitUntil } from "cloudflare:workers";
 import type { Env } from "../../core/env.ts";
+import { CREDIT_METHOD } from "../../core/credit-method.ts";
 import { walletStub } from "../../objects/buyer-wallet/stub.ts";
 import type { CloseTabRequest, TabDraw } from "../../schema/wallet.ts";
 import { PaymentRefusal, WALLET_TO_PAYMENT } from "./errors.ts";
@@ -194,6 +195,25 @@ export async function drawOnTab(
   }
   // Others drew the fresh tab dry three times over: this one claims on its own.
   return null;
+}
+
+/** One payment claimed in the buyer's wallet (one RPC and commit, nothing held); throws a PaymentRefusal when refused. */
+export async function claimInWallet(env: Env, req: { buyerId: string; proofId: string; amountMicros: number; expiresAt: number }): Promise<void> {
+  const result = await walletStub(env, req.buyerId).claimAndDebit({ buyerId: req.buyerId, proofId: req.proofId, amountMicros: req.amountMicros, expiresAt: req.expiresAt, method: CREDIT_METHOD });
+  if (!result.ok) throw new PaymentRefusal(WALLET_TO_PAYMENT[result.code], result.message);
+}
+
+/**
+ * Pay one request: a draw on the buyer's tab here when it is busy (drawOnTab), else a claim
+ * in its wallet. The draw, or null when it was claimed; throws a PaymentRefusal when refused.
+ */
+export async function drawOrClaim(
+  env: Env,
+  req: { buyerId: string; proofId: string; requestId: string; amountMicros: number; expiresAt: number },
+): Promise<Draw | null> {
+  const draw = await drawOnTab(env, req);
+  if (draw === null) await claimInWallet(env, req);
+  return draw;
 }
 
 /** Retire the buyer's tab (closed once its requests are done) and open the next one. */
