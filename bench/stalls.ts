@@ -66,7 +66,9 @@ const slow = readFileSync(slowFile, "utf8").trim().split("\n").filter(Boolean).m
 const buckets = new Map<number, { end: number; ms: number }[]>();
 for (const a of slow) {
   const b = Math.floor(a.end / 100);
-  buckets.set(b, [...(buckets.get(b) ?? []), a]);
+  const list = buckets.get(b);
+  if (list) list.push(a);
+  else buckets.set(b, [a]);
 }
 const first = main[0]!.at;
 const last = main[main.length - 1]!.at;
