@@ -210,9 +210,11 @@ export async function startWorker(opts: {
       port: 0,
       logRequests: false,
       // The Worker's info logs (key.created, ...) would bury the bench's own output; its
-      // warnings and errors still show, prefixed.
+      // warnings and errors still show, prefixed. CN2_BENCH_WORKERD_LOG=all shows every
+      // line: with MINIFLARE_WORKERD_V8_FLAGS="--trace-gc --trace-gc-nvp", V8's GC trace
+      // (bench/gc-trace.ts reads it).
       handleStructuredLogs: ({ level, message }: { level: string; message: string }) => {
-        if (level === "error" || level === "warn") process.stderr.write(`[workerd ${level}] ${message}\n`);
+        if (level === "error" || level === "warn" || process.env.CN2_BENCH_WORKERD_LOG === "all") process.stderr.write(`[workerd ${level}] ${message}\n`);
       },
       ...(opts.storageDir ? { resourcePersistencePath: opts.storageDir } : {}),
       ...(opts.inspectorPort ? { inspectorPort: opts.inspectorPort, inspectorHost: HOST } : {}),
