@@ -221,10 +221,16 @@ describe("paying through the proxy (B1, S7)", () => {
     const stored = await runInDurableObject(keyStub(e, served.keyId, served.home), (_i, state) => ({
       earnings: state.storage.sql.exec("SELECT unflushed_micros, fee_micros, served_count FROM earnings").toArray(),
       meta: state.storage.sql.exec("SELECT request_id, amount_micros, outcome FROM request_meta").toArray(),
+      voidable: state.storage.sql.exec("SELECT request_id, seller_micros, fee_micros FROM voidable").toArray(),
+      spend: state.storage.sql.exec("SELECT micros FROM spend").toArray(),
     }));
+    const requestId = res.headers.get("cn2-request-id");
     expect(stored).toEqual({
       earnings: [{ unflushed_micros: 1800, fee_micros: 200, served_count: 1 }],
-      meta: [{ request_id: res.headers.get("cn2-request-id"), amount_micros: 2000, outcome: "served" }],
+      meta: [{ request_id: requestId, amount_micros: 2000, outcome: "served" }],
+      // What an undelivered answer would reverse, and the key's spend (day and month).
+      voidable: [{ request_id: requestId, seller_micros: 1800, fee_micros: 200 }],
+      spend: [{ micros: 2000 }, { micros: 2000 }],
     });
     await res.text();
   });
