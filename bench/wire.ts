@@ -18,7 +18,8 @@ export const newSent = (): Sent => ({ pass: 0, signed: 0, unpaid: 0 });
 export function countingFetch(sent: Sent, counting: () => boolean = () => true): typeof globalThis.fetch {
   return (input, init) => {
     if (counting()) {
-      const headers = new Headers(init?.headers);
+      // The paying fetch passes a Headers: read it as is (a copy would be the bench's cost, counted as the buyer's).
+      const headers = init?.headers instanceof Headers ? init.headers : new Headers(init?.headers);
       const pass = headers.get(H.pass);
       if (headers.has("authorization")) sent.signed++;
       else if (pass !== null && pass !== PASS_WANTED) sent.pass++;
