@@ -20,7 +20,7 @@
 // Tabs (docs/payments.md, "Tabs"): a router serving a busy buyer takes credit aside once
 // (openTab: a hold, debited from the balance at once) and draws on it in its own memory.
 // Each draw becomes a claim of the tab, from whichever reports it first: the serving key
-// (reportDraws) or the router's close (closeTab, with its full list). Closing keeps what
+// (reportTabs) or the router's close (closeTab, with its full list). Closing keeps what
 // the tab's claims spent and releases the rest; a tab its router never closed is settled
 // by the alarm on its keys' reports, TAB_SETTLE_GRACE_MS after it expired.
 import { DurableObject } from "cloudflare:workers";
@@ -222,17 +222,11 @@ export class BuyerWallet extends DurableObject<Env> {
   }
 
   /**
-   * A key reports draws it served on a tab (made durable with its earnings): each new one
-   * becomes a claim of the tab, once per proof. On a tab already closed or settled, a new
-   * one was missed by that close: it is debited now (down to 0), so the books stay whole.
-   */
-  async reportDraws(tabId: string, draws: TabDraw[]): Promise<Result<{ recorded: number }, WalletCode>> {
-    return this.reportTabs([{ tabId, draws }]);
-  }
-
-  /**
-   * reportDraws for several tabs of this buyer in one call and one commit: a key's report
-   * after a flush covers every tab it served the buyer from since (many short tabs under load).
+   * A key reports draws it served on this buyer's tabs (made durable with its earnings), for
+   * several tabs in one call and one commit: a report after a flush covers every tab the key
+   * served the buyer from since (many short tabs under load). Each new draw becomes a claim
+   * of its tab, once per proof. On a tab already closed or settled, a new one was missed by
+   * that close: it is debited now (down to 0), so the books stay whole.
    */
   async reportTabs(reports: { tabId: string; draws: TabDraw[] }[]): Promise<Result<{ recorded: number }, WalletCode>> {
     if (!Array.isArray(reports) || reports.length > 1_000 || !reports.every((r) => typeof r?.tabId === "string" && validDraws(r.draws))) return INVALID_AMOUNT;

@@ -1,6 +1,6 @@
 // Tabs on the BuyerWallet object (docs/payments.md, "Tabs"): a router's hold (openTab), its
 // close with the full list of draws (closeTab), the keys' reports of the draws they served
-// (reportDraws), the alarm's settlement of a tab its router never closed, and the books
+// (reportTabs), the alarm's settlement of a tab its router never closed, and the books
 // under random sequences of all of these (fast-check): one claim per paid request, each
 // debited once, as if each had been debited alone.
 import { env } from "cloudflare:workers";
@@ -34,6 +34,8 @@ const sql = <T extends Record<string, SqlStorageValue>>(w: W, query: string, ...
   runInDurableObject(w, (_i, state) => state.storage.sql.exec<T>(query, ...args).toArray());
 const history = async (w: W) => (await w.summary(500)).history.reverse().map((h) => [h.kind, h.amountMicros, h.ref] as const);
 const balanceOf = async (w: W) => (await w.summary()).balanceMicros;
+/** One tab's draws, reported as a key reports them (reportTabs). */
+const reportTab = (w: W, tabId: string, draws: TabDraw[]) => w.reportTabs([{ tabId, draws }]);
 /** Make a tab look expired past its grace, so the next alarm settles it. */
 const expire = (w: W, tabId: string) => sql(w, "UPDATE tabs SET expires_at = ? WHERE tab_id = ?", Date.now() - TAB_SETTLE_GRACE_MS - 1, tabId);
 
@@ -80,7 +82,7 @@ describe("openTab", () => {
     // A direct debit sees the hold too.
     expect(await w.claimAndDebit({ buyerId, proofId: "direct2", amountMicros: 1, expiresAt: soon(), method: "credit" })).toMatchObject({ ok: false, code: "budget_exceeded" });
     // A reported draw moves from held to spent: the room stays 0, not double-counted.
-    expect(await w.reportDraws("c1", [draw("d1", 1_000)])).toEqual({ ok: true, value: { recorded: 1 } });
+    expect(await reportTab(w, "c1", [draw("d1", 1_000)])).toEqual({ ok: true, value: { recorded: 1 } });
     expect(await w.summary()).toMatchObject({ heldMicros: 1_500, spentTodayMicros: 1_500 });
     expect(await w.openTab({ buyerId, tabId: "c3", wantMicros: 100, minMicros: 1, expiresAt: soon() })).toMatchObject({ ok: false, code: "budget_exceeded" });
     // Closed: the unspent 1500 is released, room for exactly that.
@@ -173,20 +175,20 @@ describe("closeTab", () => {
     const { buyerId, w } = await funded(1_000_000);
     await w.openTab({ buyerId, tabId: "t", wantMicros: 1_000_000, minMicros: 1, expiresAt: soon() });
     const draws = Array.from({ length: 3_000 }, (_, i) => draw(`p${i}`, 100, i % 10 === 0 ? { refundReason: "r" } : {}));
-    await w.reportDraws("t", draws.slice(0, 1_000).filter((d) => !d.refundReason));
+    await reportTab(w, "t", draws.slice(0, 1_000).filter((d) => !d.refundReason));
     expect(await w.closeTab({ tabId: "t", draws })).toEqual({ ok: true, value: { releasedMicros: 1_000_000 - 2_700 * 100, changed: true } });
     expect(await w.spendDays()).toEqual([{ day: utcDay(Date.now()), spentMicros: 300_000, refundedMicros: 30_000, requests: 3_000 }]);
     expect(await balanceOf(w)).toBe(1_000_000 - 270_000);
   });
 });
 
-describe("reportDraws", () => {
+describe("reportTabs, one tab at a time", () => {
   it("before the close: each draw is claimed once, and the close listing the same draws adds no second debit or spend", async () => {
     const { buyerId, w } = await funded(10_000);
     await w.openTab({ buyerId, tabId: "t", wantMicros: 5_000, minMicros: 100, expiresAt: soon() });
     const a = draw("a", 100), b = draw("b", 200), c = draw("c", 300);
-    expect(await w.reportDraws("t", [a, b])).toEqual({ ok: true, value: { recorded: 2 } });
-    expect(await w.reportDraws("t", [a, b])).toEqual({ ok: true, value: { recorded: 0 } });
+    expect(await reportTab(w, "t", [a, b])).toEqual({ ok: true, value: { recorded: 2 } });
+    expect(await reportTab(w, "t", [a, b])).toEqual({ ok: true, value: { recorded: 0 } });
     expect(await w.summary()).toMatchObject({ balanceMicros: 5_000, heldMicros: 4_700, spentTodayMicros: 300 });
     expect(await w.closeTab({ tabId: "t", draws: [a, b, c] })).toEqual({ ok: true, value: { releasedMicros: 4_400, changed: true } });
     expect(await history(w)).toEqual([["topup", 10_000, "seed"], ["hold", 5_000, "t"], ["debit", 100, "a"], ["debit", 200, "b"], ["debit", 300, "c"], ["release", 4_400, "t"]]);
@@ -212,7 +214,7 @@ describe("reportDraws", () => {
     const lines = logs();
     const { buyerId, w } = await funded(10_000);
     await w.openTab({ buyerId, tabId: "t", wantMicros: 5_000, minMicros: 100, expiresAt: soon() });
-    await w.reportDraws("t", [draw("a", 100)]);
+    await reportTab(w, "t", [draw("a", 100)]);
     expect(await w.closeTab({ tabId: "t", draws: [draw("a", 100, { refundReason: "upstream_error" })] })).toMatchObject({ ok: true, value: { releasedMicros: 5_000 } });
     expect(await balanceOf(w)).toBe(10_000);
     expect(lines).toContainEqual({ evt: "tab_refund_after_report", tabId: "t", proofId: "a" });
@@ -224,10 +226,10 @@ describe("reportDraws", () => {
     await w.openTab({ buyerId, tabId: "t", wantMicros: 1_000, minMicros: 100, expiresAt: soon() });
     await w.closeTab({ tabId: "t", draws: [draw("a", 100)] });
     expect(await balanceOf(w)).toBe(900);
-    expect(await w.reportDraws("t", [draw("a", 100), draw("b", 300)])).toEqual({ ok: true, value: { recorded: 1 } });
+    expect(await reportTab(w, "t", [draw("a", 100), draw("b", 300)])).toEqual({ ok: true, value: { recorded: 1 } });
     expect(await balanceOf(w)).toBe(600);
     expect(lines).toContainEqual({ evt: "tab_report_after_close", tabId: "t", proofId: "b" });
-    expect(await w.reportDraws("t", [draw("c", 1_000)])).toEqual({ ok: true, value: { recorded: 1 } });
+    expect(await reportTab(w, "t", [draw("c", 1_000)])).toEqual({ ok: true, value: { recorded: 1 } });
     expect(await balanceOf(w)).toBe(0);
     expect(lines).toContainEqual({ evt: "tab_shortfall", tabId: "t", micros: 400 });
     expect((await history(w)).slice(-2)).toEqual([["debit", 300, "b"], ["debit", 1_000, "c"]]);
@@ -237,7 +239,7 @@ describe("reportDraws", () => {
   it("of an unknown tab: the claims are recorded (single use) without moving the balance, and logged", async () => {
     const lines = logs();
     const { buyerId, w } = await funded(1_000);
-    expect(await w.reportDraws("ghost", [draw("a", 100)])).toEqual({ ok: true, value: { recorded: 1 } });
+    expect(await reportTab(w, "ghost", [draw("a", 100)])).toEqual({ ok: true, value: { recorded: 1 } });
     expect(await balanceOf(w)).toBe(1_000);
     expect(lines).toContainEqual({ evt: "tab_report_unknown_tab", tabId: "ghost" });
     expect(await w.claimAndDebit({ buyerId, proofId: "a", amountMicros: 100, expiresAt: soon(), method: "credit" })).toMatchObject({ ok: false, code: "replayed" });
@@ -249,7 +251,7 @@ describe("tab settlement", () => {
     const lines = logs();
     const { buyerId, w } = await funded(10_000);
     await w.openTab({ buyerId, tabId: "lost", wantMicros: 5_000, minMicros: 100, expiresAt: soon() });
-    await w.reportDraws("lost", [draw("a", 700), draw("b", 300)]);
+    await reportTab(w, "lost", [draw("a", 700), draw("b", 300)]);
     // Not yet past its grace: the alarm leaves it open.
     await runDurableObjectAlarm(w);
     expect(await sql(w, "SELECT closed_by FROM tabs")).toEqual([{ closed_by: null }]);
@@ -265,7 +267,7 @@ describe("tab settlement", () => {
     // The next open tab's settlement is the next alarm.
     expect(await runInDurableObject(w, (_i, state) => state.storage.getAlarm())).toBe(later + TAB_SETTLE_GRACE_MS);
     // A key reporting late: debited now; the router's close, if it ever comes, moves nothing.
-    expect(await w.reportDraws("lost", [draw("b", 300), draw("c", 200)])).toEqual({ ok: true, value: { recorded: 1 } });
+    expect(await reportTab(w, "lost", [draw("b", 300), draw("c", 200)])).toEqual({ ok: true, value: { recorded: 1 } });
     expect(await balanceOf(w)).toBe(7_800);
     expect(lines).toContainEqual({ evt: "tab_late_draw", tabId: "lost", proofId: "c" });
     expect(await w.closeTab({ tabId: "lost", draws: [draw("a", 700), draw("b", 300), draw("c", 200)] })).toEqual({ ok: true, value: { releasedMicros: 0, changed: false } });
@@ -275,7 +277,7 @@ describe("tab settlement", () => {
   it("claims of an open tab outlive their retention until the tab closes; closed tabs are removed after it", async () => {
     const { buyerId, w } = await funded(10_000);
     await w.openTab({ buyerId, tabId: "t", wantMicros: 5_000, minMicros: 100, expiresAt: soon() });
-    await w.reportDraws("t", [draw("old", 100, { expiresAt: Date.now() - 8 * DAY_MS })]);
+    await reportTab(w, "t", [draw("old", 100, { expiresAt: Date.now() - 8 * DAY_MS })]);
     await runDurableObjectAlarm(w);
     expect(await sql(w, "SELECT proof_id FROM claims")).toEqual([{ proof_id: "old" }]);
     await w.closeTab({ tabId: "t", draws: [] });
@@ -294,7 +296,7 @@ describe("refunds of tab draws", () => {
   ] as const)("a dispute refund of a tab draw while the tab is open is credited once, whatever the router's close then lists it (%s)", async (_name, over) => {
     const { buyerId, w } = await funded(10_000);
     await w.openTab({ buyerId, tabId: "t", wantMicros: 5_000, minMicros: 100, expiresAt: soon() });
-    await w.reportDraws("t", [draw("p", 1_000)]);
+    await reportTab(w, "t", [draw("p", 1_000)]);
     const disputeId = `dsp_${crypto.randomUUID().replaceAll("-", "")}`;
     expect(await w.openDispute({ buyerId, disputeId, proofId: "p", requestId: "req_p", reason: "not_served", note: null })).toMatchObject({ ok: true });
     expect(await w.resolveDispute(disputeId, "refund", null)).toMatchObject({ ok: true, value: { dispute: { refundedMicros: 1_000 } } });
@@ -309,7 +311,7 @@ describe("refunds of tab draws", () => {
   it("a B6 refund of a tab draw after the tab was settled credits it once", async () => {
     const { buyerId, w } = await funded(10_000);
     await w.openTab({ buyerId, tabId: "t", wantMicros: 5_000, minMicros: 100, expiresAt: soon() });
-    await w.reportDraws("t", [draw("p", 1_000)]);
+    await reportTab(w, "t", [draw("p", 1_000)]);
     await expire(w, "t");
     await runDurableObjectAlarm(w);
     expect(await balanceOf(w)).toBe(9_000);
@@ -379,7 +381,7 @@ describe("BuyerWallet tabs invariants", () => {
           // Keys report draws they served, never refunded ones.
           const due = t.served.filter((d) => !d.refundReason && !t.reported.has(d.proofId)).slice(0, count);
           if (due.length === 0) return;
-          expect((await w.reportDraws(t.id, due)).ok).toBe(true);
+          expect((await reportTab(w, t.id, due)).ok).toBe(true);
           for (const d of due) t.reported.add(d.proofId);
         };
         const close = async (i: number) => {
