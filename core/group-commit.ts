@@ -1,25 +1,25 @@
 // Group commit for Durable Object writes that an answer has to wait for (a wallet's debit,
-// a key's paid earnings). Each storage commit costs the same whatever it holds (locally an
+// a key's paid bookings). Each storage commit costs the same whatever it holds (locally an
 // fsync on workerd's only thread; in production a replicated write the output gate waits
 // for), so writes that become ready together should share one. Under load they do: the
 // commit waits for a zero-delay timer, and every caller that arrives before it fires joins.
 // When the object is idle that timer is pure latency (about 1 ms a timer in workerd), so a
 // caller commits on a microtask unless the last batch was shared or another caller came
 // within BUSY_MS; a timer batch that served one caller alone ends the batching.
-// An owner that knows how many callers are on their way (a key object knows its paid
-// requests still upstream) says so (`coming`): a batch then waits for them, up to
-// `maxWaitMs`, and the last one expected commits it at once.
+// An owner that knows when more callers are likely (a key object knows it has other
+// requests upstream) says so (`busy`): a caller then waits for them, up to `maxWaitMs`, and
+// the first answer that needs the batch durable ends the wait (`commitNow`).
 
 /** Callers this close together (ms, workerd's clock) count as a burst worth batching. */
 const BUSY_MS = 2;
 
 export interface Expected {
   /**
-   * How many more callers are on their way (say, paid answers still upstream). A caller
-   * that is not the last one expected waits up to `maxWaitMs` for the others, and the last
-   * one commits at once: one write per wave instead of one per few callers.
+   * Whether more callers are likely soon (say, other requests of the owner are upstream and
+   * will book or answer): a caller then waits up to `maxWaitMs` for them to join its write,
+   * unless `commitNow()` ends the wait sooner. False: it commits at once.
    */
-  coming: () => number;
+  busy: () => boolean;
   maxWaitMs: number;
 }
 
@@ -67,13 +67,21 @@ export class GroupCommit {
       });
       batch = this.#batch = { promise, resolve, reject, timer: undefined, soon: false };
     }
-    const coming = this.#expected?.coming();
-    if (coming === 0 || (coming === undefined && !burst)) this.#runSoon(batch);
+    const busy = this.#expected?.busy();
+    if (busy === false || (busy === undefined && !burst)) this.#runSoon(batch);
     else if (batch.timer === undefined && !batch.soon) {
       const b = batch;
       b.timer = setTimeout(() => this.#run(b), this.#expected?.maxWaitMs ?? 0);
     }
     return batch.promise;
+  }
+
+  /**
+   * Run the waiting batch now (synchronously), if there is one: a caller needs it durable
+   * and waiting longer would only hold it back. Its promise resolves as usual.
+   */
+  commitNow(): void {
+    if (this.#batch !== null) this.#run(this.#batch);
   }
 
   #runSoon(batch: Batch) {

@@ -54,14 +54,16 @@ export class AnalyticsOutbox {
 
   /**
    * Inside the flusher's completing transaction: the request_meta rows it covered (rowid up
-   * to `metaThrough`) join the outbox before they are deleted there.
+   * to `metaThrough`, except the `held` requests still upstream) join the outbox before
+   * they are deleted there.
    */
-  keep(metaThrough: number): void {
+  keep(metaThrough: number, held: string[] = []): void {
     this.#ensureTable();
     this.#sql.exec(
       `INSERT INTO analytics_outbox (request_id, at, method, route, status, latency_ms, amount_micros, outcome, duration_ms)
-       SELECT request_id, at, method, route, status, latency_ms, amount_micros, outcome, duration_ms FROM request_meta WHERE rowid <= ? ORDER BY rowid`,
-      metaThrough,
+       SELECT request_id, at, method, route, status, latency_ms, amount_micros, outcome, duration_ms FROM request_meta
+       WHERE rowid <= ? AND request_id NOT IN (SELECT value FROM json_each(?)) ORDER BY rowid`,
+      metaThrough, JSON.stringify(held),
     );
     const over = this.size() - OUTBOX_MAX_ROWS;
     if (over > 0) {

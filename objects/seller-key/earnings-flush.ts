@@ -23,6 +23,11 @@
 // A crash (or a lost answer) between 2 and 3 leaves the pending flush in storage; the
 // next run sends the very same flush again, which changes nothing in Postgres, then
 // completes it. Earnings made meanwhile wait in the accumulator for the next flush.
+//
+// Paid requests still upstream (booked before their outcome is known: SellerKey.fetch,
+// WriteBuffer.hold) are left out of step 1: their earnings stay in the accumulator, their
+// `voidable` rows stay, and their metadata rows stay for a later flush, so that a call that
+// fails can still be reversed, and the ledger never gets a row that says nothing yet.
 import { RequestLogEntrySchema, asService, dbErrorName, recordEarnings } from "../../schema/tables.ts";
 import type { RequestMeta } from "../../schema/wire.ts";
 import { connectDb, type DbEnv } from "../../core/postgres.ts";
@@ -43,8 +48,10 @@ export interface PendingFlush {
   amountMicros: number;
   feeMicros: number;
   requestCount: number;
-  /** The metadata rows covered: request_meta rowids up to this one (0: none). */
+  /** The metadata rows covered: request_meta rowids up to this one (0: none), except `held`'s. */
   metaThrough: number;
+  /** Request ids of paid requests still upstream when the flush was taken: left out. */
+  held?: string[];
 }
 
 export interface FlushOutcome {
@@ -79,10 +86,10 @@ export class EarningsFlusher {
   /** One flush at a time per object: the alarm and an RPC must not interleave. */
   #running: Promise<FlushOutcome> | null = null;
 
-  /** Called inside step 3's transaction with the covered rows' last rowid, when Postgres took them. */
-  readonly #committed: ((metaThrough: number) => void) | undefined;
+  /** Called inside step 3's transaction with the covered rows (last rowid, ids left out), when Postgres took them. */
+  readonly #committed: ((metaThrough: number, held: string[]) => void) | undefined;
 
-  constructor(storage: DurableObjectStorage, committed?: (metaThrough: number) => void) {
+  constructor(storage: DurableObjectStorage, committed?: (metaThrough: number, held: string[]) => void) {
     this.#storage = storage;
     this.#sql = storage.sql;
     this.#committed = committed;
@@ -95,9 +102,12 @@ export class EarningsFlusher {
       id INTEGER PRIMARY KEY CHECK (id = 1), epoch TEXT NOT NULL, seq INTEGER NOT NULL, last_end INTEGER NOT NULL, pending TEXT)`);
   }
 
-  /** Take (or resume) a flush, send it and complete it. Throws if Postgres refused or was unreachable. */
-  flush(env: DbEnv, target: FlushTarget): Promise<FlushOutcome> {
-    const run = (this.#running ?? Promise.resolve(null)).catch(() => null).then(() => this.#flushOnce(env, target));
+  /**
+   * Take (or resume) a flush, send it and complete it; `held`: the paid requests still
+   * upstream, read when the flush is taken. Throws if Postgres refused or was unreachable.
+   */
+  flush(env: DbEnv, target: FlushTarget, held: () => string[] = () => []): Promise<FlushOutcome> {
+    const run = (this.#running ?? Promise.resolve(null)).catch(() => null).then(() => this.#flushOnce(env, target, held));
     this.#running = run;
     const clear = () => {
       if (this.#running === run) this.#running = null;
@@ -112,8 +122,8 @@ export class EarningsFlusher {
     return raw ? (JSON.parse(raw) as PendingFlush) : null;
   }
 
-  async #flushOnce(env: DbEnv, target: FlushTarget): Promise<FlushOutcome> {
-    const pending = this.take(target);
+  async #flushOnce(env: DbEnv, target: FlushTarget, held: () => string[]): Promise<FlushOutcome> {
+    const pending = this.take(target, held());
     if (!pending) return { flushed: false, flushId: null, recordedNow: false, amountMicros: 0, metadataRows: 0, more: false };
     const meta = this.#covered(pending);
     let recordedNow = false;
@@ -130,29 +140,41 @@ export class EarningsFlusher {
     this.complete(pending, committed);
     return {
       flushed: true, flushId: pending.flushId, recordedNow, amountMicros: pending.amountMicros,
-      metadataRows: meta.length, more: this.#sql.exec<{ more: number }>("SELECT EXISTS (SELECT 1 FROM request_meta) AS more").one().more === 1,
+      metadataRows: meta.length,
+      more: this.#sql.exec<{ more: number }>("SELECT EXISTS (SELECT 1 FROM request_meta WHERE request_id NOT IN (SELECT value FROM json_each(?))) AS more", JSON.stringify(held())).one().more === 1,
     };
   }
 
   /** The metadata rows a pending flush covers (read when sent, so a retry sends them again). */
   #covered(p: PendingFlush): RequestMeta[] {
     if (!(p.metaThrough > 0)) return [];
-    return this.#sql.exec<Record<string, string | number>>("SELECT * FROM request_meta WHERE rowid <= ? ORDER BY rowid", p.metaThrough).toArray().map(toMeta);
+    return this.#sql.exec<Record<string, string | number>>(
+      "SELECT * FROM request_meta WHERE rowid <= ? AND request_id NOT IN (SELECT value FROM json_each(?)) ORDER BY rowid", p.metaThrough, JSON.stringify(p.held ?? []),
+    ).toArray().map(toMeta);
   }
 
-  /** Step 1 (synchronous, atomic): the pending flush, taken now unless one is waiting. */
-  take(target: FlushTarget): PendingFlush | null {
+  /**
+   * Step 1 (synchronous, atomic): the pending flush, taken now unless one is waiting;
+   * `held`: paid requests still upstream, left in the accumulator (see the top).
+   */
+  take(target: FlushTarget, held: string[] = []): PendingFlush | null {
     return this.#storage.transactionSync(() => {
       const state = this.#state() ?? this.#initState(target.createdAt);
       if (state.pending) return JSON.parse(state.pending) as PendingFlush;
+      const heldJson = JSON.stringify(held);
       const earned = this.#sql.exec<{ unflushed_micros: number; fee_micros: number; served_count: number }>(
         "SELECT unflushed_micros, fee_micros, served_count FROM earnings WHERE id = 1").toArray()[0];
+      // What the held requests booked stays behind (each one's share and fee, from its reversible row).
+      const kept = held.length === 0 ? { seller: 0, fee: 0, n: 0 } : this.#sql.exec<{ seller: number; fee: number; n: number }>(
+        "SELECT coalesce(sum(seller_micros), 0) AS seller, coalesce(sum(fee_micros), 0) AS fee, count(*) AS n FROM voidable WHERE request_id IN (SELECT value FROM json_each(?))", heldJson).one();
       const through = this.#sql.exec<{ through: number | null }>(
-        "SELECT max(rowid) AS through FROM (SELECT rowid FROM request_meta ORDER BY rowid LIMIT ?)", FLUSH_ROWS).one().through ?? 0;
-      const amount = (earned?.unflushed_micros ?? 0) + (earned?.fee_micros ?? 0);
+        "SELECT max(rowid) AS through FROM (SELECT rowid FROM request_meta WHERE request_id NOT IN (SELECT value FROM json_each(?)) ORDER BY rowid LIMIT ?)", heldJson, FLUSH_ROWS).one().through ?? 0;
+      const seller = (earned?.unflushed_micros ?? 0) - kept.seller;
+      const fee = (earned?.fee_micros ?? 0) - kept.fee;
+      const amount = seller + fee;
       if (amount === 0 && through === 0) {
         // Unpaid (operator) traffic leaves only a count: nothing to credit.
-        if (earned) this.#sql.exec("UPDATE earnings SET served_count = 0 WHERE id = 1");
+        if (earned) this.#sql.exec("UPDATE earnings SET served_count = ? WHERE id = 1", kept.n);
         return null;
       }
       const seq = state.seq + 1;
@@ -161,12 +183,13 @@ export class EarningsFlusher {
         flushId: `${target.keyId}.${state.epoch}.${seq}`,
         seq, keyId: target.keyId, sellerId: target.sellerId, provider: target.provider,
         periodStart: state.last_end, periodEnd,
-        amountMicros: amount, feeMicros: earned?.fee_micros ?? 0, requestCount: earned?.served_count ?? 0,
+        amountMicros: amount, feeMicros: fee, requestCount: (earned?.served_count ?? 0) - kept.n,
         metaThrough: through,
+        ...(held.length > 0 ? { held } : {}),
       };
-      this.#sql.exec("UPDATE earnings SET unflushed_micros = 0, fee_micros = 0, served_count = 0 WHERE id = 1");
+      this.#sql.exec("UPDATE earnings SET unflushed_micros = ?, fee_micros = ?, served_count = ? WHERE id = 1", kept.seller, kept.fee, kept.n);
       // What this flush takes can no longer be reversed (write-buffer.ts voidEarning): the ledger takes no negative rows.
-      this.#sql.exec("DELETE FROM voidable");
+      this.#sql.exec("DELETE FROM voidable WHERE request_id NOT IN (SELECT value FROM json_each(?))", heldJson);
       this.#sql.exec("UPDATE earnings_flush SET seq = ?, last_end = ?, pending = ? WHERE id = 1", seq, periodEnd, JSON.stringify(pending));
       return pending;
     });
@@ -181,8 +204,8 @@ export class EarningsFlusher {
     if (!state?.pending) return;
     if ((JSON.parse(state.pending) as PendingFlush).seq !== pending.seq) return;
     this.#storage.transactionSync(() => {
-      if (pending.metaThrough > 0 && committed) this.#committed?.(pending.metaThrough);
-      if (pending.metaThrough > 0) this.#sql.exec("DELETE FROM request_meta WHERE rowid <= ?", pending.metaThrough);
+      if (pending.metaThrough > 0 && committed) this.#committed?.(pending.metaThrough, pending.held ?? []);
+      if (pending.metaThrough > 0) this.#sql.exec("DELETE FROM request_meta WHERE rowid <= ? AND request_id NOT IN (SELECT value FROM json_each(?))", pending.metaThrough, JSON.stringify(pending.held ?? []));
       this.#sql.exec("UPDATE earnings_flush SET pending = NULL WHERE id = 1");
     });
   }

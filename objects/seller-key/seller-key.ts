@@ -100,7 +100,7 @@ export class SellerKey extends DurableObject<Env> {
     this.track = this.buffer.readMeta<track.TrackRecord>("track") ?? track.emptyTrackRecord();
     this.servingTier = this.buffer.readMeta<Tier>("servingTier") ?? this.tierFor(this.record?.config.tier ?? "standard", "standard", Date.now());
     this.outbox = new AnalyticsOutbox(ctx.storage);
-    this.flusher = new EarningsFlusher(ctx.storage, (metaThrough) => this.outbox.keep(metaThrough));
+    this.flusher = new EarningsFlusher(ctx.storage, (metaThrough, held) => this.outbox.keep(metaThrough, held));
     this.live = new LiveFeed(ctx, env, () => this.liveParts());
   }
 
@@ -263,7 +263,7 @@ export class SellerKey extends DurableObject<Env> {
     const r = this.requireRecord();
     this.buffer.persist();
     try {
-      return await this.flusher.flush(this.env, { keyId: r.keyId, sellerId: r.sellerId, provider: r.config.provider, createdAt: r.createdAt });
+      return await this.flusher.flush(this.env, { keyId: r.keyId, sellerId: r.sellerId, provider: r.config.provider, createdAt: r.createdAt }, () => this.buffer.heldIds());
     } catch (error) {
       if (error instanceof ApiError) throw error;
       const state = (error as { code?: unknown }).code;
@@ -443,11 +443,10 @@ export class SellerKey extends DurableObject<Env> {
     this.inFlight++;
     this.live.changed();
     if (isProbe) this.probeInFlight = true;
-    // A paid answer's commit waits for the other paid answers on their way (write-buffer.ts).
-    const notComing = paid > 0 ? buffer.expectPaid() : () => {};
+    /** A paid request's earning, draw and metadata row were booked as its upstream call left. */
+    let booked = false;
     let released = false;
     const release = (served: boolean) => {
-      notComing();
       if (released) return;
       released = true;
       this.inFlight--;
@@ -456,11 +455,15 @@ export class SellerKey extends DurableObject<Env> {
       if (!served) {
         buffer.addSpend(day, -price);
         buffer.addSpend(month, -price);
+        // Not served after all: the booking is reversed, in a commit the refusal waits for
+        // (the output gate), so no refund leaves while the earning still stands.
+        if (booked) this.unbook(requestId);
       }
     };
     // latencyMs: to the upstream's first byte; durationMs: to the answer's last byte, once known.
     const record = (status: number, latencyMs: number, outcome: RequestMeta["outcome"], amount: number, durationMs: number | null = null) =>
-      this.recordMeta({ requestId, at: now, method, route: path, status, latencyMs, durationMs, amountMicros: amount, outcome });
+      // A booked request's later rows replace its booking's row (one row in storage).
+      this.recordMeta({ requestId, at: now, method, route: path, status, latencyMs, durationMs, amountMicros: amount, outcome }, booked);
 
     let credential: string;
     try {
@@ -478,13 +481,29 @@ export class SellerKey extends DurableObject<Env> {
     const started = Date.now();
     const call = this.firstByte.start(timeoutMs, request.signal);
     let upstream: Response;
+    let bookedCommit: Promise<void> | null = null;
+    let bookedDone = false;
     try {
-      upstream = await fetch(upstreamUrl(upstreamBase(provider, upstreamOverrides(this.env)), path, search, provider), {
+      const answer = fetch(upstreamUrl(upstreamBase(provider, upstreamOverrides(this.env)), path, search, provider), {
         method,
         headers: upstreamHeaders(provider, request.headers, credential),
         body: method === "GET" || method === "HEAD" ? undefined : request.body,
         signal: call.controller.signal,
       });
+      if (paid > 0) {
+        // Booked as the call leaves, not once it answers: the commit then runs while the
+        // provider works, instead of holding the answer after it (in production a
+        // replicated write). After fetch(), so that the output gate does not hold the call.
+        // The row says what is known now (status 0 until the answer's row replaces it); a
+        // failed call reverses all of it (release), and the flush leaves it alone meanwhile.
+        this.earn(paid, price, requestId, draw);
+        record(0, 0, "served", paid);
+        buffer.hold(requestId);
+        booked = true;
+        bookedCommit = buffer.committed();
+        bookedCommit.then(() => void (bookedDone = true), () => {});
+      }
+      upstream = await answer;
     } catch {
       this.firstByte.done(call);
       release(false);
@@ -543,24 +562,27 @@ export class SellerKey extends DurableObject<Env> {
     }
 
     // Served: the key works, whatever the buyer asked (a 400 is the buyer's own error).
-    // Only a successful answer is charged (the router refunds the rest), so only it earns,
-    // and it earns as soon as its status is known: the router settles at the same moment.
+    // Only a successful answer is charged (the router refunds the rest), so only it keeps
+    // its booking; an unpaid (operator) answer counts as served now.
     const served = status < 400;
     const charged = served ? paid : 0;
-    if (served) this.earn(charged, price, requestId, draw);
-    else release(false);
+    if (!served) release(false);
+    else if (booked) buffer.settle(requestId);
+    else this.earn(0, price, requestId);
     this.noteCall(true);
     this.setHealth(health.onSuccess(this.health, latency), this.health.state === "cooling" ? "key.recovered" : null, "probe succeeded");
     const ours = { [H.price]: String(price), [H.requestId]: requestId };
     // Recorded now, in the same batch as the earnings; a cut stream amends the outcome. An
     // answer read whole (or without a body) is complete: its time to the last byte is known.
     const row = record(status, latency, "served", charged, whole !== null || !upstream.body ? Date.now() - started : null);
-    // Money is never left to the batch: a paid answer's earnings and its metadata row (the
-    // dispute trail) commit before the answer goes out (the group commit, then the output
-    // gate). A storage failure throws here, as persist() did: the router sees the key
-    // object fail and refunds.
-    notComing();
-    if (charged > 0) await buffer.committed();
+    // Money is never left to the batch: a paid answer's booking (earnings, tab draw, and
+    // its metadata row, the dispute trail) is committed before the answer goes out (the
+    // group commit, then the output gate); one still waiting for others is written now. A
+    // storage failure throws here: the router sees the key object fail and refunds.
+    if (charged > 0 && bookedCommit !== null) {
+      if (!bookedDone) buffer.commitNow();
+      await bookedCommit;
+    }
     if (whole !== null || !upstream.body) {
       release(served);
       return buyerResponse(provider, upstream, whole, ours);
@@ -698,6 +720,12 @@ export class SellerKey extends DurableObject<Env> {
     this.buffer.changed("track");
   }
 
+  /** Reverse a booked request that was not served (its refusal waits for the commit). */
+  private unbook(requestId: string) {
+    const reversed = this.buffer.voidEarning(this.ctx.storage, requestId);
+    if (reversed) this.live.earned(-reversed.sellerMicros);
+  }
+
   /** Credit a served request: the seller's share of what the buyer paid, and the fee (S7). */
   private earn(paid: number, price: number, requestId: string, draw?: KeyDraw) {
     const { sellerMicros, feeMicros } = paid > 0 ? split(paid, price, feeBps(this.env)) : { sellerMicros: 0, feeMicros: 0 };
@@ -706,8 +734,8 @@ export class SellerKey extends DurableObject<Env> {
   }
 
   /** Every request that reached the upstream, served or not: the flush alarm follows from here. */
-  private recordMeta(m: RequestMeta): RequestMeta {
-    this.buffer.recordMeta(m);
+  private recordMeta(m: RequestMeta, replaces = false): RequestMeta {
+    this.buffer.recordMeta(m, replaces);
     // A busy key fills a flush's worth of rows long before EARNINGS_FLUSH_MS: its flush is
     // brought forward, so that its rows reach Postgres rather than the cap (MAX_BUFFERED_META
     // drops the oldest). At the pace of a flush that leaves more behind (a second), which

@@ -6,10 +6,11 @@
 // PERSIST_MS. A commit holds back the object's outgoing messages until it is durable (and
 // locally is an fsync on workerd's only thread), so one per request would make every
 // answer wait for it. SQLite stays the record: an evicted object reloads from it, and
-// what a crash can forget is bounded by the window (docs/operations.md). Paid answers
-// await committed() (a group commit shared by every paid answer that is ready by then,
-// core/group-commit.ts), so money never waits for the window and is durable before its
-// answer leaves.
+// what a crash can forget is bounded by the window (docs/operations.md). A paid request is
+// booked (earning, tab draw, metadata row) as its upstream call leaves, and its answer
+// awaits committed() (a group commit shared by the bookings of that moment,
+// core/group-commit.ts): money never waits for the window, is durable before its answer
+// leaves, and its commit runs while the provider works.
 import { GroupCommit } from "../../core/group-commit.ts";
 import { numberSetting } from "../../core/settings.ts";
 import type { RequestMeta } from "../../schema/wire.ts";
@@ -20,11 +21,12 @@ const MINUTE = 60_000;
 export const MAX_BUFFERED_META = 10_000;
 const MAX_EVENTS = 200;
 /**
- * Longest a paid answer waits for other paid answers on their way to share its commit (an
- * answer with none on their way commits at once, so c=1 never waits). 6 ms, not 2: under
- * load each commit locally blocks workerd's thread on fsync, and one buyer at c=50 went
- * from 0.27 to 0.17 commits per paid request, at no measured cost to c=10 (docs/bench.md,
- * seventh pass). Against a provider's hundreds of ms it is noise.
+ * Longest a paid booking waits for the bookings of other requests to share its commit,
+ * while other paid requests of the key are upstream (alone, it commits at once, so c=1
+ * never waits); the first answer that needs the batch ends the wait (commitNow). Under
+ * load each commit locally blocks workerd's thread on fsync (docs/bench.md, seventh and
+ * ninth passes). Against a provider's hundreds of ms it is hidden: the commit runs while
+ * the provider works.
  */
 const PAID_BATCH_WAIT_MS = 6;
 
@@ -58,6 +60,8 @@ export class WriteBuffer {
   private readonly pendingSpend = new Map<string, number>();
   private readonly pendingEarnings = { sellerMicros: 0, feeMicros: 0, served: 0 };
   private pendingMeta: RequestMeta[] = [];
+  /** Rows in pendingMeta that replace a row already counted (a booked request's own): not counted again. */
+  private replacing = 0;
   /** Paid earnings that may still be reversed (request id, seller share, fee): see voidEarning. */
   private pendingVoidable: [string, number, number][] = [];
   /** Tab draws of paid answers, written with their earnings (see drawsToReport). */
@@ -68,9 +72,12 @@ export class WriteBuffer {
   private readonly dirtyKeys = new Set<string>();
   private pending = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  /** Paid requests admitted whose answers have not reached committed() yet (see expectPaid). */
-  private paidComing = 0;
-  private readonly paidCommit = new GroupCommit(() => this.persist(), { coming: () => this.paidComing, maxWaitMs: PAID_BATCH_WAIT_MS });
+  /**
+   * Paid requests booked whose upstream outcome is not known yet (see hold): the earnings
+   * flush leaves their earnings, reversible rows and metadata rows alone.
+   */
+  private readonly held = new Set<string>();
+  private readonly paidCommit = new GroupCommit(() => this.persist(), { busy: () => this.held.size > 1, maxWaitMs: PAID_BATCH_WAIT_MS });
   private metaRows = 0;
 
   private readonly sql: SqlStorage;
@@ -201,6 +208,7 @@ export class WriteBuffer {
    * to reverse (never earned, already reversed, or already on its way to the ledger).
    */
   voidEarning(storage: DurableObjectStorage, requestId: string): { sellerMicros: number; feeMicros: number } | null {
+    this.held.delete(requestId);
     this.persist();
     return storage.transactionSync(() => {
       const row = this.sql.exec<{ seller_micros: number; fee_micros: number }>("SELECT seller_micros, fee_micros FROM voidable WHERE request_id = ?", requestId).toArray()[0];
@@ -231,10 +239,12 @@ export class WriteBuffer {
    * A row to write (INSERT OR REPLACE on the request id). Recording a row again replaces
    * it: a stream's row is recorded when the answer starts and again, with its time to the
    * last byte, when it ends; if the first copy already went to Postgres, the second one
-   * follows it there and fills that time in.
+   * follows it there and fills that time in. `replaces`: the row of a booked request, whose
+   * booking's row (held back from the flush) it replaces, so it is not counted again.
    */
-  recordMeta(m: RequestMeta) {
+  recordMeta(m: RequestMeta, replaces = false) {
     this.pendingMeta.push(m);
+    if (replaces) this.replacing++;
     this.markDirty();
   }
 
@@ -277,7 +287,7 @@ export class WriteBuffer {
 
   /** Metadata rows waiting for the flush: in storage and in this batch. */
   bufferedMetaRows(): number {
-    return this.metaRows + this.pendingMeta.length;
+    return this.metaRows + this.pendingMeta.length - this.replacing;
   }
 
   countMeta(): number {
@@ -301,29 +311,38 @@ export class WriteBuffer {
   }
 
   /**
-   * The group commit for paid answers: resolves after a persist() that ran after this call,
-   * shared by every paid answer ready by then (core/group-commit.ts: batched under load, at
-   * once when idle). The output gate holds what is sent after the writes until they are
-   * durable, so an answer sent after this resolves leaves after its earnings.
+   * The group commit for paid bookings: resolves after a persist() that ran after this call,
+   * shared by the bookings of that moment (core/group-commit.ts: at once when no other paid
+   * request of the key is upstream, else batched for up to PAID_BATCH_WAIT_MS). The output
+   * gate holds what is sent after the writes until they are durable, so an answer sent
+   * after this resolves leaves after its earnings.
    */
   committed(): Promise<void> {
     return this.paidCommit.committed();
   }
 
+  /** An answer needs the waiting booking batch now: write it (see committed). */
+  commitNow(): void {
+    this.paidCommit.commitNow();
+  }
+
   /**
-   * A paid request was admitted: its answer will want a commit. The returned function says
-   * it no longer will (it reached committed(), or failed); call it exactly once. While
-   * others are on their way, a paid answer waits up to PAID_BATCH_WAIT_MS to share their
-   * commit; the last one expected commits at once.
+   * A paid request was booked (earn with its request id, and its metadata row) before its
+   * upstream's outcome is known: until settle() or voidEarning(), the earnings flush leaves
+   * it out, so that a failed call can still be reversed before its refusal leaves.
    */
-  expectPaid(): () => void {
-    this.paidComing++;
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      this.paidComing--;
-    };
+  hold(requestId: string) {
+    this.held.add(requestId);
+  }
+
+  /** The booked request was served: the flush may take it (it stays reversible until then, B6). */
+  settle(requestId: string) {
+    this.held.delete(requestId);
+  }
+
+  /** Booked requests still upstream (see hold), for the earnings flush. */
+  heldIds(): string[] {
+    return [...this.held];
   }
 
   /**
@@ -362,7 +381,8 @@ export class WriteBuffer {
          SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8 FROM json_each(?)`,
         JSON.stringify(rows.map((m) => [m.requestId, m.at, m.method, m.route, m.status, m.latencyMs, m.amountMicros, m.outcome, m.durationMs])),
       );
-      this.metaRows += rows.length;
+      this.metaRows += rows.length - this.replacing;
+      this.replacing = 0;
       // Past the cap, drop the oldest rows down to it, in batches rather than per request.
       if (this.metaRows > MAX_BUFFERED_META + 500) {
         // rowid is insertion order, which is time order here: no sort of the table.
@@ -410,10 +430,12 @@ export class WriteBuffer {
     this.pendingSpend.clear();
     this.pendingEarnings.sellerMicros = this.pendingEarnings.feeMicros = this.pendingEarnings.served = 0;
     this.pendingMeta = [];
+    this.replacing = 0;
     this.pendingVoidable = [];
     this.pendingDraws = [];
     this.pendingOutcomes.clear();
     this.dirtyKeys.clear();
+    this.held.clear();
     this.metaRows = 0;
     await storage.deleteAll();
   }

@@ -68,46 +68,47 @@ describe("GroupCommit", () => {
     expect(writes).toBe(2);
   });
 
-  it("with `coming`: callers wait for the ones on their way, the last expected commits them all in one write", async () => {
-    let coming = 3;
+  it("with `busy`: an idle owner commits at once; a busy one waits for the callers that follow, and commitNow() ends the wait with one write for all", async () => {
+    let busy = false;
     let writes = 0;
     const stored: number[] = [];
     const queued: number[] = [];
-    // A long wait: only the last caller's arrival can end this batch before the test's timer.
+    // A long wait: only commitNow() can end a busy batch before the test's timer.
     const gc = new GroupCommit(() => {
       writes++;
       stored.push(...queued.splice(0));
-    }, { coming: () => coming, maxWaitMs: 60_000 });
+    }, { busy: () => busy, maxWaitMs: 60_000 });
     const order: string[] = [];
     const arrive = (n: number) => {
       queued.push(n);
-      coming--;
       return gc.committed().then(() => order.push(`committed ${n}`));
     };
-    const first = arrive(1); // two more on their way: waits
+    // Idle (nothing else under way): a microtask, before any timer.
+    const sentinel0 = timerTick().then(() => order.push("timer"));
+    await Promise.all([arrive(0), sentinel0]);
+    expect(order).toEqual(["committed 0", "timer"]);
+    order.length = 0;
+    busy = true;
+    const first = arrive(1); // others under way: waits
     await timerTick();
     expect(order).toEqual([]);
-    const second = arrive(2); // one more: still waits
+    const second = arrive(2); // joins the same batch
     await timerTick();
     expect(order).toEqual([]);
-    const sentinel = timerTick().then(() => order.push("timer"));
-    const third = arrive(3); // the last one expected: all three in one write, before the timer
-    await Promise.all([first, second, third, sentinel]);
-    expect(order).toEqual(["committed 1", "committed 2", "committed 3", "timer"]);
     expect(writes).toBe(1);
-    expect(stored).toEqual([1, 2, 3]);
+    gc.commitNow(); // an answer needs it: written now, synchronously
+    expect(writes).toBe(2);
+    expect(stored).toEqual([0, 1, 2]);
+    await Promise.all([first, second]);
+    expect(order).toEqual(["committed 1", "committed 2"]);
+    gc.commitNow(); // nothing waiting: no write
+    expect(writes).toBe(2);
   });
 
-  it("with `coming`: a batch whose expected callers never come commits after maxWaitMs; none expected commits at once", async () => {
+  it("with `busy`: a batch nobody ends commits after maxWaitMs", async () => {
     let writes = 0;
-    let coming = 5;
-    const gc = new GroupCommit(() => void writes++, { coming: () => coming, maxWaitMs: 1 });
-    coming--; // one arrives, four stay upstream (say, cut off): the wait ends it
+    const gc = new GroupCommit(() => void writes++, { busy: () => true, maxWaitMs: 1 });
     await gc.committed();
     expect(writes).toBe(1);
-    coming = 0;
-    const sentinel = timerTick();
-    expect(await Promise.race([gc.committed().then(() => "committed"), sentinel])).toBe("committed");
-    expect(writes).toBe(2);
   });
 });

@@ -4,6 +4,7 @@
 // earned. Through the Worker's real entry: such an answer is not charged (the buyer gets an
 // error with a refunded receipt, or another key's answer), the key's earning is reversed and
 // its metadata row says `undelivered`; an answer cut after its first bytes stays charged.
+import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { generateBuyerKey, type BuyerKey } from "../../buyer/keys.ts";
 import { keyStub } from "../../objects/seller-key/stub.ts";
@@ -32,6 +33,21 @@ async function rowOf(keyId: string, requestId: string) {
 }
 
 const earningsOf = async (keyId: string) => (await inspect(keyId)).earnings;
+
+/** Until the demo upstream has received `n` calls with this credential (it logs a call as it arrives). */
+async function upstreamHas(credential: string, n = 1) {
+  for (let i = 0; i < 400 && (await demoLog()).filter((r) => r.credential === credential).length < n; i++) await new Promise((r) => setTimeout(r, 5));
+  expect((await demoLog()).filter((r) => r.credential === credential)).toHaveLength(n);
+}
+
+/** The key's money rows as stored now, read in the object (an inspection would force the batch first). */
+const storedBooking = (keyId: string) => runInDurableObject(keyStub(e, keyId, "default"), (_i, state) => ({
+  earnings: state.storage.sql.exec("SELECT unflushed_micros, fee_micros, served_count FROM earnings").toArray(),
+  meta: state.storage.sql.exec("SELECT request_id, status, amount_micros, outcome FROM request_meta").toArray(),
+  voidable: state.storage.sql.exec("SELECT seller_micros, fee_micros FROM voidable").toArray(),
+}));
+
+const flushNow = (keyId: string) => keyStub(e, keyId, "default").flushEarnings();
 
 describe("B6: an answer that never started reaching the buyer is not charged", () => {
   it("B6: an upstream that answers 200 and breaks off before its first body byte: an error with a refunded receipt, the wallet whole, the key's earning reversed", async () => {
@@ -146,5 +162,82 @@ describe("B6: an answer that never started reaching the buyer is not charged", (
     expect(receiptOf(res)).toMatchObject({ amountMicros: PRICE, refunded: false });
     expect(await balanceOf(buyer.buyerId)).toBe(10_000 - PRICE);
     expect(await earningsOf(k.keyId)).toEqual({ unflushedMicros: 1800, feeMicros: 200, servedCount: 1 });
+  });
+});
+
+// The upstream holds its answer (`hold`) until released, or until the key's first-byte
+// timeout (UPSTREAM_TIMEOUT_MS, 2 s in the tests) ends the call.
+describe("PR16 B6: a paid request is booked as its upstream call leaves, and reversed if the call fails", () => {
+  it("PR16: its earning and metadata row are in the key's storage while the provider works; a flush meanwhile leaves them, and the answer's row replaces the booking's", async () => {
+    const k = await onlyKey();
+    await demo("/__demo/behaviour", { credential: k.credential, hold: true });
+    const buyer = await newBuyer();
+    const { credential } = await credentialFor(buyer);
+    const pending = ask({}, credential);
+    await upstreamHas(k.credential);
+    const during = await storedBooking(k.keyId);
+    expect(during).toEqual({
+      earnings: [{ unflushed_micros: 1800, fee_micros: 200, served_count: 1 }],
+      // Status 0: not known yet.
+      meta: [{ request_id: expect.stringMatching(/^req_/), status: 0, amount_micros: PRICE, outcome: "served" }],
+      voidable: [{ seller_micros: 1800, fee_micros: 200 }],
+    });
+    // A flush now has nothing it may take: the call could still fail.
+    expect(await flushNow(k.keyId)).toMatchObject({ ok: true, value: { flushed: false } });
+    expect(await storedBooking(k.keyId)).toEqual(during);
+    await demo("/__demo/release", { credential: k.credential });
+    const res = await pending;
+    expect(res.status).toBe(200);
+    await res.text();
+    const requestId = res.headers.get("cn2-request-id")!;
+    expect(during.meta[0]!.request_id).toBe(requestId);
+    expect(receiptOf(res)).toMatchObject({ amountMicros: PRICE, refunded: false });
+    // Served: the next flush takes it, with the answer's own row.
+    expect(await flushNow(k.keyId)).toMatchObject({ ok: true, value: { flushed: true, amountMicros: PRICE, metadataRows: 1 } });
+    const logged = await ownerDb((sql) => sql`select status, amount_micros::int as amount, outcome from public.request_log where request_id = ${requestId}`);
+    expect(logged).toEqual([{ status: 200, amount: PRICE, outcome: "served" }]);
+    expect(await balanceOf(buyer.buyerId)).toBe(10_000 - PRICE);
+  });
+
+  it("B6: a call that fails after a flush ran meanwhile is still reversed in full: the buyer refunded, the ledger holds only what was served", async () => {
+    const k = await onlyKey();
+    const buyer = await newBuyer();
+    const first = await paid(buyer);
+    expect(first.res.status).toBe(200);
+    await first.res.text();
+    await demo("/__demo/behaviour", { credential: k.credential, hold: true });
+    const { credential } = await credentialFor(buyer);
+    const pending = ask({}, credential);
+    await upstreamHas(k.credential, 2);
+    // The flush takes the first request only.
+    expect(await flushNow(k.keyId)).toMatchObject({ ok: true, value: { flushed: true, amountMicros: PRICE, metadataRows: 1 } });
+    // Never released: the key's first-byte timeout ends the call.
+    const res = await pending;
+    expect(res.status).toBe(504);
+    expect(receiptOf(res)).toMatchObject({ amountMicros: PRICE, refunded: true });
+    const requestId = res.headers.get("cn2-request-id")!;
+    expect(await balanceOf(buyer.buyerId)).toBe(10_000 - PRICE);
+    expect(await earningsOf(k.keyId)).toEqual({ unflushedMicros: 0, feeMicros: 0, servedCount: 0 });
+    expect(await flushNow(k.keyId)).toMatchObject({ ok: true, value: { flushed: true, amountMicros: 0, metadataRows: 1 } });
+    const logged = await ownerDb((sql) => sql`select status, amount_micros::int as amount, outcome from public.request_log where request_id = ${requestId}`);
+    expect(logged).toEqual([{ status: 504, amount: 0, outcome: "upstream_error" }]);
+    const [ledger] = await ownerDb((sql) => sql`select coalesce(sum(amount_micros), 0)::int as total from public.earnings_ledger where key_id = ${k.keyId}`);
+    expect(ledger!.total).toBe(PRICE);
+  });
+
+  it("B6: a key restarted while its upstream call is in flight: the booking is reversed from storage, the buyer refunded", async () => {
+    const k = await onlyKey();
+    await demo("/__demo/behaviour", { credential: k.credential, hold: true });
+    const buyer = await newBuyer();
+    const { credential } = await credentialFor(buyer);
+    const pending = ask({}, credential);
+    await upstreamHas(k.credential);
+    expect((await api(`/ops/keys/${k.keyId}/restart`, { method: "POST" })).status).toBe(200);
+    const res = await pending;
+    expect(res.status).toBe(502);
+    expect(receiptOf(res)).toMatchObject({ amountMicros: PRICE, refunded: true });
+    expect(await balanceOf(buyer.buyerId)).toBe(10_000);
+    expect(await earningsOf(k.keyId)).toEqual({ unflushedMicros: 0, feeMicros: 0, servedCount: 0 });
+    expect(await rowOf(k.keyId, res.headers.get("cn2-request-id")!)).toMatchObject({ status: 0, amountMicros: 0, outcome: "undelivered" });
   });
 });
