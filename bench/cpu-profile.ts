@@ -157,17 +157,34 @@ const label = (f: CallFrame) => {
   return `${name} ${file}:${f.lineNumber + 1}`;
 };
 
-/** Self and inclusive milliseconds per function (recursion counted once per sample). */
-export function summarize(profile: CpuProfile): { costs: FunctionCost[]; totalMs: number; idleMs: number } {
+/** A sample counts for at most this many median sampling intervals (see summarize). */
+export const GAP_INTERVALS = 10;
+
+/**
+ * Self and inclusive milliseconds per function (recursion counted once per sample). A
+ * sample stands for the time until the next one, but at most GAP_INTERVALS median
+ * intervals: the profiler sometimes takes no sample for a long stretch (the thread blocked
+ * outside JavaScript, the sampler descheduled on a busy machine), and that whole stretch
+ * would otherwise be charged to whatever frame the next sample happened to follow (one
+ * second once, to a schema check). The rest is `gapMs`, reported apart.
+ */
+export function summarize(profile: CpuProfile): { costs: FunctionCost[]; totalMs: number; idleMs: number; gapMs: number } {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const self = new Map<string, number>();
   const total = new Map<string, number>();
+  const sorted = profile.timeDeltas.filter((d) => d > 0).sort((x, y) => x - y);
+  const capMs = sorted.length > 0 ? (GAP_INTERVALS * sorted[sorted.length >> 1]!) / 1000 : Number.POSITIVE_INFINITY;
   let totalMs = 0;
   let idleMs = 0;
+  let gapMs = 0;
   for (let i = 0; i < profile.samples.length; i++) {
-    const ms = (profile.timeDeltas[i + 1] ?? profile.timeDeltas[i] ?? 0) / 1000;
+    let ms = (profile.timeDeltas[i + 1] ?? profile.timeDeltas[i] ?? 0) / 1000;
+    if (ms > capMs) {
+      gapMs += ms - capMs;
+      ms = capMs;
+    }
     const node = byId.get(profile.samples[i]!);
     if (!node) continue;
     totalMs += ms;
@@ -186,7 +203,7 @@ export function summarize(profile: CpuProfile): { costs: FunctionCost[]; totalMs
     }
   }
   const costs = [...total.entries()].map(([name, totalMs]) => ({ name, selfMs: self.get(name) ?? 0, totalMs }));
-  return { costs, totalMs, idleMs };
+  return { costs, totalMs, idleMs, gapMs };
 }
 
 export function writeProfile(path: string, profile: CpuProfile) {

@@ -34,7 +34,7 @@ import { connect } from "../tools/database.ts";
 import { generateDevSigningKey } from "../core/dev-signing-key.ts";
 import { encryptCredential, generateVaultKey } from "../core/vault.ts";
 import { newKeyId } from "../core/key-id.ts";
-import { profileWhile, summarize, writeProfile } from "./cpu-profile.ts";
+import { GAP_INTERVALS, profileWhile, summarize, writeProfile } from "./cpu-profile.ts";
 import { failures, load, merge, type RunStats, type Target } from "./load.ts";
 import { HOST, freePort, installCleanup, log, removeDirOnExit, shutdown, spawnNode, waitForPort } from "./processes.ts";
 import { fundedBuyers, loadClients, mergePaid, type ClientLoad, type PaidStats } from "./paid.ts";
@@ -62,6 +62,7 @@ const { values: args } = parseArgs({
     "wait-quiet": { type: "string", default: "0" },
     var: { type: "string", multiple: true, default: [] },
     "miniflare-outbound": { type: "boolean", default: false },
+    "upstream-delay": { type: "string", default: "0" },
     help: { type: "boolean", default: false },
   },
 });
@@ -70,13 +71,16 @@ if (args.help) {
     "npm run bench [-- --json] [--profile] [--duration 6] [--rounds 2] [--warmup 1.5] [--concurrency 1,10,50]\n" +
       "              [--only cn2,probe:do] [--tmpfs-storage] [--cpu-profile /tmp/cn2.cpuprofile] [--cpu-profile-paid F] [--wait-quiet 60]\n" +
       "              [--var NAME=VALUE ...]   (a Worker var over wrangler.toml's, e.g. --var PERSIST_MS=0)\n" +
-      "              [--miniflare-outbound]   (upstream calls through Miniflare's outbound helper worker, as in wrangler dev)\n",
+      "              [--miniflare-outbound]   (upstream calls through Miniflare's outbound helper worker, as in wrangler dev)\n" +
+      "              [--upstream-delay MS]    (the demo upstream waits MS before every answer, a provider's time to first byte)\n",
   );
   process.exit(0);
 }
 const DURATION = boundedNumber(args.duration, 1, 60, "--duration");
 const WARMUP = boundedNumber(args.warmup, 0, 30, "--warmup");
 const WAIT_QUIET = boundedNumber(args["wait-quiet"], 0, 600, "--wait-quiet");
+/** `--upstream-delay MS`: every system's upstream answers after MS (tools/demo-upstream.ts --delay-ms). */
+const UPSTREAM_DELAY = boundedNumber(args["upstream-delay"], 0, 10_000, "--upstream-delay");
 const ROUNDS = Math.round(boundedNumber(args.rounds, 1, 10, "--rounds"));
 /** `--var NAME=VALUE`: override a wrangler.toml var for an experiment (printed in the header). */
 const VAR_OVERRIDES = Object.fromEntries(
@@ -136,10 +140,10 @@ async function main() {
   if (busy) log(`!! the machine is already busy (CPU pressure ${pressureBefore ?? "n/a"}%, 1-min load ${loadBefore.toFixed(2)} on ${cpus().length} CPUs): expect noisy figures`);
 
   // 1. The fake upstream, its own process.
-  const upstream = spawnNode("demo upstream", [join(ROOT, "tools/demo-upstream.ts"), "--port", "0", "--host", HOST]);
+  const upstream = spawnNode("demo upstream", [join(ROOT, "tools/demo-upstream.ts"), "--port", "0", "--host", HOST, "--delay-ms", String(UPSTREAM_DELAY)]);
   const upstreamUrl = (await upstream.waitForLine(/listening on (http:\/\/\S+)/, 15_000))[1]!;
   const bases = upstreamBaseUrls(upstreamUrl);
-  log(`demo upstream at ${upstreamUrl} (pid ${upstream.proc.pid})`);
+  log(`demo upstream at ${upstreamUrl} (pid ${upstream.proc.pid})${UPSTREAM_DELAY > 0 ? `, answering after ${UPSTREAM_DELAY} ms` : ""}`);
 
   // 2. Postgres for the Worker (PGlite, migrated, in memory), its own process.
   const db = spawnNode("database", [join(ROOT, "tools/database.ts"), "serve", "--memory", "--port", "0"]);
@@ -476,12 +480,14 @@ async function cpuProfile(port: number, path: string, label: string, run: () => 
     served = await run();
   });
   writeProfile(path, profile);
-  const { costs, totalMs, idleMs } = summarize(profile);
+  const { costs, totalMs, idleMs, gapMs } = summarize(profile);
   const busy = totalMs - idleMs;
   const perReq = served > 0 ? (busy * 1000) / served : NaN;
   const lines = [
     `CPU profile of the cn2 isolate (router + Durable Objects), ${label}, ${served} requests: ` +
-      `${busy.toFixed(0)} ms busy of ${totalMs.toFixed(0)} ms sampled, ${perReq.toFixed(0)} us of JS-thread time per request. Written to ${path}` +
+      `${busy.toFixed(0)} ms busy of ${totalMs.toFixed(0)} ms sampled, ${perReq.toFixed(0)} us of JS-thread time per request` +
+      (gapMs >= 1 ? ` (${gapMs.toFixed(0)} ms without samples left out: longer than ${GAP_INTERVALS} sampling intervals)` : "") +
+      `. Written to ${path}` +
       (profile.heap ? `; V8 heap after the run: ${profile.heap.usedMb.toFixed(1)} MB used of ${profile.heap.totalMb.toFixed(1)} MB` : "") +
       (profile.allocatedBytes !== undefined && served > 0 ? `; allocated about ${(profile.allocatedBytes / served / 1024).toFixed(1)} KB per request (V8 sampling heap profiler, garbage included)` : ""),
     "  by inclusive time (us per request, self in brackets):",
@@ -711,6 +717,7 @@ function printTable(rows: Row[], meta: { machine: string; miniflare: string }) {
   out.push("");
   out.push(`cn2 proxy bench: POST /v1/chat/completions (non-streaming), ${DURATION} s per system and concurrency (${ROUNDS} interleaved rounds) after ${WARMUP} s warm-up`);
   out.push(`${meta.machine}; cn2 in workerd via Miniflare ${meta.miniflare} (no wrangler dev proxy; upstream calls ${args["miniflare-outbound"] ? "through Miniflare's outbound helper worker" : "straight to workerd's network, as deployed"})`);
+  if (UPSTREAM_DELAY > 0) out.push(`the upstream waits ${UPSTREAM_DELAY} ms before every answer (--upstream-delay)`);
   if (Object.keys(VAR_OVERRIDES).length > 0) out.push(`vars over wrangler.toml's: ${Object.entries(VAR_OVERRIDES).map(([k, v]) => `${k}=${v}`).join(" ")}`);
   out.push("latency in ms (client side, sub-ms resolution); added = minus direct upstream at the same concurrency");
   out.push("");

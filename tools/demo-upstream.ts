@@ -10,7 +10,11 @@
 // `/__demo/log` tells tests which credential served what and how each response ended.
 // Request bodies are read only for `model`/`stream`, never logged.
 //
-//   node tools/demo-upstream.ts [--port 8788] [--host 127.0.0.1]
+//   node tools/demo-upstream.ts [--port 8788] [--host 127.0.0.1] [--delay-ms 0]
+//
+// `--delay-ms` makes every answer wait that long before its headers (a provider's time to
+// first byte; a credential's own injected delay takes precedence): benchmarks use it to
+// see what the proxy adds when the upstream is not instant (bench --upstream-delay).
 import http from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { realpathSync } from "node:fs";
@@ -189,6 +193,8 @@ interface DemoState {
   /** Wake-up functions of streams held after their first chunk, by credential. */
   held: Map<string, Set<() => void>>;
   nextId: number;
+  /** Wait before every answer unless a behaviour says otherwise (--delay-ms). */
+  delayMs: number;
 }
 
 function takeBehaviour(state: DemoState, credential: string): Behaviour | undefined {
@@ -465,7 +471,8 @@ async function serveProvider(state: DemoState, spec: ProviderSpec, req: Incoming
   entry.bodyBytes = raw?.length ?? 0;
 
   const behaviour = takeBehaviour(state, credential);
-  if (behaviour?.delayMs) await sleep(behaviour.delayMs);
+  const delayMs = behaviour?.delayMs ?? state.delayMs;
+  if (delayMs > 0) await sleep(delayMs);
   if (res.destroyed) return;
   if (behaviour?.status !== undefined) {
     const extra = behaviour.retryAfter !== undefined ? ["retry-after", String(behaviour.retryAfter)] : [];
@@ -611,9 +618,11 @@ function handle(state: DemoState, req: IncomingMessage, res: ServerResponse): Pr
 
 // ---- lifecycle ------------------------------------------------------------------------
 
-export function startDemoUpstream(opts: { port?: number; host?: string } = {}): Promise<DemoUpstream> {
+export function startDemoUpstream(opts: { port?: number; host?: string; delayMs?: number } = {}): Promise<DemoUpstream> {
   const host = opts.host ?? "127.0.0.1";
-  const state: DemoState = { behaviours: new Map(), log: [], held: new Map(), nextId: 1 };
+  const delayMs = opts.delayMs ?? 0;
+  if (!Number.isFinite(delayMs) || delayMs < 0) throw new RangeError("delayMs must be a non-negative number of milliseconds");
+  const state: DemoState = { behaviours: new Map(), log: [], held: new Map(), nextId: 1, delayMs };
   // Long URLs are read (tests send 60 KB paths): Node's 16 KB default would cut the
   // connection instead of answering, a failure no provider test means to inject.
   const server = http.createServer({ keepAlive: true, noDelay: true, maxHeaderSize: 256 * 1024 }, (req, res) => {
@@ -659,7 +668,7 @@ if (isMainModule()) {
     const i = process.argv.indexOf(name);
     return i === -1 ? undefined : process.argv[i + 1];
   };
-  const upstream = await startDemoUpstream({ port: Number(flag("--port") ?? 8788), host: flag("--host") });
+  const upstream = await startDemoUpstream({ port: Number(flag("--port") ?? 8788), host: flag("--host"), delayMs: Number(flag("--delay-ms") ?? 0) });
   console.log(`demo upstream listening on ${upstream.url} (credentials: ${CREDENTIAL_PREFIX}*)`);
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     process.once(signal, () => void upstream.close().then(() => process.exit(0)));
