@@ -49,6 +49,19 @@ const storedBooking = (keyId: string) => runInDurableObject(keyStub(e, keyId, "d
 
 const flushNow = (keyId: string) => keyStub(e, keyId, "default").flushEarnings();
 
+/** A paid call whose upstream holds its answer: resolves once the upstream has it (the `n`th call of this key), with the answer still to come. */
+async function heldCall(k: { credential: string }, buyer: BuyerKey, n = 1): Promise<{ answer: Promise<Response> }> {
+  await demo("/__demo/behaviour", { credential: k.credential, hold: true });
+  const { credential } = await credentialFor(buyer);
+  const answer = ask({}, credential);
+  await upstreamHas(k.credential, n);
+  return { answer };
+}
+
+/** The request log's row for a request, once flushed. */
+const loggedRow = (requestId: string) =>
+  ownerDb((sql) => sql`select status, amount_micros::int as amount, outcome from public.request_log where request_id = ${requestId}`);
+
 describe("B6: an answer that never started reaching the buyer is not charged", () => {
   it("B6: an upstream that answers 200 and breaks off before its first body byte: an error with a refunded receipt, the wallet whole, the key's earning reversed", async () => {
     const k = await onlyKey();
@@ -69,8 +82,7 @@ describe("B6: an answer that never started reaching the buyer is not charged", (
     expect((await inspect(k.keyId)).events).toContainEqual(expect.objectContaining({ kind: "request.undelivered", detail: requestId }));
     // Flushed: the request log says so (migration 0016), and the ledger has nothing for it.
     expect(await keyStub(e, k.keyId, "default").flushEarnings()).toMatchObject({ ok: true, value: { flushed: true, amountMicros: 0, metadataRows: 1 } });
-    const logged = await ownerDb((sql) => sql`select status, amount_micros::int as amount, outcome from public.request_log where request_id = ${requestId}`);
-    expect(logged).toEqual([{ status: 200, amount: 0, outcome: "undelivered" }]);
+    expect(await loggedRow(requestId)).toEqual([{ status: 200, amount: 0, outcome: "undelivered" }]);
     expect(await ownerDb((sql) => sql`select 1 from public.earnings_ledger where key_id = ${k.keyId}`)).toHaveLength(0);
   });
 
@@ -170,11 +182,8 @@ describe("B6: an answer that never started reaching the buyer is not charged", (
 describe("PR16 B6: a paid request is booked as its upstream call leaves, and reversed if the call fails", () => {
   it("PR16: its earning and metadata row are in the key's storage while the provider works; a flush meanwhile leaves them, and the answer's row replaces the booking's", async () => {
     const k = await onlyKey();
-    await demo("/__demo/behaviour", { credential: k.credential, hold: true });
     const buyer = await newBuyer();
-    const { credential } = await credentialFor(buyer);
-    const pending = ask({}, credential);
-    await upstreamHas(k.credential);
+    const { answer } = await heldCall(k, buyer);
     const during = await storedBooking(k.keyId);
     expect(during).toEqual({
       earnings: [{ unflushed_micros: 1800, fee_micros: 200, served_count: 1 }],
@@ -186,7 +195,7 @@ describe("PR16 B6: a paid request is booked as its upstream call leaves, and rev
     expect(await flushNow(k.keyId)).toMatchObject({ ok: true, value: { flushed: false } });
     expect(await storedBooking(k.keyId)).toEqual(during);
     await demo("/__demo/release", { credential: k.credential });
-    const res = await pending;
+    const res = await answer;
     expect(res.status).toBe(200);
     await res.text();
     const requestId = res.headers.get("cn2-request-id")!;
@@ -194,8 +203,7 @@ describe("PR16 B6: a paid request is booked as its upstream call leaves, and rev
     expect(receiptOf(res)).toMatchObject({ amountMicros: PRICE, refunded: false });
     // Served: the next flush takes it, with the answer's own row.
     expect(await flushNow(k.keyId)).toMatchObject({ ok: true, value: { flushed: true, amountMicros: PRICE, metadataRows: 1 } });
-    const logged = await ownerDb((sql) => sql`select status, amount_micros::int as amount, outcome from public.request_log where request_id = ${requestId}`);
-    expect(logged).toEqual([{ status: 200, amount: PRICE, outcome: "served" }]);
+    expect(await loggedRow(requestId)).toEqual([{ status: 200, amount: PRICE, outcome: "served" }]);
     expect(await balanceOf(buyer.buyerId)).toBe(10_000 - PRICE);
   });
 
@@ -205,35 +213,28 @@ describe("PR16 B6: a paid request is booked as its upstream call leaves, and rev
     const first = await paid(buyer);
     expect(first.res.status).toBe(200);
     await first.res.text();
-    await demo("/__demo/behaviour", { credential: k.credential, hold: true });
-    const { credential } = await credentialFor(buyer);
-    const pending = ask({}, credential);
-    await upstreamHas(k.credential, 2);
+    const { answer } = await heldCall(k, buyer, 2);
     // The flush takes the first request only.
     expect(await flushNow(k.keyId)).toMatchObject({ ok: true, value: { flushed: true, amountMicros: PRICE, metadataRows: 1 } });
     // Never released: the key's first-byte timeout ends the call.
-    const res = await pending;
+    const res = await answer;
     expect(res.status).toBe(504);
     expect(receiptOf(res)).toMatchObject({ amountMicros: PRICE, refunded: true });
     const requestId = res.headers.get("cn2-request-id")!;
     expect(await balanceOf(buyer.buyerId)).toBe(10_000 - PRICE);
     expect(await earningsOf(k.keyId)).toEqual({ unflushedMicros: 0, feeMicros: 0, servedCount: 0 });
     expect(await flushNow(k.keyId)).toMatchObject({ ok: true, value: { flushed: true, amountMicros: 0, metadataRows: 1 } });
-    const logged = await ownerDb((sql) => sql`select status, amount_micros::int as amount, outcome from public.request_log where request_id = ${requestId}`);
-    expect(logged).toEqual([{ status: 504, amount: 0, outcome: "upstream_error" }]);
+    expect(await loggedRow(requestId)).toEqual([{ status: 504, amount: 0, outcome: "upstream_error" }]);
     const [ledger] = await ownerDb((sql) => sql`select coalesce(sum(amount_micros), 0)::int as total from public.earnings_ledger where key_id = ${k.keyId}`);
     expect(ledger!.total).toBe(PRICE);
   });
 
   it("B6: a key restarted while its upstream call is in flight: the booking is reversed from storage, the buyer refunded", async () => {
     const k = await onlyKey();
-    await demo("/__demo/behaviour", { credential: k.credential, hold: true });
     const buyer = await newBuyer();
-    const { credential } = await credentialFor(buyer);
-    const pending = ask({}, credential);
-    await upstreamHas(k.credential);
+    const { answer } = await heldCall(k, buyer);
     expect((await api(`/ops/keys/${k.keyId}/restart`, { method: "POST" })).status).toBe(200);
-    const res = await pending;
+    const res = await answer;
     expect(res.status).toBe(502);
     expect(receiptOf(res)).toMatchObject({ amountMicros: PRICE, refunded: true });
     expect(await balanceOf(buyer.buyerId)).toBe(10_000);
